@@ -1,0 +1,3 @@
+from plugbox_server.cli import main
+
+main()

@@ -1,0 +1,34 @@
+"""One exception base for every expected failure, with its exit code.
+
+The CLI catches PlugboxError alone and prints `plugbox: <message>` (plus the hint,
+when there is one) on stderr; anything else is a bug and keeps its traceback.
+"""
+
+# Exit codes; 2 is bad usage (typer's own), 255 belongs to ssh and is never used.
+REFUSED = 1      # refused or failed, nothing changed; also: `check` found problems
+USAGE = 2
+BUSY = 3         # another plugbox command holds the lock on deploy/
+HOOK_FAILED = 4  # a hook failed; nothing was switched, or live was switched back
+REVERT_FAILED = 5  # a hook failed and bringing the previous version back failed too
+
+
+class PlugboxError(Exception):
+    code = REFUSED
+
+    def __init__(self, message: str, hint: str | None = None, code: int | None = None):
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+        if code is not None:
+            self.code = code
+
+    def __str__(self) -> str:
+        return f"{self.message}; {self.hint}" if self.hint else self.message
+
+
+class Busy(PlugboxError):
+    code = BUSY
+
+
+class HookFailed(PlugboxError):
+    code = HOOK_FAILED

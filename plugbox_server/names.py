@@ -1,0 +1,43 @@
+"""Version names: the one validator both sides use, and the making of new names.
+
+Pure, no I/O. A name is the UTC second the version was created,
+`YYYY-MM-DDTHH:MM:SS`; a version made in a second that already has one (or
+while the clock is behind the newest name) gets a three-digit suffix, `.001`,
+after the newest name, so plain string order stays creation order.
+"""
+
+import re
+from datetime import datetime, timezone
+
+from plugbox_server.errors import PlugboxError
+
+PATTERN = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{3})?")
+_SECOND = "%Y-%m-%dT%H:%M:%S"
+
+
+def is_version_name(name: str) -> bool:
+    return PATTERN.fullmatch(name) is not None
+
+
+def validate_version(name: str) -> str:
+    """Return `name` unchanged if it is a version name, else refuse; never clean it up."""
+    if not is_version_name(name):
+        shown = name.encode("unicode_escape").decode("ascii")
+        raise PlugboxError(
+            f"{shown!r} is not a version name (YYYY-MM-DDTHH:MM:SS)",
+            "see `plugbox status` for the versions",
+        )
+    return name
+
+
+def new_version_name(existing: "list[str] | set[str]", now: datetime | None = None) -> str:
+    """A name after every existing one: the current UTC second, or the newest plus a suffix."""
+    name = (now or datetime.now(timezone.utc)).astimezone(timezone.utc).strftime(_SECOND)
+    newest = max(existing, default="")
+    if name > newest:
+        return name
+    second, _, suffix = newest.partition(".")
+    count = int(suffix or "0") + 1
+    if count > 999:
+        raise PlugboxError(f"too many versions made in the second {second}", "try again in a second")
+    return f"{second}.{count:03d}"
