@@ -1,0 +1,280 @@
+"""The chain of versions: what the links say, what is wrong, what to change.
+
+Pure, no I/O: `store.read()` turns deploy/ into a `Chain`; the functions here
+decide; `store.apply()` carries out the resulting `Op`s in order.
+
+The invariants (SPEC section 4), checked by `problems()`:
+
+1. deploy/live, when present, is a relative link to a version directly in
+   deploy/; HOME/live points at deploy/live.
+2. Every previous/next link points at an existing version in deploy/.
+3. If V's next is W, then W's previous is V.
+4. Following previous from live ends; it never cycles.
+5. A version disappears only through remove or prune.
+
+The order of writes, which keeps them true across a kill at any instant:
+
+- next-version builds the version in deploy/.new-NAME (with its previous link)
+  and renames it into place: a version appears whole or not at all.
+- upgrade-to points live's next at the new version (whose previous is live
+  already, so 3 holds before and after), then switches live.
+- every link is written as a fresh temporary link deploy/.link-* renamed over
+  the old one, so a link is always either old or new, never missing.
+- live is switched by that same rename, followed by an fsync of deploy/: the
+  single commit point of upgrade-to and rollback-to.
+- remove first renames the version to deploy/.removing-NAME (its commit
+  point), then re-points the links that named it past it, then deletes it.
+  `check --repair` finishes whatever it finds half done: re-pointing is
+  idempotent, and the directory goes only after every link is re-pointed.
+"""
+
+from __future__ import annotations
+
+import posixpath
+from dataclasses import dataclass, field
+
+from plugbox_server.names import is_version_name
+
+# Bookkeeping entries in deploy/, all starting with a dot.
+LOCK = ".lock"
+LOG = ".log"
+TMP_LINK = ".link-"
+NEW = ".new-"
+REMOVING = ".removing-"
+
+LIVE = "live"
+HOME_LIVE = "../live"          # HOME/live, as seen from deploy/
+HOME_LIVE_TARGET = "deploy/live"
+
+
+@dataclass(frozen=True)
+class Links:
+    """The raw text of a version's links; None where there is no link."""
+
+    previous: str | None = None
+    next: str | None = None
+
+
+@dataclass
+class Chain:
+    """deploy/ as read from disk: versions, their links, and what is left over."""
+
+    versions: dict[str, Links] = field(default_factory=dict)
+    live: str | None = None              # raw text of deploy/live
+    live_is_link: bool = True            # False when deploy/live is a file or directory
+    home_live: str | None = None         # raw text of HOME/live
+    home_live_is_link: bool = True
+    removing: dict[str, Links] = field(default_factory=dict)  # .removing-NAME dirs
+    leftovers: list[str] = field(default_factory=list)        # .link-* and .new-* entries
+
+    # --- reading the links ------------------------------------------------
+
+    def target(self, raw: str | None) -> str | None:
+        """The version a previous/next link names, if it is `../NAME` of an existing one."""
+        if raw is None or not raw.startswith("../"):
+            return None
+        name = raw[3:]
+        return name if name in self.versions else None
+
+    def live_version(self) -> str | None:
+        if self.live_is_link and self.live in self.versions:
+            return self.live
+        return None
+
+    def previous(self, name: str) -> str | None:
+        return self.target(self.versions[name].previous)
+
+    def next(self, name: str) -> str | None:
+        return self.target(self.versions[name].next)
+
+    def previous_chain(self) -> list[str]:
+        """Versions reached by following previous from live (live excluded), stopping at a cycle."""
+        seen: list[str] = []
+        current = self.live_version()
+        visited = {current}
+        while current is not None:
+            current = self.previous(current)
+            if current is None or current in visited:
+                break
+            visited.add(current)
+            seen.append(current)
+        return seen
+
+    def states(self) -> dict[str, str]:
+        """Each version's state: live, previous, pending (never switched to) or detached."""
+        live = self.live_version()
+        chain = set(self.previous_chain())
+        targets = {self.next(n) for n in self.versions}
+        states = {}
+        for name in self.versions:
+            if name == live:
+                states[name] = "live"
+            elif name in chain:
+                states[name] = "previous"
+            elif name not in targets:
+                states[name] = "pending"
+            else:
+                states[name] = "detached"
+        return states
+
+
+# --- operations on disk, carried out by store.apply() -------------------------
+
+
+@dataclass(frozen=True)
+class SetLink:
+    """Make the link `path` (relative to deploy/) point at `target`, atomically."""
+
+    path: str
+    target: str
+
+
+@dataclass(frozen=True)
+class Unlink:
+    path: str
+
+
+@dataclass(frozen=True)
+class RemoveTree:
+    """Delete the entry `path` in deploy/ without following links out of it."""
+
+    path: str
+
+
+Op = SetLink | Unlink | RemoveTree
+
+
+@dataclass(frozen=True)
+class Problem:
+    message: str
+    repair: tuple[Op, ...] = ()    # empty: cannot be repaired without a person's choice
+
+
+def link_to(name: str) -> str:
+    """The text of a previous/next link to the version `name`."""
+    return f"../{name}"
+
+
+def _repoint(name: str, links: Links, chain: Chain) -> list[Op]:
+    """Re-point every link that names `name` past it, at its own previous/next."""
+    ops: list[Op] = []
+    for kind, replacement in (("previous", links.previous), ("next", links.next)):
+        # The replacement counts only if it still names an existing version.
+        new = chain.target(replacement)
+        for other, other_links in sorted(chain.versions.items()):
+            if getattr(other_links, kind) == link_to(name):
+                path = f"{other}/{kind}"
+                ops.append(SetLink(path, link_to(new)) if new and new != other else Unlink(path))
+    return ops
+
+
+def plan_finish_remove(name: str, chain: Chain) -> list[Op]:
+    """What remains of removing `name` once it has been renamed to .removing-NAME."""
+    return [*_repoint(name, chain.removing[name], chain), RemoveTree(REMOVING + name)]
+
+
+def plan_prune(chain: Chain, keep: int) -> list[str]:
+    """Versions to remove so that at most `keep` remain: never-live ones first, then the oldest."""
+    live = chain.live_version()
+    protected = {live, chain.previous(live) if live else None}
+    states = chain.states()
+    rank = {"pending": 0, "detached": 1, "previous": 2}
+    candidates = sorted(
+        (n for n in chain.versions if n not in protected),
+        key=lambda n: (rank[states[n]], n),
+    )
+    excess = len(chain.versions) - keep
+    return sorted(candidates[: max(excess, 0)])
+
+
+def problems(chain: Chain) -> list[Problem]:
+    """Every broken invariant and leftover, each with the ops that repair it."""
+    found: list[Problem] = []
+
+    for name in sorted(chain.removing):
+        found.append(Problem(
+            f"deploy/{REMOVING}{name}: an interrupted remove of {name}",
+            tuple(plan_finish_remove(name, chain)),
+        ))
+    for entry in sorted(chain.leftovers):
+        kind = "temporary link" if entry.startswith(TMP_LINK) else "unfinished new version"
+        found.append(Problem(f"deploy/{entry}: a leftover {kind}", (RemoveTree(entry),)))
+
+    found += _live_problems(chain)
+
+    removing = {link_to(n) for n in chain.removing}
+    for name, links in sorted(chain.versions.items()):
+        for kind in ("previous", "next"):
+            raw = getattr(links, kind)
+            if raw is None or chain.target(raw) or raw in removing:
+                continue
+            path = f"{name}/{kind}"
+            fixed = _normalise(raw, chain, inside_version=True)
+            if fixed:
+                found.append(Problem(f"deploy/{path} -> {raw}: not a relative link",
+                                     (SetLink(path, link_to(fixed)),)))
+            else:
+                found.append(Problem(f"deploy/{path} -> {raw}: no such version", (Unlink(path),)))
+
+    for name in sorted(chain.versions):
+        after = chain.next(name)
+        if after and chain.previous(after) != name and \
+                chain.versions[after].previous not in removing:
+            found.append(Problem(
+                f"deploy/{name}/next -> {after}, but {after}/previous is not {name}",
+                (Unlink(f"{name}/next"),),
+            ))
+
+    cycle = _cycle(chain)
+    if cycle:
+        found.append(Problem(
+            f"following previous from live cycles at deploy/{cycle}/previous",
+            (Unlink(f"{cycle}/previous"),),
+        ))
+    return found
+
+
+def _live_problems(chain: Chain) -> list[Problem]:
+    found: list[Problem] = []
+    if not chain.live_is_link:
+        found.append(Problem("deploy/live is not a symlink; move it out of deploy/ and run "
+                             "`plugbox rollback-to VERSION`"))
+    elif chain.live is not None and chain.live not in chain.versions:
+        fixed = _normalise(chain.live, chain, inside_version=False)
+        if fixed:
+            found.append(Problem(f"deploy/live -> {chain.live}: not a relative link",
+                                 (SetLink(LIVE, fixed),)))
+        else:
+            found.append(Problem(f"deploy/live -> {chain.live}: no such version; choose one "
+                                 "with `plugbox rollback-to VERSION`"))
+    if not chain.home_live_is_link:
+        found.append(Problem("live in the home is not a symlink; move it aside"))
+    elif chain.live is not None and chain.home_live != HOME_LIVE_TARGET:
+        shown = "missing" if chain.home_live is None else f"-> {chain.home_live}"
+        found.append(Problem(f"live in the home is {shown}, not -> {HOME_LIVE_TARGET}",
+                             (SetLink(HOME_LIVE, HOME_LIVE_TARGET),)))
+    return found
+
+
+def _normalise(raw: str, chain: Chain, inside_version: bool) -> str | None:
+    """The version an absolute or roundabout link means, if it means one in deploy/."""
+    base = "/deploy/version" if inside_version else "/deploy"
+    path = raw if raw.startswith("/") else posixpath.join(base, raw)
+    name = posixpath.basename(posixpath.normpath(path))
+    parent = posixpath.basename(posixpath.dirname(posixpath.normpath(path)))
+    if is_version_name(name) and name in chain.versions and parent == "deploy":
+        return name
+    return None
+
+
+def _cycle(chain: Chain) -> str | None:
+    """The version whose previous link closes a cycle on the way from live, if any."""
+    current = chain.live_version()
+    visited = {current}
+    while current is not None:
+        before = chain.previous(current)
+        if before in visited:
+            return current
+        visited.add(before)
+        current = before
+    return None

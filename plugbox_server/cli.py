@@ -1,0 +1,201 @@
+"""`plugbox`: parses the command line, calls one function of operations.py, reports."""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from plugbox_server import __version__, operations
+from plugbox_server.errors import PlugboxError
+
+app = typer.Typer(
+    name="plugbox",
+    help="Keep the versions of a service on this host: each version a directory in "
+    "HOME/deploy/, the live one a symlink, rollback one atomic rename.",
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _home(ctx: typer.Context) -> Path:
+    return ctx.obj
+
+
+def reports_errors(command):
+    """The one place an expected failure becomes `plugbox: ...` on stderr and an exit code."""
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except PlugboxError as error:
+            print(f"plugbox: {error}", file=sys.stderr)
+            raise typer.Exit(error.code)
+        except OSError as error:
+            where = f"{error.filename}: " if error.filename else ""
+            print(f"plugbox: {where}{error.strerror or error}", file=sys.stderr)
+            raise typer.Exit(1)
+        except KeyboardInterrupt:
+            print("plugbox: interrupted; run `plugbox check` to see the state",
+                  file=sys.stderr)
+            raise typer.Exit(130)
+
+    return wrapper
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        print(f"plugbox {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_options(
+    ctx: typer.Context,
+    home: Annotated[Optional[Path], typer.Option(
+        "--home", metavar="DIR", envvar="PLUGBOX_HOME",
+        help="The service's home, which holds deploy/ [default: $HOME].")] = None,
+    version: Annotated[bool, typer.Option(
+        "--version", callback=_show_version, is_eager=True,
+        help="Print plugbox's version and exit.")] = False,
+) -> None:
+    ctx.obj = home or Path(os.environ.get("HOME") or Path.home())
+
+
+@app.command("next-version")
+@reports_errors
+def next_version(ctx: typer.Context) -> None:
+    """Create a new, empty version whose previous is the live version; print its name.
+
+    Creates deploy/ on first use. The name, alone on stdout, is where the client
+    uploads; `upgrade-to NAME` makes it live.
+    """
+    print(operations.next_version(_home(ctx)))
+
+
+@app.command("upgrade-to")
+@reports_errors
+def upgrade_to(
+    ctx: typer.Context,
+    version: Annotated[str, typer.Argument(metavar="VERSION", help="A version made by next-version against the live one.")],
+) -> None:
+    """Make VERSION live: post_upload, stop (or refresh), switch, start, check.
+
+    Links the version's shared paths, runs its post_upload (a failure changes
+    nothing), points live's next at it, runs the live version's stop unless
+    VERSION has a refresh hook, switches live, runs VERSION's start or refresh,
+    then its check. If those fail, live is switched back and brought up again.
+    """
+    operations.upgrade_to(_home(ctx), version)
+
+
+@app.command("rollback-to")
+@reports_errors
+def rollback_to(
+    ctx: typer.Context,
+    version: Annotated[Optional[str], typer.Argument(metavar="[VERSION]", help="Default: the live version's previous.", show_default=False)] = None,
+    refresh: Annotated[bool, typer.Option("--refresh", help="Use VERSION's refresh hook instead of stop + start.")] = False,
+) -> None:
+    """Switch live back to VERSION: stop the live version, switch, start and check.
+
+    Never runs post_upload and rewrites no link, so `upgrade-to` the version
+    rolled back from rolls forward again.
+    """
+    operations.rollback_to(_home(ctx), version, refresh)
+
+
+@app.command("remove")
+@reports_errors
+def remove(
+    ctx: typer.Context,
+    versions: Annotated[list[str], typer.Option("-v", "--version", metavar="VERSION", help="A version to delete; repeat for more.")],
+) -> None:
+    """Delete versions, re-pointing the links that named them past them.
+
+    Refuses the live version. Deletes nothing outside the version's directory.
+    """
+    operations.remove(_home(ctx), versions)
+
+
+@app.command("status")
+@reports_errors
+def status(
+    ctx: typer.Context,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the state as JSON.")] = False,
+) -> None:
+    """List every version, newest first: its state and its links. Changes nothing.
+
+    States: live; previous (in live's previous chain); pending (made, never
+    switched to); detached (any other, such as a version rolled back from).
+    """
+    live, rows = operations.status(_home(ctx))
+    if as_json:
+        print(json.dumps({"home": str(_home(ctx).absolute()), "live": live,
+                          "versions": [vars(row) for row in rows]}, indent=2))
+        return
+    if not rows:
+        print("no versions")
+        return
+    for row in rows:
+        links = "".join(f"  {kind} {target}" for kind, target in
+                        (("previous", row.previous), ("next", row.next)) if target)
+        print(f"{row.name}  {row.state:<8}{links}".rstrip())
+
+
+@app.command("prune")
+@reports_errors
+def prune(
+    ctx: typer.Context,
+    keep: Annotated[int, typer.Option("--keep", metavar="N", min=1, help="How many versions to keep.")] = 5,
+) -> None:
+    """Remove versions until at most N remain: never-live ones first, then the oldest.
+
+    Never removes the live version nor its previous.
+    """
+    removed = operations.prune(_home(ctx), keep)
+    if not removed:
+        print(f"nothing to prune: at most {keep} versions")
+
+
+@app.command("check")
+@reports_errors
+def check(
+    ctx: typer.Context,
+    repair: Annotated[bool, typer.Option("--repair", help="Fix what can be fixed without losing a version.")] = False,
+) -> None:
+    """Verify the invariants of deploy/; print each problem; exit 1 if there is one.
+
+    With --repair, finish or undo an interrupted command (a half-done remove,
+    leftover temporary links, broken link pairs) and say what was done.
+    """
+    left, done = operations.check(_home(ctx), repair)
+    for message in done:
+        print(f"repaired: {message}")
+    for message in left:
+        print(f"problem: {message}")
+    if left:
+        raise PlugboxError(f"{len(left)} problem{'s' if len(left) > 1 else ''} in deploy/",
+                           None if repair else "run `plugbox check --repair`")
+    if not done:
+        print("ok")
+
+
+@app.command("log")
+@reports_errors
+def log(ctx: typer.Context) -> None:
+    """Print the history of operations: time, user, command, from, to, outcome."""
+    for entry in operations.log(_home(ctx)):
+        print("  ".join(entry))
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,301 @@
+"""One function per `plugbox` command; each takes the home explicitly.
+
+Each command that changes state takes the lock, reads the chain, refuses (with
+nothing changed) when the chain is broken or the request is wrong, then writes
+in the order chain.py sets out, and logs what it did.
+"""
+
+from __future__ import annotations
+
+import sys
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from plugbox_server import chain as c
+from plugbox_server import hooks
+from plugbox_server.errors import REVERT_FAILED, HookFailed, PlugboxError
+from plugbox_server.names import new_version_name, validate_version
+from plugbox_server.store import Store
+
+REPAIR_HINT = "run `plugbox check --repair`"
+
+
+def say(message: str) -> None:
+    print(f"plugbox: {message}", flush=True)
+
+
+def warn(message: str) -> None:
+    print(f"plugbox: {message}", file=sys.stderr, flush=True)
+
+
+@dataclass
+class _Record:
+    """What a command tells the log: the live version before and after."""
+
+    before: str | None = None
+    after: str | None = None
+
+
+@contextmanager
+def _changing(store: Store, command: str):
+    """Lock deploy/, check the chain is sound, and log the outcome whatever it is."""
+    with store.lock(command):
+        record = _Record()
+        outcome = "failed"
+        try:
+            chain = store.read()
+            broken = c.problems(chain)
+            if broken:
+                raise PlugboxError(f"deploy/ needs repair: {broken[0].message}", REPAIR_HINT)
+            record.before = record.after = chain.live_version()
+            yield chain, record
+            outcome = "ok"
+        except PlugboxError as error:
+            outcome = f"failed: {error.message}"
+            raise
+        except BaseException as error:
+            outcome = f"interrupted: {type(error).__name__}"
+            raise
+        finally:
+            store.append_log(command, record.before, record.after, outcome)
+
+
+def _existing(chain: c.Chain, name: str) -> str:
+    validate_version(name)
+    if name not in chain.versions:
+        raise PlugboxError(f"no version {name} in deploy/", "see `plugbox status`")
+    return name
+
+
+class _Service:
+    """Runs the hooks of versions of one home, each from the version's own plugbox.toml."""
+
+    def __init__(self, store: Store, chain: c.Chain):
+        self.store = store
+        self.chain = chain
+        self.configs: dict[str, hooks.VersionConfig] = {}
+
+    def config(self, name: str) -> hooks.VersionConfig:
+        if name not in self.configs:
+            self.configs[name] = hooks.load(self.store.version_dir(name),
+                                            f"deploy/{name}/{hooks.CONFIG}")
+        return self.configs[name]
+
+    def run(self, hook: str, name: str) -> None:
+        lines = self.config(name).hooks.get(hook)
+        if not lines:
+            return
+        directory = self.store.version_dir(name)
+        cwd = directory if hook == "post_upload" else self.store.home
+        env = hooks.environment(self.store.home, name, directory, self.chain.previous(name))
+        hooks.run(hook, lines, version=name, cwd=cwd, env=env)
+
+
+# --- the commands ---------------------------------------------------------------
+
+
+def next_version(home: Path) -> str:
+    store = Store(home)
+    store.make_deploy()
+    with _changing(store, "next-version") as (chain, record):
+        name = new_version_name(list(chain.versions) + list(chain.removing))
+        store.make_version(name, chain.live_version())
+        record.after = name
+        return name
+
+
+def upgrade_to(home: Path, version: str) -> None:
+    store = _existing_store(home)
+    with _changing(store, f"upgrade-to {version}") as (chain, record):
+        _existing(chain, version)
+        live = chain.live_version()
+        if version == live:
+            raise PlugboxError(f"{version} is already live", "see `plugbox status`")
+        made_against = chain.previous(version)
+        if made_against != live:
+            against = f"against {made_against}" if made_against else "as a first version"
+            raise PlugboxError(
+                f"{version} was made {against}, but the live version is {live or 'none'}",
+                "deploy again to make a version against the live one")
+        service = _Service(store, chain)
+        config = service.config(version)
+        if live:
+            service.config(live)
+        shown = f"deploy/{version}"
+        hooks.link_shared(store.home, store.version_dir(version), config, shown)
+        try:
+            service.run("post_upload", version)
+        except HookFailed as error:
+            raise HookFailed(f"{error.message}; nothing changed, "
+                             f"the live version is still {live or 'none'}") from None
+
+        if live:
+            store.set_link(f"{live}/next", c.link_to(version))
+        refresh = config.has("refresh")
+        if live and not refresh:
+            try:
+                service.run("stop", live)
+            except HookFailed as error:
+                warn(f"{error.message}; starting {live} again")
+                _bring_up(service, live, refresh=False)
+                raise HookFailed(f"{error.message}; nothing switched, "
+                                 f"the live version is still {live}") from None
+        _switch(service, record, live, version, refresh)
+
+
+def rollback_to(home: Path, version: str | None = None, refresh: bool = False) -> None:
+    store = _existing_store(home)
+    command = f"rollback-to {version or ''}".strip() + (" --refresh" if refresh else "")
+    with _changing(store, command) as (chain, record):
+        live = chain.live_version()
+        if version is None:
+            if live is None:
+                raise PlugboxError("there is no live version to roll back from",
+                                   "name a version: `plugbox rollback-to VERSION`")
+            version = chain.previous(live)
+            if version is None:
+                raise PlugboxError(f"the live version {live} has no previous version",
+                                   "see `plugbox status`")
+        _existing(chain, version)
+        if version == live:
+            raise PlugboxError(f"{version} is already live", "see `plugbox status`")
+        service = _Service(store, chain)
+        if refresh and not service.config(version).has("refresh"):
+            raise PlugboxError(f"{version} has no refresh hook",
+                               "roll back without --refresh")
+        if live:
+            service.config(live)
+            if not refresh:
+                try:
+                    service.run("stop", live)
+                except HookFailed as error:
+                    # The live version is assumed broken: its stop failing is no reason to stay.
+                    warn(f"{error.message}; rolling back all the same")
+        _switch(service, record, live, version, refresh)
+
+
+def _switch(service: _Service, record: _Record, live: str | None, version: str,
+            refresh: bool) -> None:
+    """Switch live to `version` and bring it up; on failure switch back and bring `live` up."""
+    store = service.store
+    store.switch_live(version)
+    record.after = version
+    say(f"live is now {version}")
+    try:
+        service.run("refresh" if refresh else "start", version)
+        service.run("check", version)
+    except HookFailed as error:
+        warn(f"{error.message}; switching back to {live or 'no live version'}")
+        if not refresh:
+            try:
+                service.run("stop", version)
+            except HookFailed as stop_error:
+                warn(stop_error.message)
+        store.switch_live(live)
+        record.after = live
+        if live is None:
+            raise HookFailed(f"{error.message}; there is no live version now") from None
+        say(f"live is back at {live}")
+        try:
+            _bring_up(service, live, refresh=refresh and service.config(live).has("refresh"),
+                      stopped_version=version if refresh else None)
+        except HookFailed as revert_error:
+            raise HookFailed(f"{error.message}; switched back to {live}, but "
+                             f"{revert_error.message}", code=REVERT_FAILED) from None
+        raise HookFailed(f"{error.message}; switched back to {live}, which is up again") from None
+
+
+def _bring_up(service: _Service, name: str, refresh: bool, stopped_version: str | None = None):
+    """Start `name` again: by its refresh, or (stopping `stopped_version` first) by its start."""
+    if refresh:
+        service.run("refresh", name)
+        return
+    if stopped_version:
+        service.run("stop", stopped_version)
+    service.run("start", name)
+
+
+def remove(home: Path, versions: list[str]) -> None:
+    store = _existing_store(home)
+    with _changing(store, "remove " + " ".join(versions)) as (chain, record):
+        live = chain.live_version()
+        for name in versions:
+            _existing(chain, name)
+            if name == live:
+                raise PlugboxError(f"{name} is live and cannot be removed",
+                                   "roll back or deploy first")
+        for name in dict.fromkeys(versions):
+            _remove_one(store, name)
+            say(f"removed {name}")
+
+
+def _remove_one(store: Store, name: str) -> None:
+    store.begin_remove(name)
+    store.apply(c.plan_finish_remove(name, store.read()))
+
+
+def prune(home: Path, keep: int = 5) -> list[str]:
+    if keep < 1:
+        raise PlugboxError(f"--keep {keep}: keep at least 1 version", code=2)
+    store = Store(home)
+    if not store.exists():
+        return []
+    with _changing(store, f"prune --keep {keep}") as (chain, record):
+        doomed = c.plan_prune(chain, keep)
+        for name in doomed:
+            _remove_one(store, name)
+            say(f"removed {name}")
+        return doomed
+
+
+@dataclass
+class Row:
+    name: str
+    state: str
+    previous: str | None
+    next: str | None
+
+
+def status(home: Path) -> tuple[str | None, list[Row]]:
+    chain = Store(home).read()
+    states = chain.states()
+    rows = [Row(name, states[name], chain.previous(name), chain.next(name))
+            for name in sorted(chain.versions, reverse=True)]
+    return chain.live_version(), rows
+
+
+def check(home: Path, repair: bool = False) -> tuple[list[str], list[str]]:
+    """(problems left, repairs made); problems are printed by the caller."""
+    store = Store(home)
+    if not repair:
+        return [p.message for p in c.problems(store.read())], []
+    if not store.exists():
+        return [], []
+    done: list[str] = []
+    with store.lock("check --repair"):
+        # One problem per pass, read afresh, since one repair may settle or uncover
+        # another; each repair removes a leftover or a link, so the passes are bounded.
+        for _ in range(10 + 3 * len(c.problems(store.read()))):
+            fixable = [p for p in c.problems(store.read()) if p.repair]
+            if not fixable:
+                break
+            problem = fixable[0]
+            store.apply(list(problem.repair))
+            done.append(problem.message)
+        left = [p.message for p in c.problems(store.read())]
+        if done:
+            store.append_log("check --repair", None, store.read().live_version(),
+                             f"repaired {len(done)}" + (f", {len(left)} left" if left else ""))
+    return left, done
+
+
+def log(home: Path) -> list[list[str]]:
+    return Store(home).read_log()
+
+
+def _existing_store(home: Path) -> Store:
+    store = Store(home)
+    if not store.exists():
+        raise PlugboxError(f"no deploy/ in {store.home}", "deploy a first version with `plug deploy`")
+    return store
