@@ -44,17 +44,19 @@ class Store:
         chain.home_live, chain.home_live_is_link = _readlink(self.home / "live")
         if not self.exists():
             return chain
+        # Plain strings, not Path objects: this loop is the only cost that grows
+        # with the number of versions.
         with os.scandir(self.deploy) as entries:
             for entry in entries:
                 name = entry.name
                 if name == c.LIVE:
-                    chain.live, chain.live_is_link = _readlink(Path(entry.path))
+                    chain.live, chain.live_is_link = _readlink(entry.path)
                 elif name.startswith(c.REMOVING):
-                    chain.removing[name[len(c.REMOVING):]] = _links(Path(entry.path))
+                    chain.removing[name[len(c.REMOVING):]] = _links(entry.path)
                 elif name.startswith((c.TMP_LINK, c.NEW)):
                     chain.leftovers.append(name)
                 elif is_version_name(name) and entry.is_dir(follow_symlinks=False):
-                    chain.versions[name] = _links(Path(entry.path))
+                    chain.versions[name] = _links(entry.path)
         return chain
 
     def version_dir(self, name: str) -> Path:
@@ -201,7 +203,7 @@ def _user() -> str:
         return str(os.getuid())
 
 
-def _readlink(path: Path) -> tuple[str | None, bool]:
+def _readlink(path: str | Path) -> tuple[str | None, bool]:
     """(text of the link, True), (None, True) when absent, (None, False) when not a link."""
     try:
         return os.readlink(path), True
@@ -213,9 +215,9 @@ def _readlink(path: Path) -> tuple[str | None, bool]:
         raise
 
 
-def _links(version: Path) -> c.Links:
-    previous, _ = _readlink(version / "previous")
-    after, _ = _readlink(version / "next")
+def _links(version: str) -> c.Links:
+    previous, _ = _readlink(version + "/previous")
+    after, _ = _readlink(version + "/next")
     return c.Links(previous, after)
 
 
