@@ -193,8 +193,14 @@ def check(
 @reports_errors
 def log(ctx: typer.Context) -> None:
     """Print the history of operations: time, user, command, from, to, outcome."""
-    for entry in operations.log(_home(ctx)):
-        print("  ".join(entry))
+    entries = operations.log(_home(ctx))
+    if not entries:
+        print("no operations yet")
+        return
+    rows = [["TIME", "USER", "COMMAND", "FROM", "TO", "OUTCOME"], *entries]
+    widths = [max(len(row[i]) for row in rows if len(row) > i) for i in range(5)]
+    for row in rows:
+        print("  ".join(field.ljust(w) for field, w in zip(row, widths)) + "  " + " ".join(row[5:]))
 
 
 def main() -> None:

@@ -52,7 +52,8 @@ def _changing(store: Store, command: str):
             yield chain, record
             outcome = "ok"
         except PlugboxError as error:
-            outcome = f"failed: {error.message}"
+            verdict = "failed" if isinstance(error, HookFailed) else "refused"
+            outcome = f"{verdict}: {error.message}"
             raise
         except BaseException as error:
             outcome = f"interrupted: {type(error).__name__}"
@@ -161,7 +162,9 @@ def rollback_to(home: Path, version: str | None = None, refresh: bool = False) -
         if version == live:
             raise PlugboxError(f"{version} is already live", "see `plugbox status`")
         service = _Service(store, chain)
-        if refresh and not service.config(version).has("refresh"):
+        # Read VERSION's plugbox.toml now: a malformed one must refuse before the stop.
+        config = service.config(version)
+        if refresh and not config.has("refresh"):
             raise PlugboxError(f"{version} has no refresh hook",
                                "roll back without --refresh")
         if live:
