@@ -117,7 +117,7 @@ def rollback_to(
 @reports_errors
 def remove(
     ctx: typer.Context,
-    versions: Annotated[list[str], typer.Option("-v", "--version", metavar="VERSION", help="A version to delete; repeat for more.")],
+    versions: Annotated[list[str], typer.Option("-v", metavar="VERSION", help="A version to delete; repeat for more.")],
 ) -> None:
     """Delete versions, re-pointing the links that named them past them.
 
