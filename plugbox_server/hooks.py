@@ -74,6 +74,13 @@ def _is_list_of_str(value) -> bool:
 
 def link_shared(home: Path, version_dir: Path, config: VersionConfig, shown: str) -> None:
     """Link each shared path of the version into HOME/shared/, created empty on first use."""
+    # Refuse before making anything, so that a refusal changes nothing.
+    for path_text in config.shared:
+        inside = version_dir / path_text
+        if not inside.is_symlink() and inside.exists():
+            raise PlugboxError(
+                f"{shown}/{path_text}: uploaded, but listed in service.shared",
+                "leave shared paths out of the upload")
     for path_text in config.shared:
         store = home / "shared" / path_text
         inside = version_dir / path_text
@@ -81,10 +88,6 @@ def link_shared(home: Path, version_dir: Path, config: VersionConfig, shown: str
             store.mkdir(parents=True, exist_ok=True)
             if inside.is_symlink():
                 inside.unlink()
-            elif inside.exists():
-                raise PlugboxError(
-                    f"{shown}/{path_text}: uploaded, but listed in service.shared",
-                    "leave shared paths out of the upload")
             inside.parent.mkdir(parents=True, exist_ok=True)
             os.symlink(os.path.relpath(store, inside.parent), inside)
         except OSError as error:

@@ -139,7 +139,11 @@ def upgrade_to(home: Path, version: str) -> None:
                 service.run("stop", live)
             except HookFailed as error:
                 warn(f"{error.message}; starting {live} again")
-                _bring_up(service, live, refresh=False)
+                try:
+                    _bring_up(service, live, refresh=False)
+                except HookFailed as again:
+                    raise HookFailed(f"{error.message}; nothing switched, but {again.message}",
+                                     code=REVERT_FAILED) from None
                 raise HookFailed(f"{error.message}; nothing switched, "
                                  f"the live version is still {live}") from None
         _switch(service, record, live, version, refresh)

@@ -1,0 +1,637 @@
+"""Hooks of the `plugbox` executable, run for real: real files, real /bin/sh, real processes.
+
+Each version brings its own plugbox.toml, written into the version's directory
+after `plugbox next-version`, as the client's upload would. The hooks append
+lines to a trace file in a control directory of the test (`$CTL`), so the test
+reads back which hook of which version ran, where, and what live was then.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import selectors
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+PLUGBOX = shutil.which("plugbox", path=str(Path(sys.executable).parent)) or shutil.which("plugbox")
+TIMEOUT = 60  # seconds; a bound on every wait, never an assertion
+HOOK_KEYS = ("post_upload", "stop", "start", "refresh", "check")
+# A hook line that waits for the test to create $CTL/go (at most 30 s), then goes on.
+WAIT_FOR_GO = ('i=0; while [ ! -e "$CTL/go" ]; do i=$((i+1)); '
+               '[ "$i" -le 600 ] || exit 9; sleep 0.05; done')
+
+
+def toml_of(hooks: dict[str, list[str]] | None = None, shared: list[str] | None = None) -> str:
+    """A plugbox.toml; json.dumps writes valid TOML basic strings."""
+    text = ""
+    if shared is not None:
+        text += f"[service]\nshared = {json.dumps(shared)}\n"
+    if hooks:
+        text += "[hooks]\n"
+        text += "".join(f"{key} = [{', '.join(json.dumps(l) for l in lines)}]\n"
+                        for key, lines in hooks.items())
+    return text
+
+
+def traced(tag: str, hook: str) -> str:
+    """A hook line that records: tag, hook, the version it runs for, and live at that moment."""
+    return (f'echo "{tag} {hook} $PLUGBOX_VERSION '
+            f'$(readlink "$PLUGBOX_HOME/deploy/live")" >> "$CTL/trace"')
+
+
+def tracing(tag: str, *keys: str,
+            extra: dict[str, list[str]] | None = None) -> dict[str, list[str]]:
+    """Hooks that each record themselves; `extra` lines are added after the record."""
+    keys = keys or ("post_upload", "stop", "start", "check")
+    hooks = {key: [traced(tag, key)] for key in keys}
+    for key, lines in (extra or {}).items():
+        hooks.setdefault(key, []).extend(lines)
+    return hooks
+
+
+class Host:
+    """A service home on this machine and the `plugbox` commands run against it."""
+
+    def __init__(self, tmp_path: Path):
+        self.home = tmp_path / "home"
+        self.ctl = tmp_path / "ctl"
+        self.ctl.mkdir()
+        self.deploy = self.home / "deploy"
+
+    def env(self) -> dict[str, str]:
+        return {**os.environ, "PLUGBOX_HOME": str(self.home), "CTL": str(self.ctl)}
+
+    def run(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([PLUGBOX, *args], env=self.env(), capture_output=True,
+                              text=True, timeout=TIMEOUT, stdin=subprocess.DEVNULL)
+
+    def ok(self, *args: str) -> subprocess.CompletedProcess[str]:
+        done = self.run(*args)
+        assert done.returncode == 0, (args, done.stdout, done.stderr)
+        return done
+
+    def upload(self, toml: str | None = None, files: dict[str, str] | None = None) -> str:
+        """next-version, then put the version's files in place as an upload would."""
+        name = self.ok("next-version").stdout.strip()
+        directory = self.deploy / name
+        (directory / "MARKER").write_text(name)
+        if toml is not None:
+            (directory / "plugbox.toml").write_text(toml)
+        for path, text in (files or {}).items():
+            (directory / path).parent.mkdir(parents=True, exist_ok=True)
+            (directory / path).write_text(text)
+        return name
+
+    def deploy_version(self, toml: str | None = None) -> str:
+        name = self.upload(toml)
+        self.ok("upgrade-to", name)
+        return name
+
+    def live(self) -> str | None:
+        try:
+            return os.readlink(self.deploy / "live")
+        except FileNotFoundError:
+            return None
+
+    def trace(self) -> list[str]:
+        path = self.ctl / "trace"
+        lines = path.read_text().splitlines() if path.exists() else []
+        path.unlink(missing_ok=True)
+        return lines
+
+    def arm(self, name: str) -> None:
+        (self.ctl / name).touch()
+
+    def versions(self) -> list[str]:
+        return sorted(p.name for p in self.deploy.iterdir() if not p.name.startswith(".")
+                      and p.name != "live")
+
+
+def one_line(stderr: str) -> str:
+    lines = stderr.splitlines()
+    assert len(lines) == 1, stderr
+    assert "Traceback" not in stderr
+    return lines[0]
+
+
+@pytest.fixture
+def host(tmp_path: Path) -> Host:
+    return Host(tmp_path)
+
+
+def fails_when_armed(flag: str) -> str:
+    """A hook line that fails while $CTL/<flag> exists, and succeeds otherwise."""
+    return f'test ! -e "$CTL/{flag}"'
+
+
+# --- environment and working directory -----------------------------------------------
+
+
+ENV_LINE = ('echo "$0 pwd=$(pwd -P) home=$PLUGBOX_HOME version=$PLUGBOX_VERSION '
+            'dir=$PLUGBOX_VERSION_DIR previous=[$PLUGBOX_PREVIOUS]" >> "$CTL/env"')
+
+
+def env_hooks() -> dict[str, list[str]]:
+    # $0 of `sh -c LINE` is "sh"; tell the hooks apart by the word each one echoes.
+    return {key: [ENV_LINE.replace('"$0 ', f'"{key} ')] for key in
+            ("post_upload", "stop", "start", "check")}
+
+
+def test_hooks_get_the_environment_and_run_where_the_spec_says(host: Host) -> None:
+    first = host.deploy_version(toml_of(env_hooks()))
+    second = host.deploy_version(toml_of(env_hooks()))
+
+    home = os.path.realpath(host.home)
+    lines = (host.ctl / "env").read_text().splitlines()
+    first_dir, second_dir = host.deploy / first, host.deploy / second
+    assert lines == [
+        f"post_upload pwd={os.path.realpath(first_dir)} home={host.home} version={first} "
+        f"dir={first_dir} previous=[]",
+        f"start pwd={home} home={host.home} version={first} dir={first_dir} previous=[]",
+        f"check pwd={home} home={host.home} version={first} dir={first_dir} previous=[]",
+        f"post_upload pwd={os.path.realpath(second_dir)} home={host.home} version={second} "
+        f"dir={second_dir} previous=[{first}]",
+        f"stop pwd={home} home={host.home} version={first} dir={first_dir} previous=[]",
+        f"start pwd={home} home={host.home} version={second} dir={second_dir} "
+        f"previous=[{first}]",
+        f"check pwd={home} home={host.home} version={second} dir={second_dir} "
+        f"previous=[{first}]",
+    ]
+    assert Path(lines[0].split(" dir=")[1].split(" ")[0]).is_absolute()
+
+
+def test_home_given_with_the_option_reaches_the_hooks(tmp_path: Path) -> None:
+    home = tmp_path / "elsewhere"
+    ctl = tmp_path / "ctl"
+    ctl.mkdir()
+    env = {k: v for k, v in os.environ.items() if k != "PLUGBOX_HOME"} | {"CTL": str(ctl)}
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([PLUGBOX, "--home", str(home), *args], env=env, text=True,
+                              capture_output=True, timeout=TIMEOUT, stdin=subprocess.DEVNULL)
+
+    name = run("next-version").stdout.strip()
+    (home / "deploy" / name / "plugbox.toml").write_text(
+        toml_of({"start": ['echo "$PLUGBOX_HOME $(pwd -P)" >> "$CTL/trace"']}))
+    done = run("upgrade-to", name)
+    assert done.returncode == 0, done.stderr
+    assert (ctl / "trace").read_text() == f"{home} {os.path.realpath(home)}\n"
+
+
+def test_a_version_without_plugbox_toml_or_without_hooks_has_no_hooks(host: Host) -> None:
+    first = host.deploy_version(None)
+    second = host.deploy_version(toml_of(shared=[]))
+    assert host.live() == second
+    host.ok("rollback-to")
+    assert host.live() == first
+    assert not (host.ctl / "trace").exists()
+
+
+# --- order of steps ---------------------------------------------------------------------
+
+
+def test_upgrade_runs_post_upload_stop_switch_start_check_in_order(host: Host) -> None:
+    old = host.deploy_version(toml_of(tracing("OLD")))
+    host.trace()
+    new = host.upload(toml_of(tracing("NEW")))
+
+    done = host.ok("upgrade-to", new)
+
+    # Each hook comes from its own version's plugbox.toml; the switch falls between
+    # the old version's stop and the new one's start.
+    assert host.trace() == [
+        f"NEW post_upload {new} {old}",
+        f"OLD stop {old} {old}",
+        f"NEW start {new} {new}",
+        f"NEW check {new} {new}",
+    ]
+    assert f"plugbox: live is now {new}" in done.stdout
+    assert os.readlink(host.deploy / old / "next") == f"../{new}"
+    assert os.path.realpath(host.home / "live") == str(host.deploy / new)
+
+
+def test_upgrade_with_refresh_runs_no_stop_and_refresh_instead_of_start(host: Host) -> None:
+    old = host.deploy_version(toml_of(tracing("OLD", *HOOK_KEYS)))
+    host.trace()
+    new = host.upload(toml_of(tracing("NEW", *HOOK_KEYS)))
+
+    host.ok("upgrade-to", new)
+
+    assert host.trace() == [
+        f"NEW post_upload {new} {old}",
+        f"NEW refresh {new} {new}",
+        f"NEW check {new} {new}",
+    ]
+    assert host.live() == new
+
+
+def test_rollback_runs_stop_start_check_and_never_post_upload(host: Host) -> None:
+    old = host.deploy_version(toml_of(tracing("OLD", *HOOK_KEYS)))
+    new = host.deploy_version(toml_of(tracing("NEW", *HOOK_KEYS)))
+    host.trace()
+
+    done = host.ok("rollback-to")
+
+    # Refresh hooks exist on both sides, but a rollback assumes live is broken.
+    assert host.trace() == [
+        f"NEW stop {new} {new}",
+        f"OLD start {old} {old}",
+        f"OLD check {old} {old}",
+    ]
+    assert f"plugbox: live is now {old}" in done.stdout
+    # No link was rewritten: the version rolled back from is still old's next.
+    assert os.readlink(host.deploy / old / "next") == f"../{new}"
+
+    host.ok("upgrade-to", new)  # rolls forward again, by its refresh
+    assert host.trace() == [
+        f"NEW post_upload {new} {old}", f"NEW refresh {new} {new}", f"NEW check {new} {new}"]
+
+
+def test_rollback_refresh_uses_refresh_instead_of_stop_and_start(host: Host) -> None:
+    old = host.deploy_version(toml_of(tracing("OLD", *HOOK_KEYS)))
+    new = host.deploy_version(toml_of(tracing("NEW", *HOOK_KEYS)))
+    host.trace()
+
+    host.ok("rollback-to", old, "--refresh")
+
+    assert host.trace() == [f"OLD refresh {old} {old}", f"OLD check {old} {old}"]
+    assert host.live() == old
+    assert new in host.versions()
+
+
+def test_rollback_refresh_without_a_refresh_hook_is_refused(host: Host) -> None:
+    old = host.deploy_version(toml_of(tracing("OLD")))
+    new = host.deploy_version(toml_of(tracing("NEW")))
+    host.trace()
+
+    done = host.run("rollback-to", "--refresh")
+
+    assert done.returncode == 1
+    assert one_line(done.stderr) == (f"plugbox: {old} has no refresh hook; "
+                                     "roll back without --refresh")
+    assert host.live() == new
+    assert host.trace() == []
+
+
+# --- failures ---------------------------------------------------------------------------
+
+
+def test_failing_post_upload_changes_nothing(host: Host) -> None:
+    old = host.deploy_version(toml_of(tracing("OLD")))
+    host.trace()
+    new = host.upload(toml_of(tracing("NEW", extra={"post_upload": [
+        "echo one >> \"$CTL/trace\"", "exit 3", "echo three >> \"$CTL/trace\""]})))
+
+    done = host.run("upgrade-to", new)
+
+    assert done.returncode == 4
+    assert one_line(done.stderr) == (
+        f"plugbox: post_upload of {new} failed: 'exit 3' exited 3; "
+        f"nothing changed, the live version is still {old}")
+    # The first failing line stops the list; the old version was never stopped.
+    assert host.trace() == [f"NEW post_upload {new} {old}", "one"]
+    assert host.live() == old
+    assert not os.path.lexists(host.deploy / old / "next")
+    assert "live is now" not in done.stdout
+
+
+@pytest.mark.parametrize("failing", ["start", "check"])
+def test_failing_start_or_check_switches_back_and_starts_the_previous(
+        host: Host, failing: str) -> None:
+    old = host.deploy_version(toml_of(tracing("OLD")))
+    host.trace()
+    new = host.upload(toml_of(tracing("NEW", extra={failing: ["false", "echo never"]})))
+
+    done = host.run("upgrade-to", new)
+
+    assert done.returncode == 4, done.stderr
+    assert host.live() == old
+    assert os.path.realpath(host.home / "live") == str(host.deploy / old)
+    trace = host.trace()
+    assert trace[0] == f"NEW post_upload {new} {old}"
+    assert trace[1] == f"OLD stop {old} {old}"
+    assert f"NEW {failing} {new} {new}" in trace
+    # The previous version is started again once live points at it again.
+    assert trace[-1] == f"OLD start {old} {old}"
+    # Both things are said: that it failed and switched back, and that old is up again.
+    assert f"plugbox: {failing} of {new} failed: 'false' exited 1; switching back to {old}" \
+        in done.stderr
+    assert done.stderr.splitlines()[-1] == (
+        f"plugbox: {failing} of {new} failed: 'false' exited 1; "
+        f"switched back to {old}, which is up again")
+    assert f"plugbox: live is now {new}" in done.stdout
+    assert f"plugbox: live is back at {old}" in done.stdout
+    assert "never" not in done.stdout
+    assert "Traceback" not in done.stderr
+    host.ok("check")
+
+
+def test_failing_refresh_switches_back_and_refreshes_the_previous(host: Host) -> None:
+    old = host.deploy_version(toml_of(tracing("OLD", *HOOK_KEYS)))
+    host.trace()
+    new = host.upload(toml_of(tracing("NEW", *HOOK_KEYS, extra={"refresh": ["false"]})))
+
+    done = host.run("upgrade-to", new)
+
+    assert done.returncode == 4, done.stderr
+    assert host.live() == old
+    # Nothing was stopped, so the previous version comes back by its refresh.
+    assert host.trace() == [
+        f"NEW post_upload {new} {old}",
+        f"NEW refresh {new} {new}",
+        f"OLD refresh {old} {old}",
+    ]
+    assert done.stderr.splitlines()[-1].endswith(f"switched back to {old}, which is up again")
+
+
+def test_a_failing_first_deploy_leaves_no_live_version(host: Host) -> None:
+    first = host.upload(toml_of(tracing("V", extra={"check": ["false"]})))
+
+    done = host.run("upgrade-to", first)
+
+    assert done.returncode == 4, done.stderr
+    assert done.stderr.splitlines()[-1] == (
+        f"plugbox: check of {first} failed: 'false' exited 1; there is no live version now")
+    assert host.trace() == [
+        f"V post_upload {first} ",
+        f"V start {first} {first}",
+        f"V check {first} {first}",
+        f"V stop {first} {first}",
+    ]
+    assert not os.path.lexists(host.deploy / "live")
+    assert not os.path.lexists(host.home / "live")
+    host.ok("check")
+    second = host.deploy_version(None)
+    assert host.live() == second
+
+
+def test_when_the_previous_cannot_start_again_either_the_exit_is_5(host: Host) -> None:
+    old = host.deploy_version(toml_of(tracing("OLD", extra={
+        "start": [fails_when_armed("old-start-fails")]})))
+    host.trace()
+    new = host.upload(toml_of(tracing("NEW", extra={"check": ["false"]})))
+    host.arm("old-start-fails")
+
+    done = host.run("upgrade-to", new)
+
+    assert done.returncode == 5, done.stderr
+    assert host.live() == old
+    assert host.trace()[-1] == f"OLD start {old} {old}"
+    assert done.stderr.splitlines()[-1] == (
+        f"plugbox: check of {new} failed: 'false' exited 1; switched back to {old}, "
+        f"but start of {old} failed: 'test ! -e \"$CTL/old-start-fails\"' exited 1")
+    host.ok("check")
+
+
+def test_a_failing_stop_in_upgrade_stops_the_upgrade(host: Host) -> None:
+    old = host.deploy_version(toml_of(tracing("OLD", extra={
+        "stop": [fails_when_armed("old-stop-fails")]})))
+    host.trace()
+    new = host.upload(toml_of(tracing("NEW")))
+    host.arm("old-stop-fails")
+
+    done = host.run("upgrade-to", new)
+
+    assert done.returncode == 4, done.stderr
+    assert host.live() == old
+    assert host.trace() == [
+        f"NEW post_upload {new} {old}",
+        f"OLD stop {old} {old}",
+        f"OLD start {old} {old}",
+    ]
+    stop_failed = f"plugbox: stop of {old} failed: 'test ! -e \"$CTL/old-stop-fails\"' exited 1"
+    assert done.stderr.splitlines() == [
+        f"{stop_failed}; starting {old} again",
+        f"{stop_failed}; nothing switched, the live version is still {old}",
+    ]
+    assert "live is now" not in done.stdout
+    host.ok("check")
+
+
+def test_a_failing_stop_whose_restart_fails_too_exits_5(host: Host) -> None:
+    old = host.deploy_version(toml_of(tracing("OLD", extra={
+        "stop": [fails_when_armed("old-stop-fails")],
+        "start": [fails_when_armed("old-start-fails")]})))
+    new = host.upload(toml_of(tracing("NEW")))
+    host.arm("old-stop-fails")
+    host.arm("old-start-fails")
+
+    done = host.run("upgrade-to", new)
+
+    assert done.returncode == 5, done.stderr
+    assert host.live() == old
+    assert done.stderr.splitlines()[-1] == (
+        f"plugbox: stop of {old} failed: 'test ! -e \"$CTL/old-stop-fails\"' exited 1; "
+        f"nothing switched, but start of {old} failed: "
+        f"'test ! -e \"$CTL/old-start-fails\"' exited 1")
+    host.ok("check")
+
+
+def test_a_failing_stop_in_rollback_is_reported_and_the_rollback_goes_on(host: Host) -> None:
+    old = host.deploy_version(toml_of(tracing("OLD")))
+    new = host.deploy_version(toml_of(tracing("NEW", extra={"stop": ["exit 7"]})))
+    host.trace()
+
+    done = host.run("rollback-to")
+
+    assert done.returncode == 0, done.stderr
+    assert one_line(done.stderr) == (f"plugbox: stop of {new} failed: 'exit 7' exited 7; "
+                                     "rolling back all the same")
+    assert host.live() == old
+    assert host.trace() == [
+        f"NEW stop {new} {new}", f"OLD start {old} {old}", f"OLD check {old} {old}"]
+
+
+def test_the_first_failing_line_stops_the_list(host: Host) -> None:
+    host.deploy_version(toml_of({"start": ['echo 1 >> "$CTL/trace"']}))
+    new = host.upload(toml_of({"check": [
+        'echo a >> "$CTL/trace"', 'echo b >> "$CTL/trace"; exit 1', 'echo c >> "$CTL/trace"']}))
+    host.trace()
+
+    done = host.run("upgrade-to", new)
+
+    assert done.returncode == 4
+    assert host.trace() == ["a", "b", "1"]
+    # Each line is announced before it runs; the one after the failure never is.
+    assert "plugbox: check of " + new + ': echo b >> "$CTL/trace"; exit 1' in done.stdout
+    assert 'echo c' not in done.stdout
+
+
+# --- output streams -------------------------------------------------------------------
+
+
+def read_until(process: subprocess.Popen, wanted: bytes, bound: float = 30.0) -> bytes:
+    """Read the process's stdout until `wanted` shows up; fail after `bound` seconds."""
+    seen = b""
+    with selectors.DefaultSelector() as selector:
+        selector.register(process.stdout, selectors.EVENT_READ)
+        deadline = time.monotonic() + bound
+        while wanted not in seen:
+            left = deadline - time.monotonic()
+            assert left > 0, f"{wanted!r} never arrived; got {seen!r}"
+            if selector.select(timeout=left):
+                chunk = os.read(process.stdout.fileno(), 4096)
+                assert chunk, f"stdout closed before {wanted!r}; got {seen!r}"
+                seen += chunk
+    return seen
+
+
+def test_hook_output_streams_while_the_hook_runs(host: Host) -> None:
+    host.deploy_version(None)
+    new = host.upload(toml_of({"post_upload": ["echo preparing the version", WAIT_FOR_GO]}))
+
+    process = subprocess.Popen([PLUGBOX, "upgrade-to", new], env=host.env(),
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                               stdin=subprocess.DEVNULL)
+    try:
+        seen = read_until(process, b"preparing the version\n")
+        # The line arrived while the hook still waits for us: it was not held back.
+        assert process.poll() is None
+        assert b"live is now" not in seen
+        host.arm("go")
+        rest, _ = process.communicate(timeout=TIMEOUT)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(timeout=TIMEOUT)
+    assert process.returncode == 0, seen + rest
+    assert f"plugbox: live is now {new}".encode() in rest
+
+
+# --- plugbox.toml errors ------------------------------------------------------------------
+
+
+BAD_TOMLS = {
+    "not toml": ("[hooks\nstart = ['true']\n", "not valid TOML"),
+    "unknown hook": ("[hooks]\nrestart = ['true']\n", "[hooks] has an unknown key 'restart'"),
+    "a string, not a list": ("[hooks]\nstart = 'true'\n", "hooks.start must be a list"),
+    "hooks not a table": ("hooks = 3\n", "[hooks] must be a table"),
+}
+
+
+@pytest.mark.parametrize("kind", BAD_TOMLS)
+def test_a_bad_plugbox_toml_is_refused_naming_the_file_and_nothing_changes(
+        host: Host, kind: str) -> None:
+    text, why = BAD_TOMLS[kind]
+    old = host.deploy_version(toml_of(tracing("OLD")))
+    host.trace()
+    new = host.upload(text)
+    before = sorted(os.listdir(host.deploy / old))
+
+    done = host.run("upgrade-to", new)
+
+    assert done.returncode == 1
+    line = one_line(done.stderr)
+    assert line.startswith(f"plugbox: deploy/{new}/plugbox.toml: ")
+    assert why in line
+    assert host.live() == old
+    assert sorted(os.listdir(host.deploy / old)) == before  # no next link
+    assert host.trace() == []
+    assert done.stdout == ""
+
+
+def test_rollback_to_a_version_with_a_bad_plugbox_toml_changes_nothing(host: Host) -> None:
+    old = host.deploy_version(toml_of(tracing("OLD")))
+    new = host.deploy_version(toml_of(tracing("NEW")))
+    host.ok("rollback-to")
+    (host.deploy / new / "plugbox.toml").write_text("[hooks]\nbegin = ['true']\n")
+    host.trace()
+
+    for command in (["rollback-to", new], ["upgrade-to", new]):
+        done = host.run(*command)
+        assert done.returncode == 1, command
+        assert one_line(done.stderr).startswith(
+            f"plugbox: deploy/{new}/plugbox.toml: [hooks] has an unknown key 'begin'")
+        # The live version was not even stopped.
+        assert host.live() == old
+        assert host.trace() == []
+
+
+def test_a_bad_plugbox_toml_of_the_live_version_refuses_the_upgrade(host: Host) -> None:
+    old = host.deploy_version(toml_of(tracing("OLD")))
+    (host.deploy / old / "plugbox.toml").write_text("[hooks]\nstop = [1]\n")
+    new = host.upload(toml_of(tracing("NEW")))
+    host.trace()
+
+    done = host.run("upgrade-to", new)
+
+    assert done.returncode == 1
+    assert one_line(done.stderr).startswith(
+        f"plugbox: deploy/{old}/plugbox.toml: hooks.stop must be a list of command lines")
+    assert host.live() == old
+    assert host.trace() == []
+
+
+# --- shared paths -------------------------------------------------------------------------
+
+
+def test_shared_paths_are_relative_links_into_home_shared_made_before_post_upload(
+        host: Host) -> None:
+    post_upload = [
+        # Created empty before post_upload, which can write through the links.
+        'find media/ var/log/ -mindepth 1 | wc -l >> "$CTL/trace"',
+        "echo picture > media/cat.jpg",
+        "echo started >> var/log/app.log",
+    ]
+    first = host.deploy_version(toml_of({"post_upload": post_upload},
+                                        shared=["media", "var/log"]))
+    shared = host.home / "shared"
+    assert (shared / "media" / "cat.jpg").read_text() == "picture\n"
+    assert (shared / "var" / "log" / "app.log").read_text() == "started\n"
+    assert os.readlink(host.deploy / first / "media") == "../../shared/media"
+    assert os.readlink(host.deploy / first / "var" / "log") == "../../../shared/var/log"
+    assert host.trace() == ["0"]
+
+    # The next version sees the same data, and removing a version keeps it.
+    second = host.deploy_version(toml_of(
+        {"post_upload": ['cat media/cat.jpg var/log/app.log >> "$CTL/trace"']},
+        shared=["media", "var/log"]))
+    assert host.trace() == ["picture", "started"]
+    host.ok("remove", "-v", first)
+    assert (shared / "media" / "cat.jpg").read_text() == "picture\n"
+    assert os.readlink(host.deploy / second / "media") == "../../shared/media"
+    host.ok("check")
+
+
+def test_a_shared_path_uploaded_as_a_real_directory_is_refused(host: Host) -> None:
+    old = host.deploy_version(toml_of(tracing("OLD")))
+    host.trace()
+    new = host.upload(toml_of(tracing("NEW"), shared=["logs", "media"]),
+                      files={"media/old-upload.jpg": "x"})
+
+    done = host.run("upgrade-to", new)
+
+    assert done.returncode == 1
+    line = one_line(done.stderr)
+    assert line == (f"plugbox: deploy/{new}/media: uploaded, but listed in service.shared; "
+                    "leave shared paths out of the upload")
+    assert host.trace() == []  # not even post_upload ran
+    assert host.live() == old
+    # Nothing was made for the other shared path either.
+    assert not (host.home / "shared").exists()
+    assert not os.path.lexists(host.deploy / new / "logs")
+    assert (host.deploy / new / "media").is_dir()
+    assert not (host.deploy / new / "media").is_symlink()
+    assert (host.deploy / new / "media" / "old-upload.jpg").read_text() == "x"
+
+
+@pytest.mark.parametrize("entry", ["/abs", "../out", "previous", "next", "plugbox.toml", "."])
+def test_a_shared_path_outside_the_version_or_owned_by_plugbox_is_refused(
+        host: Host, entry: str) -> None:
+    old = host.deploy_version(None)
+    new = host.upload(toml_of({"post_upload": ['echo ran >> "$CTL/trace"']}, shared=[entry]))
+
+    done = host.run("upgrade-to", new)
+
+    assert done.returncode == 1
+    assert one_line(done.stderr).startswith(
+        f"plugbox: deploy/{new}/plugbox.toml: service.shared has {entry!r}")
+    assert host.live() == old
+    assert not (host.home / "shared").exists()
+    assert host.trace() == []
