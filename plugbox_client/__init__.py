@@ -1,0 +1,1 @@
+"""Plugbox's client side: `plug`, which deploys a project to its host."""

@@ -1,0 +1,3 @@
+from plugbox_client.cli import main
+
+main()

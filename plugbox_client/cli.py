@@ -1,0 +1,234 @@
+"""`plug`: parses the command line, calls one function of deploy.py or bootstrap.py, reports.
+
+The one place an expected failure (PlugboxError) becomes `plug: <what>: <why>; <next
+step>` on stderr and an exit status. The server commands pass plugbox's own output
+and exit status through.
+"""
+
+import functools
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from plugbox_client import config as cfg
+from plugbox_server import __version__
+from plugbox_server.errors import PlugboxError
+
+app = typer.Typer(
+    name="plug",
+    help="Deploy this project to its host with plugbox: each version a directory, "
+    "the live one a symlink, rollback one atomic rename. Reads plugbox.toml, "
+    "found upward from the current directory.",
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+ConfigOption = Annotated[Optional[Path], typer.Option(
+    "-c", "--config", metavar="FILE", dir_okay=False,
+    help="The plugbox.toml to use [default: the nearest one upward from here].")]
+
+
+def reports_errors(command):
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        try:
+            code = command(*args, **kwargs)
+        except PlugboxError as error:
+            print(f"plug: {error}", file=sys.stderr)
+            raise typer.Exit(error.code)
+        except KeyboardInterrupt:
+            print("plug: interrupted; see `plug status`", file=sys.stderr)
+            raise typer.Exit(130)
+        if code:
+            raise typer.Exit(code)
+
+    return wrapper
+
+
+def _load(config: Optional[Path]) -> cfg.Config:
+    return cfg.load_config(config)
+
+
+def _report(lines: list[str]) -> None:
+    for line in lines:
+        print(line)
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        print(f"plug {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_options(
+    version: Annotated[bool, typer.Option(
+        "--version", callback=_show_version, is_eager=True, help="Print plug's version and exit.")] = False,
+) -> None:
+    pass
+
+
+@app.command()
+@reports_errors
+def deploy(
+    config: ConfigOption = None,
+    dry_run: Annotated[bool, typer.Option(
+        "--dry-run", "-n", help="Read the host's state and say what a deploy would do; change nothing.")] = False,
+) -> None:
+    """Deploy the project: build, upload, make live.
+
+    Runs [build] prepare here, `plugbox next-version` on the host, rsync into the new
+    version (unchanged files hard-linked from the live one), then `plugbox
+    upgrade-to`, whose hooks print as they run. A failure before the switch leaves
+    live as it was and removes the new version. Ends with what is live, the files
+    sent and hard-linked, and the seconds each step took.
+    """
+    from plugbox_client import deploy as d
+
+    loaded = _load(config)
+    _report(d.dry_run(loaded) if dry_run else d.deploy(loaded))
+
+
+@app.command()
+@reports_errors
+def rollback(
+    version: Annotated[Optional[str], typer.Argument(
+        metavar="[VERSION]", help="The version to make live [default: live's previous].", show_default=False)] = None,
+    refresh: Annotated[bool, typer.Option("--refresh", help="Use VERSION's refresh hook instead of stop + start.")] = False,
+    config: ConfigOption = None,
+) -> int:
+    """Make an earlier version live again.
+
+    Stops the live version, switches live to VERSION, starts and checks it.
+    `plug status` shows the versions; rolling forward is `plug rollback NEWER`.
+    """
+    from plugbox_client import deploy as d
+
+    return d.rollback(_load(config), version, refresh)
+
+
+@app.command()
+@reports_errors
+def status(
+    as_json: Annotated[bool, typer.Option("--json", help="Print the state as JSON.")] = False,
+    config: ConfigOption = None,
+) -> int:
+    """List the versions on the host.
+
+    Newest first, each with its state (live, previous, pending, detached) and links.
+    """
+    from plugbox_client import deploy as d
+
+    return d.server_command(_load(config), ["status", *(["--json"] if as_json else [])])
+
+
+@app.command()
+@reports_errors
+def log(config: ConfigOption = None) -> int:
+    """Print the history of operations on the host.
+
+    One line each: time, user, command, live before, live after, outcome.
+    """
+    from plugbox_client import deploy as d
+
+    return d.server_command(_load(config), ["log"])
+
+
+@app.command()
+@reports_errors
+def remove(
+    versions: Annotated[list[str], typer.Argument(metavar="VERSION...", help="The versions to delete.")],
+    config: ConfigOption = None,
+) -> int:
+    """Delete versions on the host.
+
+    Never the live one; the links that named them are re-pointed past them.
+    """
+    from plugbox_client import deploy as d
+
+    return d.remove(_load(config), versions)
+
+
+@app.command()
+@reports_errors
+def prune(
+    keep: Annotated[int, typer.Option("--keep", metavar="N", min=1, help="How many versions to keep.")] = 5,
+    config: ConfigOption = None,
+) -> int:
+    """Delete old versions, keeping at most N.
+
+    Never-live versions go first, then the oldest; never the live version nor its
+    previous.
+    """
+    from plugbox_client import deploy as d
+
+    return d.server_command(_load(config), ["prune", "--keep", str(keep)])
+
+
+@app.command()
+@reports_errors
+def check(
+    repair: Annotated[bool, typer.Option("--repair", help="Fix what can be fixed without losing a version.")] = False,
+    config: ConfigOption = None,
+) -> int:
+    """Verify the versions and links on the host.
+
+    Prints each problem and exits 1 if there is one; --repair fixes what can be
+    fixed without losing a version.
+    """
+    from plugbox_client import deploy as d
+
+    return d.server_command(_load(config), ["check", *(["--repair"] if repair else [])])
+
+
+@app.command()
+@reports_errors
+def bootstrap(config: ConfigOption = None) -> None:
+    """Install or upgrade plugbox on the host.
+
+    Also creates HOME/deploy/, HOME/shared/ and HOME/config/.
+
+    The host needs only python3 (3.11 or newer) and rsync. plugbox goes to
+    HOME/.local/bin/plugbox as one self-contained zipapp; plug finds it there even
+    when that directory is not on the PATH of an ssh session.
+    """
+    from plugbox_client import bootstrap as b
+
+    _report(b.bootstrap(_load(config)))
+
+
+@app.command()
+@reports_errors
+def init(
+    host: Annotated[str, typer.Option("--host", help='Where to deploy: [user@]host, or "local".')],
+    home: Annotated[Optional[str], typer.Option("--home", metavar="DIR", help="The service's home on the host.")] = None,
+    jump: Annotated[Optional[list[str]], typer.Option("--jump", metavar="HOST", help="An ssh jump host; repeat for more.")] = None,
+    shared: Annotated[Optional[list[str]], typer.Option("--shared", metavar="PATH", help="A path that outlives versions; repeat for more.")] = None,
+    prepare: Annotated[Optional[list[str]], typer.Option("--prepare", metavar="LINE", help="A shell line run before upload; repeat for more.")] = None,
+    upload: Annotated[Optional[list[str]], typer.Option("--upload", metavar="PATH", help="A path to upload; repeat for more.")] = None,
+    version_dir: Annotated[Optional[str], typer.Option("--version-dir", metavar="DIR", help="The directory whose contents become the version [default: .].")] = None,
+    exclude: Annotated[Optional[list[str]], typer.Option("--exclude", metavar="PATTERN", help="An rsync pattern left out of the upload; repeat for more [default: .git, __pycache__, *.pyc].")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing file.")] = False,
+    config: Annotated[Path, typer.Option("-c", "--config", metavar="FILE", dir_okay=False, help="Where to write.")] = Path(cfg.FILENAME),
+) -> None:
+    """Write a commented plugbox.toml here.
+
+    Asks nothing: what the options do not set is left commented out as an example.
+    Refuses to replace an existing file unless --force.
+    """
+    if upload and version_dir is not None:
+        raise PlugboxError("--upload and --version-dir exclude each other", "give one of them", code=2)
+    text = cfg.render_config(
+        host, jump=tuple(jump or ()), home=home, shared=tuple(shared or ()), prepare=tuple(prepare or ()),
+        upload=tuple(upload or ()), version_dir=version_dir, exclude=tuple(exclude) if exclude else None,
+    )
+    print(f"wrote {cfg.write_config(config, text, force=force)}")
+
+
+def main() -> None:
+    app(prog_name="plug")

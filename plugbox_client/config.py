@@ -1,0 +1,321 @@
+"""plugbox.toml on the client: find it, parse it, validate every key before anything runs.
+
+Reads the one file and nothing else (the paths it names are checked for existence
+later, after `prepare` has had a chance to make them). Every problem is a
+PlugboxError that names the file, the key and what is wrong with it; an unknown key
+is an error too, so that a typo never passes silently.
+"""
+
+import json
+import os
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+
+from plugbox_server.errors import USAGE, PlugboxError
+
+FILENAME = "plugbox.toml"
+LOCAL = "local"
+
+# Names the version directory owns itself: the links plugbox writes, and the
+# config that travels with every version.
+RESERVED = ("previous", "next")
+
+KEYS = {
+    "service": ("host", "jump", "home", "shared"),
+    "build": ("prepare", "upload", "version_dir", "exclude"),
+    "hooks": ("post_upload", "stop", "start", "refresh", "check"),
+}
+
+# An ssh destination as plug accepts it: [user@]host. Anything fancier (a port, an
+# IPv6 address, options) belongs in ~/.ssh/config under a Host alias.
+_HOST = re.compile(r"(?:[A-Za-z0-9._%+-]+@)?[A-Za-z0-9._-]+")
+# A jump host as `ssh -J` takes it: [user@]host[:port]; commas would split it.
+_JUMP = re.compile(r"(?:[A-Za-z0-9._%+-]+@)?[A-Za-z0-9._-]+(?::[0-9]+)?")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_WILDCARD = re.compile(r"[*?\[\\]")
+
+
+@dataclass(frozen=True)
+class Config:
+    path: Path                      # the plugbox.toml read, absolute
+    host: str                       # ssh destination, or "local"
+    jump: tuple[str, ...] = ()
+    home: str | None = None         # absolute path on the host; None: the host's $HOME
+    shared: tuple[str, ...] = ()
+    prepare: tuple[str, ...] = ()
+    upload: tuple[str, ...] = ()
+    version_dir: str | None = None
+    exclude: tuple[str, ...] = ()
+    hooks: dict[str, tuple[str, ...]] = field(default_factory=dict)
+
+    @property
+    def project(self) -> Path:
+        """The project directory: relative paths in the file are relative to it."""
+        return self.path.parent
+
+    @property
+    def local(self) -> bool:
+        return self.host == LOCAL
+
+
+class ConfigError(PlugboxError):
+    code = USAGE
+
+
+def find_config(start: Path) -> Path:
+    """The nearest plugbox.toml in `start` or one of its parents."""
+    start = start.absolute()
+    for directory in (start, *start.parents):
+        candidate = directory / FILENAME
+        if candidate.is_file():
+            return candidate
+    raise ConfigError(
+        f"no {FILENAME} in {start} or any directory above it",
+        "write one with `plug init`, or name one with -c FILE",
+    )
+
+
+def load_config(path: Path | None = None, cwd: Path | None = None) -> Config:
+    """Read and validate `path`, or the plugbox.toml found upward from `cwd`."""
+    path = (path if path is not None else find_config(cwd or Path.cwd())).absolute()
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such file", "write one with `plug init`") from None
+    except (OSError, UnicodeDecodeError) as e:
+        reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+        raise ConfigError(f"{path}: cannot read it: {reason}", "check the file") from None
+    return parse_config(text, path)
+
+
+def parse_config(text: str, path: Path) -> Config:
+    """Validate the text of a plugbox.toml; `path` is where it lives (for messages, project dir)."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path}: not valid TOML: {e}", "fix the syntax") from None
+    check = _Checker(path)
+
+    for table in data:
+        if table not in KEYS:
+            raise check.error(None, table, "unknown table", f"the tables are {_names(KEYS)}")
+    tables = {}
+    for table, keys in KEYS.items():
+        value = data.get(table, {})
+        if not isinstance(value, dict):
+            raise check.error(None, table, "must be a table", f"write it as [{table}]")
+        for key in value:
+            if key not in keys:
+                raise check.error(table, key, "unknown key", f"the keys of [{table}] are {_names(keys)}")
+        tables[table] = value
+
+    service, build, hooks = tables["service"], tables["build"], tables["hooks"]
+
+    if "host" not in service:
+        raise check.error("service", "host", "missing", 'set it to an ssh destination, or "local"')
+    host = check.string("service", "host", service["host"])
+    if host.startswith("-"):
+        raise check.error("service", "host", f"{host!r} starts with '-'", "give a host name")
+    if host != LOCAL and not _HOST.fullmatch(host):
+        raise check.error(
+            "service", "host", f"{host!r} is not [user@]host",
+            "put ports and other ssh settings in ~/.ssh/config under a Host alias",
+        )
+
+    jump = check.strings("service", "jump", service.get("jump", []))
+    for hop in jump:
+        if hop.startswith("-") or not _JUMP.fullmatch(hop):
+            raise check.error("service", "jump", f"{hop!r} is not [user@]host[:port]", "fix the jump host")
+    if jump and host == LOCAL:
+        raise check.error("service", "jump", 'makes no sense with host = "local"', "remove it")
+
+    home = None
+    if "home" in service:
+        home = check.string("service", "home", service["home"])
+        check.plain(("service", "home"), home)
+        if host == LOCAL and not home.startswith("/"):
+            # On this machine a relative home means one beside the project, like other paths here.
+            home = os.path.normpath(path.parent / home)
+        elif not home.startswith("/"):
+            raise check.error("service", "home", f"{home!r} is not an absolute path", "start it with /")
+    elif host == LOCAL:
+        raise check.error("service", "home", 'missing: host = "local" needs it', "set home to a directory on this machine")
+
+    shared = tuple(
+        check.relative("service", "shared", p, pattern_safe=True)
+        for p in check.strings("service", "shared", service.get("shared", []))
+    )
+    check.unique("service", "shared", shared)
+    for p in shared:
+        top = PurePosixPath(p).parts[0]
+        if top in (*RESERVED, FILENAME):
+            raise check.error("service", "shared", f"{p!r} would replace the version's own {top}", "choose another path")
+
+    prepare = check.strings("build", "prepare", build.get("prepare", []))
+    exclude = check.strings("build", "exclude", build.get("exclude", []))
+    for pattern in exclude:
+        check.plain(("build", "exclude"), pattern)
+
+    if ("upload" in build) == ("version_dir" in build):
+        problem = "both upload and version_dir are set" if "upload" in build else "neither upload nor version_dir is set"
+        raise check.error(
+            "build", "upload", problem,
+            'set exactly one: upload = ["paths", ...] or version_dir = "dir"',
+        )
+    upload: tuple[str, ...] = ()
+    version_dir = None
+    if "upload" in build:
+        upload = tuple(check.relative("build", "upload", p) for p in check.strings("build", "upload", build["upload"]))
+        if not upload:
+            raise check.error("build", "upload", "is empty", "list the paths to upload")
+        names = [PurePosixPath(p).name for p in upload]
+        for p, name in zip(upload, names):
+            if name in ("", ".", ".."):
+                raise check.error("build", "upload", f"{p!r} has no name of its own", 'use version_dir = "." to upload a whole directory')
+            if name in RESERVED:
+                raise check.error("build", "upload", f"{p!r} would land as the version's own {name!r} link", "rename it")
+        check.unique("build", "upload", names, what="names")
+    else:
+        version_dir = check.relative("build", "version_dir", check.string("build", "version_dir", build["version_dir"]), allow_dot=True)
+
+    hook_lists = {key: check.strings("hooks", key, hooks[key]) for key in KEYS["hooks"] if key in hooks}
+
+    return Config(
+        path=path, host=host, jump=jump, home=home, shared=shared, prepare=prepare,
+        upload=upload, version_dir=version_dir, exclude=exclude, hooks=hook_lists,
+    )
+
+
+def _names(keys) -> str:
+    return ", ".join(keys)
+
+
+class _Checker:
+    def __init__(self, path: Path):
+        self.path = path
+
+    def error(self, table: str | None, key: str, problem: str, hint: str) -> ConfigError:
+        where = f"[{key}]" if table is None else f"[{table}] {key}"
+        return ConfigError(f"{self.path}: {where}: {problem}", hint)
+
+    def string(self, table: str, key: str, value) -> str:
+        if not isinstance(value, str) or not value:
+            raise self.error(table, key, f"must be a non-empty string, not {_shown(value)}", "fix the value")
+        return value
+
+    def strings(self, table: str, key: str, value) -> tuple[str, ...]:
+        if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+            raise self.error(table, key, f"must be a list of non-empty strings, not {_shown(value)}", f'write it as {key} = ["..."]')
+        return tuple(value)
+
+    def plain(self, where: tuple[str, str], value: str) -> None:
+        if _CONTROL.search(value):
+            raise self.error(*where, f"{_shown(value)} contains a control character", "remove it")
+
+    def relative(self, table: str, key: str, value: str, *, allow_dot=False, pattern_safe=False) -> str:
+        self.plain((table, key), value)
+        p = PurePosixPath(value)
+        if p.is_absolute():
+            raise self.error(table, key, f"{value!r} is not a relative path", "give it relative to the project directory")
+        if key == "shared" and ".." in p.parts:
+            raise self.error(table, key, f"{value!r} leaves the version directory", "remove the '..'")
+        if str(p) == "." and not allow_dot:
+            raise self.error(table, key, f"{value!r} names no path", "name a path")
+        if pattern_safe and _WILDCARD.search(value):
+            raise self.error(table, key, f"{value!r} contains a wildcard", "list plain paths")
+        return str(p)
+
+    def unique(self, table: str, key: str, values, what="entries") -> None:
+        seen = set()
+        for v in values:
+            if v in seen:
+                raise self.error(table, key, f"two {what} are {v!r}", "keep one")
+            seen.add(v)
+
+
+def _shown(value) -> str:
+    if isinstance(value, str):
+        return repr(value)
+    return f"{type(value).__name__} {value!r}"
+
+
+def _toml(value) -> str:
+    # A TOML basic string is a JSON string (json escapes what TOML requires).
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml(v) for v in value) + "]"
+    return json.dumps(value, ensure_ascii=False)
+
+
+def render_config(
+    host: str,
+    *,
+    jump: tuple[str, ...] = (),
+    home: str | None = None,
+    shared: tuple[str, ...] = (),
+    prepare: tuple[str, ...] = (),
+    upload: tuple[str, ...] = (),
+    version_dir: str | None = None,
+    exclude: tuple[str, ...] | None = None,
+) -> str:
+    """The text of a commented plugbox.toml; what is not given is shown commented out."""
+
+    def line(key: str, value, example: str) -> str:
+        return f"{key} = {_toml(value)}" if value else f"# {key} = {example}"
+
+    if not upload and version_dir is None:
+        version_dir = "."
+    if exclude is None:
+        exclude = (".git", "__pycache__", "*.pyc")
+    return "\n".join([
+        "# How `plug` deploys this project; every key is described in plugbox.toml(5).",
+        "# This file travels with every version: the host reads [hooks] from it.",
+        "",
+        "[service]",
+        '# Where to deploy: an ssh destination, [user@]host, or "local" for this machine.',
+        f"host = {_toml(host)}",
+        "# ssh jump hosts, in order.",
+        line("jump", list(jump), '["bastion.example.org"]'),
+        "# The service's home on the host (absolute); default: the ssh user's $HOME.",
+        line("home", home, '"/home/hello"'),
+        "# Paths that outlive versions: linked from each version into HOME/shared/.",
+        line("shared", list(shared), '["media", "log"]'),
+        "",
+        "[build]",
+        "# Shell lines run here, in the project directory, before the upload.",
+        line("prepare", list(prepare), '["make dist"]'),
+        "# Either the paths to upload, each landing in the version under its own name,",
+        line("upload", list(upload), '["app", "requirements.txt"]'),
+        "# or one directory whose contents become the version.",
+        line("version_dir", version_dir, '"dist"'),
+        "# rsync patterns left out of the upload.",
+        line("exclude", list(exclude), '["__pycache__", "*.pyc"]'),
+        "",
+        "[hooks]",
+        "# Shell lines run on the host, one after another; the first that fails stops.",
+        "# post_upload runs in the new version's directory, the others in HOME.",
+        '# post_upload = ["python3 -m venv env", "env/bin/pip install -r requirements.txt"]',
+        '# stop = ["systemctl --user stop hello"]',
+        '# start = ["systemctl --user start hello"]',
+        "# refresh, when present, replaces stop + start on upgrade.",
+        '# refresh = ["systemctl --user reload hello"]',
+        '# check = ["curl -fsS http://127.0.0.1:8000/"]',
+        "",
+    ])
+
+
+def write_config(path: Path, text: str, *, force=False) -> Path:
+    """Write a plugbox.toml after validating it; never over an existing file unless `force`."""
+    path = path.absolute()
+    parse_config(text, path)
+    if path.exists() and not force:
+        raise PlugboxError(f"{path} exists already", "pass --force to replace it")
+    temporary = path.with_name(f".{path.name}.{os.getpid()}")
+    try:
+        temporary.write_text(text, encoding="utf-8")
+        os.replace(temporary, path)
+    except OSError as e:
+        temporary.unlink(missing_ok=True)
+        raise PlugboxError(f"could not write {path}: {e.strerror}", "check the directory") from None
+    return path

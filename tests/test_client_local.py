@@ -1,0 +1,524 @@
+"""`plug` end to end with host = "local": the real plug, rsync and plugbox, real files.
+
+Each test runs plug as a user would, in a project directory, against a fresh home in
+tmp_path, and checks what the user would see: the output, the exit status, and the
+versions and links left on disk.
+"""
+
+import json
+import os
+import resource
+import select
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from plugbox_client import argv as A
+from plugbox_server.names import is_version_name
+
+TIMEOUT = 120
+
+
+def plug(project: Path, *args: str, env: dict | None = None, limit_file_size: int | None = None):
+    environ = {k: v for k, v in os.environ.items() if not k.startswith(("PLUG_", "PLUGBOX_"))}
+    environ.update(env or {})
+
+    def limits():
+        if limit_file_size is not None:
+            resource.setrlimit(resource.RLIMIT_FSIZE, (limit_file_size, limit_file_size))
+
+    return subprocess.run(
+        [sys.executable, "-m", "plugbox_client", *args], cwd=project, env=environ,
+        capture_output=True, text=True, timeout=TIMEOUT, preexec_fn=limits,
+    )
+
+
+def ok(result):
+    assert result.returncode == 0, f"exit {result.returncode}\nstdout:\n{result.stdout}\nstderr:\n{result.stderr}"
+    return result
+
+
+def write_config(project: Path, home: Path, build: str = 'upload = ["app", "requirements.txt"]', extra: str = "",
+                 service: str = "") -> None:
+    (project / "plugbox.toml").write_text(
+        f'[service]\nhost = "local"\nhome = "{home}"\n{service}\n[build]\n{build}\nexclude = ["*.pyc"]\n{extra}'
+    )
+
+
+@pytest.fixture
+def home(tmp_path) -> Path:
+    return tmp_path / "home"
+
+
+@pytest.fixture
+def project(tmp_path, home) -> Path:
+    project = tmp_path / "project"
+    (project / "app" / "pkg").mkdir(parents=True)
+    (project / "app" / "main.py").write_text("print('hello')\n")
+    (project / "app" / "pkg" / "data.txt").write_text("data\n")
+    (project / "app" / "pkg" / "skip.pyc").write_bytes(b"\0")
+    (project / "requirements.txt").write_text("typer\n")
+    (project / "notes.txt").write_text("not uploaded\n")
+    write_config(project, home)
+    return project
+
+
+def versions(home: Path) -> list[str]:
+    deploy = home / "deploy"
+    return sorted(p.name for p in deploy.iterdir() if is_version_name(p.name)) if deploy.exists() else []
+
+
+def live(home: Path) -> str | None:
+    link = home / "deploy" / "live"
+    return os.readlink(link) if link.is_symlink() else None
+
+
+def snapshot(root: Path) -> dict:
+    """Every path under root with what identifies its content: nothing may differ after a no-op."""
+    seen = {}
+    for path in sorted(root.rglob("*")):
+        st = path.lstat()
+        seen[str(path.relative_to(root))] = os.readlink(path) if path.is_symlink() else (st.st_ino, st.st_size, st.st_mtime_ns)
+    return seen
+
+
+def bump(path: Path, text: str) -> None:
+    """Change a file so that rsync's quick check (size and mtime) sees it changed."""
+    path.write_text(text)
+    st = path.stat()
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 2_000_000_000))
+
+
+def deployed(project: Path, home: Path) -> str:
+    result = ok(plug(project, "deploy"))
+    version = live(home)
+    assert f"version {version} is live" in result.stdout
+    return version
+
+
+# ---------------------------------------------------------------- deploy
+
+def test_first_deploy_uploads_each_path_under_its_name_with_the_config(project, home):
+    result = ok(plug(project, "deploy"))
+    [version] = versions(home)
+    assert live(home) == version
+    assert os.readlink(home / "live") == "deploy/live"
+    tree = home / "live"
+    assert sorted(p.name for p in tree.iterdir()) == ["app", "plugbox.toml", "requirements.txt"]
+    assert (tree / "app" / "main.py").read_text() == "print('hello')\n"
+    assert not (tree / "app" / "pkg" / "skip.pyc").exists()  # excluded
+    assert (tree / "plugbox.toml").read_text() == (project / "plugbox.toml").read_text()
+    assert not (tree / "previous").exists()
+    assert f"version {version} is live (first deploy)" in result.stdout
+    assert "files: 4 files sent" in result.stdout and "0 hard-linked" in result.stdout
+    for step in ("prepare", "next-version", "upload", "upgrade-to", "total"):
+        assert f"{step} " in result.stdout.splitlines()[-1]
+
+
+def test_redeploy_sends_the_changed_file_and_hard_links_the_rest(project, home):
+    first = deployed(project, home)
+    bump(project / "app" / "main.py", "print('hello again')\n")
+    (project / "requirements.txt").unlink()
+    write_config(project, home, build='upload = ["app"]')  # the config changes too
+    result = ok(plug(project, "deploy"))
+    second = live(home)
+    assert versions(home) == [first, second]
+    old, new = home / "deploy" / first, home / "deploy" / second
+    assert (new / "app" / "main.py").read_text() == "print('hello again')\n"
+    assert (old / "app" / "main.py").read_text() == "print('hello')\n"
+    assert (new / "app" / "main.py").stat().st_ino != (old / "app" / "main.py").stat().st_ino
+    assert (new / "app" / "pkg" / "data.txt").stat().st_ino == (old / "app" / "pkg" / "data.txt").stat().st_ino
+    assert not (new / "requirements.txt").exists()
+    # the links next-version and upgrade-to wrote survive rsync --delete
+    assert os.readlink(new / "previous") == f"../{first}"
+    assert os.readlink(old / "next") == f"../{second}"
+    assert f"version {second} is live (was {first})" in result.stdout
+    assert "files: 2 files sent" in result.stdout  # main.py and plugbox.toml
+    assert "1 hard-linked" in result.stdout  # data.txt
+
+
+def test_a_same_size_edit_in_the_same_second_goes_live(project, home):
+    # rsync's quick check at whole seconds would take this edit for unchanged.
+    main = project / "app" / "main.py"
+    deployed(project, home)
+    second = main.stat().st_mtime_ns // 1_000_000_000
+    main.write_text("print('HELLO')\n")  # the same size as before
+    os.utime(main, ns=(second * 1_000_000_000 + 999_999_999,) * 2)
+    deployed(project, home)
+    assert (home / "live" / "app" / "main.py").read_text() == "print('HELLO')\n"
+
+
+def test_unchanged_tree_costs_no_transfer(project, home):
+    first = deployed(project, home)
+    result = ok(plug(project, "deploy"))
+    assert "files: 0 files sent (0 bytes), 4 hard-linked" in result.stdout
+    second = live(home)
+    for name in ("plugbox.toml", "requirements.txt", "app/main.py"):
+        assert (home / "deploy" / first / name).stat().st_ino == (home / "deploy" / second / name).stat().st_ino
+
+
+def test_version_dir_contents_become_the_version_and_the_project_config_wins(project, home):
+    dist = project / "dist"
+    write_config(project, home, build='version_dir = "dist"\nprepare = ["mkdir -p dist/bin", "echo v1 > dist/bin/run", '
+                                      '"echo stale > dist/plugbox.toml"]')
+    result = ok(plug(project, "deploy"))
+    tree = home / "live"
+    assert sorted(p.name for p in tree.iterdir()) == ["bin", "plugbox.toml"]
+    assert (tree / "bin" / "run").read_text() == "v1\n"
+    assert (tree / "plugbox.toml").read_text() == (project / "plugbox.toml").read_text()
+    assert (dist / "plugbox.toml").read_text() == "stale\n"
+    assert "==> prepare: mkdir -p dist/bin" in result.stderr
+
+
+def test_named_config_lands_as_plugbox_toml(project, home):
+    (project / "plugbox.toml").rename(project / "prod.toml")
+    ok(plug(project, "deploy", "-c", "prod.toml"))
+    assert (home / "live" / "plugbox.toml").read_text() == (project / "prod.toml").read_text()
+    assert not (home / "live" / "prod.toml").exists()
+
+
+def test_shared_paths_are_never_uploaded(project, home):
+    (project / "app" / "media").mkdir()
+    (project / "app" / "media" / "upload.jpg").write_text("local copy")
+    write_config(project, home, build='version_dir = "app"', service='shared = ["media"]')
+    ok(plug(project, "deploy"))
+    media = home / "live" / "media"
+    assert media.is_symlink() and media.resolve() == (home / "shared" / "media").resolve()
+    assert list((home / "shared" / "media").iterdir()) == []
+    (home / "shared" / "media" / "kept.jpg").write_text("written by the service")
+    ok(plug(project, "deploy"))
+    assert (home / "live" / "media" / "kept.jpg").read_text() == "written by the service"
+
+
+def test_hook_output_reaches_the_terminal(project, home):
+    write_config(project, home, extra='[hooks]\npost_upload = ["echo built in $PWD"]\n'
+                                      'start = ["echo started $PLUGBOX_VERSION"]\n')
+    result = ok(plug(project, "deploy"))
+    version = live(home)
+    assert f"started {version}" in result.stdout
+    assert f"built in {(home / 'deploy' / version).resolve()}" in result.stdout
+
+
+def test_failed_hook_passes_plugbox_exit_status_through_and_keeps_the_version(project, home):
+    first = deployed(project, home)
+    write_config(project, home, extra='[hooks]\npost_upload = ["echo cannot build >&2; exit 3"]\n')
+    result = plug(project, "deploy")
+    assert result.returncode == 4
+    [second] = [v for v in versions(home) if v != first]
+    assert live(home) == first
+    assert "cannot build" in result.stderr
+    assert f"plug: `plugbox upgrade-to {second}` failed on this machine (exit 4)" in result.stderr
+    assert f"`plug remove {second}` deletes it" in result.stderr
+
+
+# ---------------------------------------------------------------- failures before the switch
+
+def test_prepare_failure_changes_nothing(project, home):
+    first = deployed(project, home)
+    before = snapshot(home)
+    write_config(project, home, build='upload = ["app"]\nprepare = ["echo building", "exit 3", "echo never"]')
+    result = plug(project, "deploy")
+    assert result.returncode == 1
+    assert "building" in result.stdout and "never" not in result.stdout
+    assert "plug: prepare: `exit 3` exited with 3; nothing changed on this machine" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert snapshot(home) == before and live(home) == first
+
+
+def test_missing_upload_path_changes_nothing(project, home):
+    deployed(project, home)
+    before = snapshot(home)
+    shutil.rmtree(project / "app")
+    result = plug(project, "deploy")
+    assert result.returncode == 1
+    assert f"plug: [build] upload: {project / 'app'}: no such file or directory" in result.stderr
+    assert snapshot(home) == before
+
+
+@pytest.mark.parametrize("name", ["previous", "next"])
+def test_upload_with_its_own_top_level_link_name_is_refused_before_anything_is_sent(project, home, name):
+    first = deployed(project, home)
+    before = snapshot(home)
+    (project / "app" / name).mkdir()
+    write_config(project, home, build='version_dir = "app"')
+    result = plug(project, "deploy")
+    assert result.returncode == 1
+    assert f"{project / 'app' / name}: the version would have its own top-level {name!r}" in result.stderr
+    assert "nothing was sent" in result.stderr
+    assert snapshot(home) == before and live(home) == first
+
+
+def test_upload_list_naming_a_link_is_a_config_error(project, home):
+    (project / "build").mkdir()
+    (project / "build" / "next").write_text("x")
+    write_config(project, home, build='upload = ["build/next"]')
+    result = plug(project, "deploy")
+    assert result.returncode == 2
+    assert "[build] upload: 'build/next' would land as the version's own 'next' link" in result.stderr
+    assert not home.exists()
+
+
+def test_failed_upload_removes_the_half_version_and_leaves_live(project, home):
+    first = deployed(project, home)
+    # A file bigger than the file-size limit makes the real rsync fail half-way,
+    # after the new version exists and some files are in it.
+    (project / "app" / "big.bin").write_bytes(os.urandom(3 * 1024 * 1024))
+    result = plug(project, "deploy", limit_file_size=1024 * 1024)
+    assert result.returncode == 1, result.stderr
+    assert "plug: upload of " in result.stderr and "failed: rsync exited with" in result.stderr
+    assert f"nothing changed: live is still {first}" in result.stderr
+    assert " was removed" in result.stderr
+    assert versions(home) == [first] and live(home) == first
+    assert not (home / "deploy" / first / "next").exists()
+
+
+# ---------------------------------------------------------------- configuration problems
+
+def test_no_config_anywhere(tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    result = plug(empty, "deploy")
+    assert result.returncode == 2
+    assert result.stderr == (f"plug: no plugbox.toml in {empty} or any directory above it; "
+                             "write one with `plug init`, or name one with -c FILE\n")
+
+
+def test_config_found_from_a_subdirectory(project, home):
+    ok(plug(project / "app" / "pkg", "deploy"))
+    assert (home / "live" / "app" / "main.py").exists()
+
+
+def test_bad_config_names_file_and_key_and_touches_nothing(project, home):
+    (project / "plugbox.toml").write_text(
+        (project / "plugbox.toml").read_text().replace("[build]", "[build]\nprepare = ['touch prepared']\nupload_dir = 'x'"))
+    result = plug(project, "deploy")
+    assert result.returncode == 2
+    assert result.stderr.startswith(f"plug: {project / 'plugbox.toml'}: [build] upload_dir: unknown key; ")
+    assert result.stderr.count("\n") == 1
+    assert not home.exists() and not (project / "prepared").exists()
+
+
+# ---------------------------------------------------------------- dry run
+
+def test_dry_run_on_a_first_deploy(project, home):
+    result = ok(plug(project, "deploy", "--dry-run"))
+    assert "no live version: it would be the first deploy" in result.stdout
+    assert "files: would send 4" in result.stdout and "hard-link 0" in result.stdout
+    assert "dry run: nothing changed" in result.stdout
+    assert versions(home) == []
+
+
+def test_dry_run_reads_the_host_and_changes_nothing(project, home):
+    first = deployed(project, home)
+    bump(project / "app" / "main.py", "print('changed')\n")
+    (project / "app" / "new.txt").write_text("new\n")
+    write_config(project, home, extra='[hooks]\nstart = ["touch $PLUGBOX_HOME/started"]\n',
+                 build='upload = ["app", "requirements.txt"]\nprepare = ["touch prepared"]')
+    before = snapshot(home)
+    result = ok(plug(project, "deploy", "-n"))
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("would make version ")
+    made = lines[0].split()[3]
+    assert is_version_name(made) and made > first
+    assert f"it would replace live version {first}" in result.stdout
+    # main.py, new.txt and plugbox.toml differ from live; data.txt and requirements.txt do not
+    assert "files: would send 3" in result.stdout and "hard-link 2" in result.stdout
+    assert "dry run: nothing changed, prepare not run" in result.stdout
+    assert snapshot(home) == before
+    assert not (project / "prepared").exists()
+    # and the counts are what the deploy then does
+    real = ok(plug(project, "deploy"))
+    assert "files: 3 files sent" in real.stdout and "2 hard-linked" in real.stdout
+
+
+# ---------------------------------------------------------------- server commands
+
+def test_status_log_check_pass_plugbox_output_through(project, home):
+    first = deployed(project, home)
+    second = deployed(project, home)
+    state = json.loads(ok(plug(project, "status", "--json")).stdout)
+    assert state["live"] == second and state["home"] == str(home)
+    assert [(v["name"], v["state"]) for v in state["versions"]] == [(second, "live"), (first, "previous")]
+    text = ok(plug(project, "status")).stdout
+    assert second in text and first in text
+    assert f"upgrade-to {second}" in ok(plug(project, "log")).stdout
+    assert ok(plug(project, "check")).stdout.strip() == "ok"
+    assert ok(plug(project, "check", "--repair")).returncode == 0
+
+
+def test_rollback_and_roll_forward(project, home):
+    first = deployed(project, home)
+    second = deployed(project, home)
+    ok(plug(project, "rollback"))
+    assert live(home) == first
+    assert os.readlink(home / "deploy" / first / "next") == f"../{second}"
+    ok(plug(project, "rollback", second))
+    assert live(home) == second
+
+
+def test_rollback_with_refresh_runs_the_refresh_hook(project, home):
+    write_config(project, home, extra='[hooks]\nrefresh = ["echo refreshed $PLUGBOX_VERSION"]\n')
+    first = deployed(project, home)
+    deployed(project, home)
+    result = ok(plug(project, "rollback", "--refresh"))
+    assert f"refreshed {first}" in result.stdout
+
+
+@pytest.mark.parametrize("name", ["../etc", "live", "2026-11-21T09:00:00/..", "-v"])
+def test_version_arguments_are_validated_before_connecting(project, home, name):
+    result = plug(project, "rollback", "--", name)
+    assert result.returncode == 1
+    assert "is not a version name" in result.stderr and "see `plug status`" in result.stderr
+    assert not home.exists()
+
+
+def test_refusals_of_plugbox_keep_its_message_and_exit_status(project, home):
+    version = deployed(project, home)
+    result = plug(project, "remove", version)
+    assert result.returncode == 1
+    assert result.stderr.startswith("plugbox: ")
+    assert live(home) == version
+
+
+def test_remove_and_prune(project, home):
+    made = [deployed(project, home) for _ in range(4)]
+    ok(plug(project, "remove", made[0], made[1]))
+    assert versions(home) == made[2:]
+    ok(plug(project, "prune", "--keep", "1"))
+    assert live(home) == made[3] and made[3] in versions(home)
+    assert plug(project, "prune", "--keep", "0").returncode == 2
+
+
+# ---------------------------------------------------------------- init
+
+def test_init_writes_a_config_that_deploys(tmp_path, home):
+    project = tmp_path / "fresh"
+    (project / "site").mkdir(parents=True)
+    (project / "site" / "index.html").write_text("<p>hi</p>")
+    result = ok(plug(project, "init", "--host", "local", "--home", str(home), "--version-dir", "site",
+                     "--shared", "uploads", "--prepare", "true"))
+    assert result.stdout == f"wrote {project / 'plugbox.toml'}\n"
+    text = (project / "plugbox.toml").read_text()
+    assert 'version_dir = "site"' in text and "# stop = " in text
+    ok(plug(project, "deploy"))
+    assert (home / "live" / "index.html").read_text() == "<p>hi</p>"
+
+
+def test_init_refuses_to_overwrite_unless_forced(project):
+    before = (project / "plugbox.toml").read_text()
+    result = plug(project, "init", "--host", "hello@example.org")
+    assert result.returncode == 1
+    assert "plugbox.toml exists already; pass --force to replace it" in result.stderr
+    assert (project / "plugbox.toml").read_text() == before
+    ok(plug(project, "init", "--host", "hello@example.org", "--force"))
+    assert 'host = "hello@example.org"' in (project / "plugbox.toml").read_text()
+
+
+def test_init_refuses_bad_values(tmp_path):
+    assert plug(tmp_path, "init", "--host", "-oProxyCommand=x").returncode == 2
+    result = plug(tmp_path, "init", "--host", "h", "--upload", "a", "--version-dir", "b")
+    assert result.returncode == 2 and "exclude each other" in result.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+# ---------------------------------------------------------------- bootstrap
+
+def test_bootstrap_installs_a_zipapp_that_runs_without_site_packages(project, home):
+    result = ok(plug(project, "bootstrap"))
+    installed = home / ".local" / "bin" / "plugbox"
+    assert f"installed on this machine as {home}/.local/bin/plugbox" in result.stdout
+    assert os.access(installed, os.X_OK)
+    assert all((home / d).is_dir() for d in ("deploy", "shared", "config"))
+    assert not home.joinpath("live").exists()
+    # a python that sees no site-packages at all runs it, commands included
+    bare = subprocess.run([sys.executable, "-I", "-S", str(installed), "--version"],
+                          capture_output=True, text=True, timeout=TIMEOUT)
+    assert bare.returncode == 0 and bare.stdout.startswith("plugbox ")
+    state = subprocess.run([sys.executable, "-I", "-S", str(installed), "--home", str(home), "status", "--json"],
+                           capture_output=True, text=True, timeout=TIMEOUT)
+    assert json.loads(state.stdout)["live"] is None
+    # plug now runs the installed plugbox, and deploys with it
+    version = deployed(project, home)
+    assert "next-version" in ok(plug(project, "log")).stdout
+    # bootstrap again replaces it in place
+    inode = installed.stat().st_ino
+    ok(plug(project, "bootstrap"))
+    assert installed.stat().st_ino != inode
+    assert live(home) == version
+    ok(plug(project, "status"))
+
+
+def test_bootstrap_zipapp_runs_in_a_venv_without_packages(tmp_path, project, home):
+    ok(plug(project, "bootstrap"))
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=TIMEOUT)
+    result = subprocess.run([str(venv / "bin" / "python"), str(home / ".local" / "bin" / "plugbox"), "--help"],
+                            capture_output=True, text=True, timeout=TIMEOUT)
+    assert result.returncode == 0 and "upgrade-to" in result.stdout
+
+
+# ---------------------------------------------------------------- finding plugbox on a host
+
+def test_find_plugbox_prefers_the_installed_copy_then_path(tmp_path):
+    fake = tmp_path / "h" / ".local" / "bin" / "plugbox"
+    fake.parent.mkdir(parents=True)
+    fake.write_text('#!/bin/sh\nprintf "%s|" "$@"\n')
+    fake.chmod(0o755)
+    run = subprocess.run(["/bin/sh", *A.remote_plugbox(str(tmp_path / "h"), ["rollback-to", "a b"])[1:]],
+                         capture_output=True, text=True, env={"PATH": "/nonexistent"}, timeout=TIMEOUT)
+    assert run.stdout == f"--home|{tmp_path / 'h'}|rollback-to|a b|"
+    missing = subprocess.run(["/bin/sh", *A.remote_plugbox(str(tmp_path / "none"), ["log"])[1:]],
+                             capture_output=True, text=True, env={"PATH": "/nonexistent"}, timeout=TIMEOUT)
+    assert missing.returncode == A.NOT_INSTALLED
+    assert "plugbox is not installed on this host" in missing.stderr
+
+
+def test_unreachable_host_is_a_connection_failure(tmp_path):
+    (tmp_path / "plugbox.toml").write_text('[service]\nhost = "127.0.0.1"\n[build]\nversion_dir = "."\n')
+    # plug's private directory goes in TMPDIR; a short one, as a socket path must be short.
+    temporary = Path(tempfile.mkdtemp(prefix="plug-test-", dir="/tmp"))
+    try:
+        # Port 1 on the loopback refuses at once.
+        result = plug(tmp_path, "status", env={"PLUG_SSH_OPTIONS": "-p 1 -o ConnectTimeout=10 -o BatchMode=yes",
+                                              "TMPDIR": str(temporary)})
+        assert result.returncode == 255
+        assert result.stderr.startswith("plug: could not connect to 127.0.0.1: ")
+        assert "Connection refused" in result.stderr
+        assert list(temporary.iterdir()) == []  # the private directory is gone
+    finally:
+        shutil.rmtree(temporary)
+
+
+def test_deploy_on_a_terminal_shows_progress_and_passes_output_through(project, home):
+    """On a terminal, plug's children write to it directly, and the upload shows its progress."""
+    import pty
+
+    write_config(project, home, extra='[hooks]\nstart = ["echo started"]\n')
+    main, terminal = pty.openpty()
+    environ = {k: v for k, v in os.environ.items() if not k.startswith(("PLUG_", "PLUGBOX_"))}
+    child = subprocess.Popen([sys.executable, "-m", "plugbox_client", "deploy"], cwd=project, env=environ,
+                             stdin=terminal, stdout=terminal, stderr=terminal)
+    os.close(terminal)
+    seen = b""
+    while True:  # ends when the child and its children have closed the terminal
+        if not select.select([main], [], [], TIMEOUT)[0]:
+            child.kill()
+            pytest.fail(f"plug deploy wrote nothing for {TIMEOUT} s: {seen!r}")
+        try:
+            chunk = os.read(main, 65536)
+        except OSError:  # EIO: no writer left
+            break
+        if not chunk:
+            break
+        seen += chunk
+    os.close(main)
+    assert child.wait(timeout=TIMEOUT) == 0, seen.decode(errors="replace")
+    text = seen.decode(errors="replace")
+    assert "\r    4 files sent (" in text
+    assert f"version {live(home)} is live" in text
+    assert "started\r\n" in text
+    assert "Traceback" not in text
