@@ -1,0 +1,688 @@
+"""`plug` end to end: the installed command, the real ssh and rsync, a real sshd.
+
+Every test runs `plug` as a user would, in a project directory, with
+PLUG_SSH_CONFIG naming the test ssh config (host alias `plugbox-test`), and checks
+what the user sees: exit status, messages, `plug status`, and the layout on the
+host, which is this machine, under a fresh `home` per test.
+
+On `plugbox-test` the sessions' PATH starts with the bin directory of the python
+running the tests, where `pip install -e` put `plugbox`: a host where plugbox is
+installed. `bare_host` is a host where it is not, for bootstrap.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pwd
+import re
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from sshd import Sshd, free_port, login_user, write_client_config
+
+# The console script installed next to the python running the tests (pip install -e .).
+PLUG = Path(sys.executable).parent / "plug"
+if not PLUG.exists():
+    PLUG = Path(shutil.which("plug") or PLUG)
+NAME = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{3})?"
+
+
+@dataclass
+class Run:
+    code: int
+    out: str
+    err: str
+
+
+class Plug:
+    """Runs the installed `plug` in the project directory against one ssh config."""
+
+    def __init__(self, project: Path, ssh_config: Path):
+        self.project = project
+        self.ssh_config = ssh_config
+
+    def __call__(self, *args: str, cwd: Path | None = None) -> Run:
+        if not PLUG.exists():
+            pytest.fail(f"{PLUG}: not found; run `pip install -e .`", pytrace=False)
+        env = {**os.environ, "PLUG_SSH_CONFIG": str(self.ssh_config)}
+        env.pop("PLUG_SSH_OPTIONS", None)
+        done = subprocess.run(
+            [str(PLUG), *args],
+            cwd=cwd or self.project,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        # An expected failure never shows a traceback, whatever the test checks next.
+        assert "Traceback" not in done.stderr, done.stderr
+        return Run(done.returncode, done.stdout, done.stderr)
+
+    def ok(self, *args: str) -> Run:
+        run = self(*args)
+        assert run.code == 0, f"plug {' '.join(args)}: exit {run.code}\n{run.out}{run.err}"
+        return run
+
+    def deploy(self) -> str:
+        """`plug deploy`, which must succeed; returns the new live version."""
+        return summary(self.ok("deploy")).split()[1]
+
+
+def summary(run: Run) -> str:
+    """The line of `plug deploy` that says which version is live now."""
+    lines = [line for line in run.out.splitlines() if line.startswith("version ")]
+    assert len(lines) == 1 and " is live" in lines[0], run.out
+    return lines[0]
+
+
+def toml_value(value: object) -> str:
+    # A TOML basic string is written like a JSON string; lists likewise.
+    return json.dumps(value)
+
+
+def write_config(project: Path, home: Path | str, host: str = "plugbox-test", **keys) -> Path:
+    """plugbox.toml in PROJECT: [service] host/home/jump, [build] from KEYS."""
+    service = {"host": host, "home": str(home)}
+    for key in ("jump", "shared"):
+        if key in keys:
+            service[key] = keys.pop(key)
+    hooks = keys.pop("hooks", {})
+    build = keys or {"upload": ["app"]}
+    lines = ["[service]"] + [f"{k} = {toml_value(v)}" for k, v in service.items()]
+    lines += ["", "[build]"] + [f"{k} = {toml_value(v)}" for k, v in build.items()]
+    if hooks:
+        lines += ["", "[hooks]"] + [f"{k} = {toml_value(v)}" for k, v in hooks.items()]
+    path = project / "plugbox.toml"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def write_app(project: Path, files: dict[str, str]) -> None:
+    for name, text in files.items():
+        path = project / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+
+
+# -- the host's layout, as `ls -l` shows it -------------------------------------
+
+
+def versions(home: Path) -> list[str]:
+    deploy = home / "deploy"
+    if not deploy.exists():
+        return []
+    return sorted(
+        p.name for p in deploy.iterdir()
+        if p.is_dir() and not p.is_symlink() and not p.name.startswith(".")
+    )
+
+
+def live(home: Path) -> str | None:
+    link = home / "deploy" / "live"
+    return os.readlink(link) if link.is_symlink() else None
+
+
+def link(path: Path) -> str | None:
+    return os.readlink(path) if path.is_symlink() else None
+
+
+def inode(path: Path) -> int:
+    return path.stat().st_ino
+
+
+def status_json(plug: Plug) -> dict:
+    return json.loads(plug.ok("status", "--json").out)
+
+
+def one_line_error(run: Run) -> str:
+    """The message of a refused command: one `plug: ...` line on stderr."""
+    assert run.code != 0
+    lines = [line for line in run.err.splitlines() if line.startswith("plug: ")]
+    assert len(lines) == 1, run.err
+    return lines[0]
+
+
+# -- fixtures --------------------------------------------------------------------
+
+
+@pytest.fixture
+def plug(project_dir: Path, ssh_config: Path) -> Plug:
+    return Plug(project_dir, ssh_config)
+
+
+@pytest.fixture
+def app(project_dir: Path, service_home: Path) -> Path:
+    """A project with app/ (three files) uploaded to plugbox-test; returns the project."""
+    write_app(project_dir, {"app/a.txt": "a\n", "app/b.txt": "b\n", "app/sub/c.txt": "c\n"})
+    write_config(project_dir, service_home)
+    return project_dir
+
+
+# -- deploy ----------------------------------------------------------------------
+
+
+def test_first_deploy_makes_a_live_version(plug: Plug, app: Path, service_home: Path) -> None:
+    run = plug.ok("deploy")
+
+    version = summary(run).split()[1]
+    assert re.fullmatch(NAME, version)
+    assert summary(run) == f"version {version} is live (first deploy)"
+    assert "seconds: " in run.out
+    assert versions(service_home) == [version]
+    assert live(service_home) == version
+    assert link(service_home / "live") == "deploy/live"
+    tree = service_home / "live"
+    assert (tree / "app" / "a.txt").read_text() == "a\n"
+    assert (tree / "app" / "sub" / "c.txt").read_text() == "c\n"
+    # The config travels with the version; a first version has no previous.
+    assert (tree / "plugbox.toml").read_text() == (app / "plugbox.toml").read_text()
+    assert sorted(os.listdir(tree)) == ["app", "plugbox.toml"]
+
+
+def test_redeploy_hard_links_unchanged_files(plug: Plug, app: Path, service_home: Path) -> None:
+    first = plug.deploy()
+    (app / "app" / "b.txt").write_text("b, changed\n")
+    (app / "app" / "sub" / "c.txt").unlink()
+
+    run = plug.ok("deploy")
+
+    second = summary(run).split()[1]
+    assert summary(run) == f"version {second} is live (was {first})"
+    assert "1 file sent" in run.out and "2 hard-linked" in run.out  # b.txt; a.txt, toml
+    old, new = service_home / "deploy" / first, service_home / "deploy" / second
+    assert versions(service_home) == [first, second]
+    assert live(service_home) == second
+    assert inode(new / "app" / "a.txt") == inode(old / "app" / "a.txt")
+    assert inode(new / "plugbox.toml") == inode(old / "plugbox.toml")
+    assert inode(new / "app" / "b.txt") != inode(old / "app" / "b.txt")
+    assert (new / "app" / "b.txt").read_text() == "b, changed\n"
+    assert (old / "app" / "b.txt").read_text() == "b\n"
+    assert not (new / "app" / "sub" / "c.txt").exists()
+    assert (old / "app" / "sub" / "c.txt").exists()
+    # rsync --delete left plugbox's own links alone.
+    assert link(new / "previous") == f"../{first}"
+    assert link(old / "next") == f"../{second}"
+    assert link(new / "next") is None
+
+
+def test_version_dir_contents_become_the_version(
+    plug: Plug, project_dir: Path, service_home: Path
+) -> None:
+    write_app(project_dir, {"dist/index.html": "v1\n", "dist/static/x.css": "x\n"})
+    write_config(project_dir, service_home, version_dir="dist", exclude=["*.tmp"])
+    first = plug.deploy()
+    write_app(project_dir, {"dist/index.html": "v2\n", "dist/junk.tmp": "no\n"})
+
+    second = plug.deploy()
+
+    tree = service_home / "deploy" / second
+    assert sorted(os.listdir(tree)) == ["index.html", "plugbox.toml", "previous", "static"]
+    assert (service_home / "live" / "index.html").read_text() == "v2\n"
+    assert inode(tree / "static" / "x.css") == inode(
+        service_home / "deploy" / first / "static" / "x.css"
+    )
+
+
+def test_three_deploys_chain_previous_and_next(plug: Plug, app: Path, service_home: Path) -> None:
+    made = []
+    for text in ("one\n", "two\n", "three\n"):
+        (app / "app" / "a.txt").write_text(text)
+        made.append(plug.deploy())
+
+    assert versions(service_home) == made
+    deploy = service_home / "deploy"
+    assert [link(deploy / v / "previous") for v in made] == [
+        None, f"../{made[0]}", f"../{made[1]}"
+    ]
+    assert [link(deploy / v / "next") for v in made] == [f"../{made[1]}", f"../{made[2]}", None]
+    oldest = service_home / "live" / "previous" / "previous"
+    assert (oldest / "app" / "a.txt").read_text() == "one\n"
+
+
+# -- rollback, status, log -------------------------------------------------------
+
+
+def test_rollback_and_roll_forward(plug: Plug, app: Path, service_home: Path) -> None:
+    first = plug.deploy()
+    (app / "app" / "a.txt").write_text("two\n")
+    second = plug.deploy()
+
+    run = plug.ok("rollback")
+
+    assert f"live is now {first}" in run.out
+    assert live(service_home) == first
+    assert (service_home / "live" / "app" / "a.txt").read_text() == "a\n"
+    # No link is rewritten: the version rolled back from is still first's next.
+    assert link(service_home / "deploy" / first / "next") == f"../{second}"
+    assert versions(service_home) == [first, second]
+
+    plug.ok("rollback", second)
+    assert live(service_home) == second
+    assert (service_home / "live" / "app" / "a.txt").read_text() == "two\n"
+
+
+def test_rollback_refuses_a_bad_name_before_connecting(
+    plug: Plug, app: Path, service_home: Path, sshd: Sshd
+) -> None:
+    first = plug.deploy()
+    before = sshd.logins()
+
+    run = plug("rollback", "../etc")
+
+    assert run.code != 0
+    message = one_line_error(run)
+    assert "'../etc' is not a version name" in message
+    assert sshd.logins() == before
+    assert live(service_home) == first
+
+
+def test_rollback_without_previous_is_refused(plug: Plug, app: Path, service_home: Path) -> None:
+    run = plug("rollback")
+    assert run.code == 1
+    assert "no deploy/ in" in run.err
+    assert versions(service_home) == []
+
+    first = plug.deploy()
+    run = plug("rollback")
+
+    assert run.code == 1
+    assert f"plugbox: the live version {first} has no previous version" in run.err
+    assert live(service_home) == first
+
+
+def test_status_and_json(plug: Plug, app: Path, service_home: Path) -> None:
+    assert plug.ok("status").out == "no versions\n"
+    first = plug.deploy()
+    (app / "app" / "a.txt").write_text("two\n")
+    second = plug.deploy()
+
+    lines = plug.ok("status").out.splitlines()
+
+    assert lines[0].split() == [second, "live", "previous", first]
+    assert lines[1].split() == [first, "previous", "next", second]
+    state = status_json(plug)
+    assert state == {
+        "home": str(service_home),
+        "live": second,
+        "versions": [
+            {"name": second, "state": "live", "previous": first, "next": None},
+            {"name": first, "state": "previous", "previous": None, "next": second},
+        ],
+    }
+    plug.ok("rollback")
+    assert [(v["name"], v["state"]) for v in status_json(plug)["versions"]] == [
+        (second, "detached"),
+        (first, "live"),
+    ]
+
+
+def test_log_tells_the_history(plug: Plug, app: Path, service_home: Path) -> None:
+    assert plug.ok("log").out == "no operations yet\n"
+    first = plug.deploy()
+    (app / "app" / "a.txt").write_text("two\n")
+    second = plug.deploy()
+    plug.ok("rollback")
+
+    lines = plug.ok("log").out.splitlines()
+
+    assert lines[0].split() == ["TIME", "USER", "COMMAND", "FROM", "TO", "OUTCOME"]
+    rows = [re.split(r"\s{2,}", line.strip()) for line in lines[1:]]
+    assert {row[1] for row in rows} == {login_user()}
+    assert [row[2:] for row in rows] == [
+        ["next-version", "-", first, "ok"],
+        [f"upgrade-to {first}", "-", first, "ok"],
+        ["next-version", first, second, "ok"],
+        [f"upgrade-to {second}", first, second, "ok"],
+        ["rollback-to", second, first, "ok"],
+    ]
+
+
+def test_remove_prune_and_check(plug: Plug, app: Path, service_home: Path) -> None:
+    made = []
+    for text in ("1\n", "2\n", "3\n", "4\n"):
+        (app / "app" / "a.txt").write_text(text)
+        made.append(plug.deploy())
+
+    plug.ok("remove", made[1])
+    assert versions(service_home) == [made[0], made[2], made[3]]
+    assert link(service_home / "deploy" / made[2] / "previous") == f"../{made[0]}"
+
+    plug.ok("prune", "--keep", "2")
+    assert versions(service_home) == made[2:]
+    assert live(service_home) == made[3]
+
+    plug.ok("check")
+    refused = plug("remove", made[3])
+    assert refused.code == 1
+    assert versions(service_home) == made[2:]
+
+
+# -- exactly one ssh login per command -------------------------------------------
+
+
+def test_one_login_per_command(plug: Plug, app: Path, service_home: Path, sshd: Sshd) -> None:
+    # All remote steps of one command (next-version, status, rsync, upgrade-to...)
+    # share one connection: sshd logs one accepted login per plug command.
+    commands = [["deploy"], ["deploy"], ["status"], ["status", "--json"], ["log"],
+                ["check"], ["rollback"]]
+    for command in commands:
+        (app / "app" / "a.txt").write_text(f"{command}\n")
+        before = sshd.logins()
+        plug.ok(*command)
+        assert sshd.logins() == before + 1, command
+
+
+def test_deploy_through_a_jump_host(
+    plug: Plug, app: Path, service_home: Path, sshd: Sshd, jump_sshd: Sshd
+) -> None:
+    write_config(app, service_home, jump=["plugbox-jump"])
+    logins = sshd.logins(), jump_sshd.logins()
+
+    version = plug.deploy()
+
+    assert (sshd.logins(), jump_sshd.logins()) == (logins[0] + 1, logins[1] + 1)
+    assert live(service_home) == version
+    before = jump_sshd.logins()
+    assert plug.ok("status").out.split()[:2] == [version, "live"]
+    assert jump_sshd.logins() == before + 1
+
+
+# -- refused uploads: nothing sent, live untouched --------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "kind"), [("previous", "file"), ("next", "directory"), ("previous", "symlink")]
+)
+def test_version_dir_with_its_own_top_level_link_is_refused(
+    plug: Plug, project_dir: Path, service_home: Path, name: str, kind: str
+) -> None:
+    write_app(project_dir, {"dist/index.html": "v1\n"})
+    write_config(project_dir, service_home, version_dir="dist")
+    first = plug.deploy()
+    (project_dir / "dist" / "index.html").write_text("v2\n")
+    reserved = project_dir / "dist" / name
+    if kind == "file":
+        reserved.write_text("mine\n")
+    elif kind == "directory":
+        reserved.mkdir()
+    else:
+        reserved.symlink_to("nowhere")  # dangling: it is there all the same
+
+    run = plug("deploy")
+
+    assert run.code == 1
+    message = one_line_error(run)
+    assert f"top-level '{name}'" in message and "nothing was sent" in message
+    assert versions(service_home) == [first]
+    assert live(service_home) == first
+    assert (service_home / "live" / "index.html").read_text() == "v1\n"
+
+
+def test_nested_previous_is_uploaded(plug: Plug, project_dir: Path, service_home: Path) -> None:
+    # Only the top level belongs to plugbox; deeper names are the service's own.
+    write_app(project_dir, {"dist/docs/previous": "p\n", "dist/docs/next/x": "n\n"})
+    write_config(project_dir, service_home, version_dir="dist")
+
+    plug.deploy()
+
+    assert (service_home / "live" / "docs" / "previous").read_text() == "p\n"
+    assert (service_home / "live" / "docs" / "next" / "x").read_text() == "n\n"
+
+
+@pytest.mark.parametrize("path", ["previous", "build/next"])
+def test_upload_named_previous_or_next_is_refused(
+    plug: Plug, project_dir: Path, service_home: Path, sshd: Sshd, path: str
+) -> None:
+    write_app(project_dir, {f"{path}/x": "x\n"})
+    write_config(project_dir, service_home, upload=[path])
+    before = sshd.logins()
+
+    run = plug("deploy")
+
+    assert run.code == 2
+    message = one_line_error(run)
+    assert "[build] upload" in message and repr(path) in message
+    assert sshd.logins() == before
+    assert versions(service_home) == []
+
+
+def test_shared_paths_are_never_uploaded(
+    plug: Plug, project_dir: Path, service_home: Path
+) -> None:
+    write_app(project_dir, {"site/index.html": "hi\n", "site/media/local.jpg": "not sent\n"})
+    write_config(project_dir, service_home, version_dir="site", shared=["media"])
+
+    version = plug.deploy()
+
+    media = service_home / "deploy" / version / "media"
+    assert media.is_symlink()
+    assert media.resolve() == (service_home / "shared" / "media").resolve()
+    assert os.listdir(service_home / "shared" / "media") == []
+
+
+# -- failures before the switch leave live untouched ------------------------------
+
+
+def test_upload_path_removed_by_prepare_is_refused(
+    plug: Plug, app: Path, service_home: Path
+) -> None:
+    first = plug.deploy()
+    write_config(app, service_home, prepare=["rm -r app"], upload=["app"])
+
+    run = plug("deploy")
+
+    assert run.code == 1
+    message = one_line_error(run)
+    assert "[build] upload" in message and "no such file or directory" in message
+    assert "nothing was sent" in message
+    assert versions(service_home) == [first]
+    assert live(service_home) == first
+
+
+def test_failing_prepare_stops_the_deploy(plug: Plug, app: Path, service_home: Path) -> None:
+    first = plug.deploy()
+    write_config(app, service_home, prepare=["echo building", "exit 3"], upload=["app"])
+
+    run = plug("deploy")
+
+    assert run.code == 1
+    assert "building" in run.out + run.err
+    assert "`exit 3` exited with 3" in one_line_error(run)
+    assert versions(service_home) == [first]
+    assert live(service_home) == first
+
+
+@pytest.fixture
+def small_disk_host(tmp_path: Path, user_key: Path, sshd: Sshd):
+    """Alias `plugbox-small`: a host whose sessions cannot write a file over 1 MiB."""
+    server = Sshd(tmp_path / "small-sshd", Path(f"{user_key}.pub"), env=sshd.env,
+                  max_file_size=1 << 20)
+    server.start()
+    config = write_client_config(
+        tmp_path / "ssh_config_small", {"plugbox-small": server}, user_key,
+        tmp_path / "known_hosts_small",
+    )
+    yield server, config
+    server.stop()
+
+
+def test_failed_rsync_leaves_live_untouched(
+    project_dir: Path, service_home: Path, small_disk_host
+) -> None:
+    server, config = small_disk_host
+    plug = Plug(project_dir, config)
+    write_app(project_dir, {"app/a.txt": "a\n"})
+    write_config(project_dir, service_home, host="plugbox-small")
+    first = plug.deploy()
+    (project_dir / "app" / "big.bin").write_bytes(b"x" * (2 << 20))
+    (project_dir / "app" / "a.txt").write_text("changed\n")
+    before = server.logins()
+
+    run = plug("deploy")
+
+    assert run.code == 1
+    assert "File too large" in run.err  # rsync's own words, from the host
+    message = one_line_error(run)
+    assert "upload of" in message and f"live is still {first}" in message
+    assert versions(service_home) == [first]  # the half version was removed
+    assert live(service_home) == first
+    assert (service_home / "live" / "app" / "a.txt").read_text() == "a\n"
+    assert link(service_home / "deploy" / first / "next") is None
+    assert plug.ok("check").code == 0
+    assert server.logins() == before + 2  # the deploy, and the check
+
+
+def test_failing_post_upload_keeps_live(plug: Plug, app: Path, service_home: Path) -> None:
+    first = plug.deploy()
+    write_config(app, service_home, upload=["app"],
+                 hooks={"post_upload": ["echo from the hook >&2; exit 1"]})
+
+    run = plug("deploy")
+
+    assert run.code == 4  # plugbox's "a hook failed", passed through
+    assert "from the hook" in run.err  # hook output reaches the user
+    assert "nothing changed, the live version is still " + first in run.err
+    message = one_line_error(run)
+    pending = [v for v in versions(service_home) if v != first]
+    assert len(pending) == 1 and f"`plug remove {pending[0]}` deletes it" in message
+    assert live(service_home) == first
+    assert plug.ok("status").out.split()[:2] == [pending[0], "pending"]
+
+
+# -- bad and missing configs -------------------------------------------------------
+
+
+def test_missing_config(plug: Plug, project_dir: Path, sshd: Sshd) -> None:
+    before = sshd.logins()
+    for args in (["deploy"], ["status"], ["rollback"]):
+        run = plug(*args)
+        assert run.code == 2
+        assert "no plugbox.toml in" in one_line_error(run)
+    run = plug("status", "-c", str(project_dir / "elsewhere.toml"))
+    assert run.code == 2
+    assert "elsewhere.toml" in one_line_error(run)
+    assert sshd.logins() == before
+
+
+def test_config_is_found_upward(plug: Plug, app: Path, service_home: Path) -> None:
+    deeper = app / "app" / "sub"
+
+    run = plug("deploy", cwd=deeper)
+
+    assert run.code == 0, run.err
+    assert live(service_home) is not None
+
+
+@pytest.mark.parametrize(
+    ("text", "named"),
+    [
+        ("[service\nhost = 'x'\n", "not valid TOML"),
+        ("[service]\nhots = 'plugbox-test'\n[build]\nupload = ['app']\n", "unknown key"),
+        ("[build]\nupload = ['app']\n", "[service] host: missing"),
+        ("[service]\nhost = '-oProxyCommand=touch PWNED'\n[build]\nupload = ['app']\n",
+         "starts with '-'"),
+        ("[service]\nhost = 'plugbox-test'\nhome = 'rel'\n[build]\nupload = ['app']\n", "absolute"),
+        ("[service]\nhost = 'plugbox-test'\n[build]\n", "neither upload nor version_dir"),
+        ("[service]\nhost = 'plugbox-test'\njump = ['-J']\n[build]\nupload = ['app']\n", "jump"),
+    ],
+)
+def test_bad_config_is_refused_before_connecting(
+    plug: Plug, project_dir: Path, sshd: Sshd, text: str, named: str
+) -> None:
+    write_app(project_dir, {"app/a.txt": "a\n"})
+    (project_dir / "plugbox.toml").write_text(text)
+    before = sshd.logins()
+
+    run = plug("deploy")
+
+    assert run.code == 2
+    message = one_line_error(run)
+    assert str(project_dir / "plugbox.toml") in message
+    assert named in message
+    assert sshd.logins() == before
+    assert not (project_dir / "PWNED").exists()
+
+
+def test_unreachable_host(app: Path, service_home: Path, ssh_config: Path, tmp_path: Path) -> None:
+    config = tmp_path / "ssh_config_closed"
+    config.write_text(
+        f"Host plugbox-closed\n    HostName 127.0.0.1\n    Port {free_port()}\n\n"
+        + ssh_config.read_text()
+    )
+    write_config(app, service_home, host="plugbox-closed")
+
+    run = Plug(app, config)("deploy")
+
+    assert run.code != 0
+    message = one_line_error(run)
+    assert "could not connect to plugbox-closed" in message
+    assert "Connection refused" in message
+    assert versions(service_home) == []
+
+
+# -- bootstrap onto a host without plugbox -----------------------------------------
+
+
+def test_bootstrap_then_deploy_on_a_bare_host(
+    project_dir: Path, service_home: Path, bare_host
+) -> None:
+    plug = Plug(project_dir, bare_host.ssh_config)
+    write_app(project_dir, {"app/a.txt": "a\n"})
+    write_config(project_dir, service_home, host="plugbox-bare")
+
+    before = plug("deploy")
+    assert before.code == 1
+    message = one_line_error(before)
+    assert message == "plug: plugbox is not installed on plugbox-bare; run `plug bootstrap`"
+    assert versions(service_home) == []
+
+    run = plug.ok("bootstrap")
+
+    installed = service_home / ".local" / "bin" / "plugbox"
+    assert f"installed on plugbox-bare as {installed}" in run.out
+    assert os.access(installed, os.X_OK)
+    assert sorted(os.listdir(service_home)) == [".local", "config", "deploy", "shared"]
+    # Its PATH has neither ~/.local/bin nor any plugbox: deploy finds the bootstrapped one.
+    assert ".local" not in bare_host.path
+    version = plug.deploy()
+    assert live(service_home) == version
+    assert plug.ok("status").out.split()[:2] == [version, "live"]
+    # Bootstrapping again upgrades in place and keeps the versions.
+    plug.ok("bootstrap")
+    assert live(service_home) == version
+    assert list((bare_host.login_home).iterdir()) == []
+
+
+# -- names that a shell would mangle ----------------------------------------------
+
+
+def test_home_and_files_with_shell_characters(
+    plug: Plug, project_dir: Path, tmp_path: Path, sshd: Sshd
+) -> None:
+    home = tmp_path / "a home; $(touch PWNED) 'q' *"
+    home.mkdir()
+    write_app(project_dir, {"app/with space.txt": "s\n", "app/-n": "dash\n", "app/$HOME": "d\n",
+                            "-leading/x": "x\n"})
+    write_config(project_dir, home, upload=["app", "-leading"])
+
+    first = plug.deploy()
+    (project_dir / "app" / "with space.txt").write_text("s2\n")
+    second = plug.deploy()
+
+    tree = home / "deploy" / second
+    assert sorted(os.listdir(tree / "app")) == ["$HOME", "-n", "with space.txt"]
+    assert (tree / "-leading" / "x").read_text() == "x\n"
+    assert inode(tree / "app" / "-n") == inode(home / "deploy" / first / "app" / "-n")
+    assert live(home) == second
+    # Where a command substitution would have run: here, or in a session's directories.
+    real_home = Path(pwd.getpwuid(os.getuid()).pw_dir)
+    for directory in (tmp_path, project_dir, Path(sshd.env["HOME"]), real_home):
+        assert not (directory / "PWNED").exists()
+    assert not list(tmp_path.rglob("PWNED"))
