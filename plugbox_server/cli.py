@@ -174,8 +174,9 @@ def check(
 ) -> None:
     """Verify the invariants of deploy/; print each problem; exit 1 if there is one.
 
-    With --repair, finish or undo an interrupted command (a half-done remove,
-    leftover temporary links, broken link pairs) and say what was done.
+    Changes nothing, unless --repair: then finish or undo an interrupted command
+    (a half-done remove, leftover temporary links, broken link pairs) without
+    losing a version, and say what was done.
     """
     left, done = operations.check(_home(ctx), repair)
     for message in done:
@@ -192,7 +193,11 @@ def check(
 @app.command("log")
 @reports_errors
 def log(ctx: typer.Context) -> None:
-    """Print the history of operations: time, user, command, from, to, outcome."""
+    """Print the history of operations: time, user, command, from, to, outcome.
+
+    Reads deploy/.log, where every command that changes state adds one line.
+    Changes nothing.
+    """
     entries = operations.log(_home(ctx))
     if not entries:
         print("no operations yet")
