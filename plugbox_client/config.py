@@ -295,7 +295,11 @@ def render_config(
         "[hooks]",
         "# Shell lines run on the host, one after another; the first that fails stops.",
         "# post_upload runs in the new version's directory, the others in HOME.",
-        '# post_upload = ["python3 -m venv env", "env/bin/pip install -r requirements.txt"]',
+        "# A virtualenv can't live in the version itself (its name has colons, which venv",
+        "# refuses): keep it in shared/, one per requirements.txt, and link it as env.",
+        '# post_upload = ["v=../../shared/venvs/$(sha256sum < requirements.txt | cut -c1-16) && '
+        '{ test -x $v/bin/python || python3 -m venv $v; } && ln -sfn $v env",',
+        '#                "env/bin/pip install -q -r requirements.txt"]',
         '# stop = ["systemctl --user stop hello"]',
         '# start = ["systemctl --user start hello"]',
         "# refresh, when present, replaces stop + start on upgrade.",

@@ -245,8 +245,8 @@ def _live_problems(chain: Chain) -> list[Problem]:
             found.append(Problem(f"deploy/live -> {chain.live}: not a relative link",
                                  (SetLink(LIVE, fixed),)))
         else:
-            found.append(Problem(f"deploy/live -> {chain.live}: no such version; choose one "
-                                 "with `plugbox rollback-to VERSION`"))
+            found.append(Problem(f"deploy/live -> {chain.live}: no such version; delete "
+                                 "deploy/live, then choose one with `plugbox rollback-to VERSION`"))
     if not chain.home_live_is_link:
         found.append(Problem("live in the home is not a symlink; move it aside"))
     elif chain.live is not None and chain.home_live != HOME_LIVE_TARGET:

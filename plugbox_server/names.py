@@ -11,7 +11,8 @@ from datetime import datetime, timezone
 
 from plugbox_server.errors import PlugboxError
 
-PATTERN = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{3})?")
+# ASCII: \d alone would also accept the digits of other scripts.
+PATTERN = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{3})?", re.ASCII)
 _SECOND = "%Y-%m-%dT%H:%M:%S"
 
 
@@ -22,9 +23,9 @@ def is_version_name(name: str) -> bool:
 def validate_version(name: str) -> str:
     """Return `name` unchanged if it is a version name, else refuse; never clean it up."""
     if not is_version_name(name):
-        shown = name.encode("unicode_escape").decode("ascii")
+        # ascii(): one line, control characters escaped once ('a\nb', not 'a\\nb').
         raise PlugboxError(
-            f"{shown!r} is not a version name (YYYY-MM-DDTHH:MM:SS)",
+            f"{name!a} is not a version name (YYYY-MM-DDTHH:MM:SS)",
             "see `plugbox status` for the versions",
         )
     return name

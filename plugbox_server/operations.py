@@ -133,7 +133,8 @@ def upgrade_to(home: Path, version: str) -> None:
 
         if live:
             store.set_link(f"{live}/next", c.link_to(version))
-        refresh = config.has("refresh")
+        # Refresh reloads a running service; on a first deploy nothing runs yet.
+        refresh = live is not None and config.has("refresh")
         if live and not refresh:
             try:
                 service.run("stop", live)

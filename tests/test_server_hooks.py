@@ -231,6 +231,19 @@ def test_upgrade_with_refresh_runs_no_stop_and_refresh_instead_of_start(host: Ho
     assert host.live() == new
 
 
+def test_a_first_deploy_starts_even_with_a_refresh_hook(host: Host) -> None:
+    # Nothing runs yet to be refreshed.
+    first = host.upload(toml_of(tracing("NEW", *HOOK_KEYS)))
+
+    host.ok("upgrade-to", first)
+
+    assert host.trace() == [
+        f"NEW post_upload {first} ",
+        f"NEW start {first} {first}",
+        f"NEW check {first} {first}",
+    ]
+
+
 def test_rollback_runs_stop_start_check_and_never_post_upload(host: Host) -> None:
     old = host.deploy_version(toml_of(tracing("OLD", *HOOK_KEYS)))
     new = host.deploy_version(toml_of(tracing("NEW", *HOOK_KEYS)))

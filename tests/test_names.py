@@ -1,0 +1,180 @@
+"""Version names: the one validator, and new names that sort in creation order."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from plugbox_server.errors import REFUSED, PlugboxError
+from plugbox_server.names import is_version_name, new_version_name, validate_version
+
+UTC = timezone.utc
+
+
+@pytest.mark.parametrize("name", [
+    "2026-11-21T09:00:00",
+    "2026-11-21T09:00:00.001",
+    "2026-11-21T09:00:00.999",
+    "1999-01-01T00:00:00",
+])
+def test_a_version_name_is_accepted_unchanged(name):
+    assert is_version_name(name)
+    assert validate_version(name) == name
+
+
+@pytest.mark.parametrize("name", [
+    "",
+    " ",
+    "live",
+    "previous",
+    "next",
+    ".",
+    "..",
+    "../2026-11-21T09:00:00",
+    "2026-11-21T09:00:00/..",
+    "/etc",
+    "/srv/svc/deploy/2026-11-21T09:00:00",
+    "deploy/2026-11-21T09:00:00",
+    "2026-11-21T09:00:00/",
+    "./2026-11-21T09:00:00",
+    "2026-11-21T09:00:00\n",
+    "2026-11-21T09:00:00\nrm -rf /",
+    "\n2026-11-21T09:00:00",
+    " 2026-11-21T09:00:00",
+    "2026-11-21T09:00:00 ",
+    "2026-11-21 09:00:00",
+    "2026-11-21t09:00:00",
+    "2026-11-21T09:00:00Z",
+    "2026-11-21T09:00",
+    "2026-11-21",
+    "2026-11-21T09:00:00.1",
+    "2026-11-21T09:00:00.0001",
+    "2026-11-21T09:00:00.",
+    "2026-11-21T09:00:00.abc",
+    "26-11-21T09:00:00",
+    "2026-11-21T09:00:00; rm -rf ~",
+    "-2026-11-21T09:00:00",
+    ".removing-2026-11-21T09:00:00",
+    ".new-2026-11-21T09:00:00",
+    # digits of another script match \d unless the pattern is ASCII-only
+    "\u0662\u0660\u0662\u0666-11-21T09:00:00",
+    "2026-11-21T09:00:0\uff10",
+])
+def test_anything_else_is_refused_with_one_line(name):
+    assert not is_version_name(name)
+    with pytest.raises(PlugboxError) as caught:
+        validate_version(name)
+    error = caught.value
+    assert error.code == REFUSED
+    text = f"plugbox: {error}"
+    assert "\n" not in text and "\r" not in text
+    assert "is not a version name" in text
+    assert "YYYY-MM-DDTHH:MM:SS" in text
+    assert "plugbox status" in text  # the next step
+
+
+def test_the_refusal_names_the_bad_name():
+    with pytest.raises(PlugboxError) as caught:
+        validate_version("../etc")
+    assert "'../etc'" in str(caught.value)
+
+
+@pytest.mark.parametrize("name, shown", [
+    ("a\nb", r"'a\nb'"),
+    ("a\\b", r"'a\\b'"),
+    ("\x1b[2J", r"'\x1b[2J'"),
+    ("caf\u00e9", r"'caf\xe9'"),
+])
+def test_the_refusal_shows_the_name_escaped_once(name, shown):
+    with pytest.raises(PlugboxError) as caught:
+        validate_version(name)
+    assert str(caught.value).startswith(f"{shown} is not a version name")
+
+
+# --- new names ------------------------------------------------------------------
+
+NOON = datetime(2026, 11, 21, 12, 0, 0, tzinfo=UTC)
+
+
+def test_a_new_name_is_the_current_utc_second():
+    assert new_version_name([], NOON.replace(microsecond=654321)) == "2026-11-21T12:00:00"
+
+
+def test_a_new_name_is_in_utc_whatever_the_clock_zone():
+    paris = timezone(timedelta(hours=1))
+    assert new_version_name([], datetime(2026, 11, 21, 13, 0, 0, tzinfo=paris)) == \
+        "2026-11-21T12:00:00"
+
+
+def test_the_same_second_gives_suffixes_in_order():
+    first = new_version_name([], NOON)
+    second = new_version_name([first], NOON)
+    third = new_version_name([first, second], NOON)
+    assert (first, second, third) == (
+        "2026-11-21T12:00:00", "2026-11-21T12:00:00.001", "2026-11-21T12:00:00.002")
+
+
+def test_a_clock_behind_the_newest_name_still_gives_a_name_after_it():
+    existing = ["2026-11-21T12:00:00", "2026-11-21T12:00:05.003"]
+    name = new_version_name(existing, NOON - timedelta(days=3))
+    assert name == "2026-11-21T12:00:05.004"
+    assert name > max(existing)
+
+
+def test_a_later_second_drops_the_suffix():
+    existing = ["2026-11-21T12:00:00", "2026-11-21T12:00:00.001"]
+    assert new_version_name(existing, NOON + timedelta(seconds=1)) == "2026-11-21T12:00:01"
+
+
+def test_a_suffixed_name_sorts_before_the_next_second():
+    assert "2026-11-21T12:00:00.999" < "2026-11-21T12:00:01"
+
+
+def test_the_thousandth_version_in_one_second_is_refused():
+    existing = ["2026-11-21T12:00:00.999"]
+    with pytest.raises(PlugboxError) as caught:
+        new_version_name(existing, NOON)
+    assert "2026-11-21T12:00:00" in str(caught.value)
+    assert "\n" not in str(caught.value)
+
+
+def test_without_a_clock_the_name_is_now():
+    before = datetime.now(UTC).replace(microsecond=0)
+    name = new_version_name([])
+    after = datetime.now(UTC)
+    assert is_version_name(name)
+    made = datetime.strptime(name, "%Y-%m-%dT%H:%M:%S").replace(tzinfo=UTC)
+    assert before <= made <= after
+
+
+clocks = st.datetimes(
+    min_value=datetime(2000, 1, 1), max_value=datetime(2100, 1, 1),
+    timezones=st.just(UTC),
+)
+
+
+@given(st.lists(clocks, min_size=1, max_size=60))
+def test_a_sequence_of_new_names_is_strictly_increasing(readings):
+    """Whatever the clock does (stand still, jump back, jump ahead), names keep order."""
+    names: list[str] = []
+    for now in readings:
+        name = new_version_name(names, now)
+        assert is_version_name(name)
+        names.append(name)
+    assert names == sorted(names)
+    assert len(set(names)) == len(names)
+
+
+@given(st.lists(clocks, min_size=2, max_size=30), st.randoms(use_true_random=False))
+def test_names_follow_creation_order_even_after_removals(readings, random):
+    """Removing versions in between never lets a new name sort before a kept one."""
+    existing: list[str] = []
+    for now in readings:
+        name = new_version_name(existing, now)
+        assert all(name > kept for kept in existing)
+        existing.append(name)
+        if random.random() < 0.3:
+            existing.remove(random.choice(existing))

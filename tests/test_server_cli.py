@@ -1,0 +1,714 @@
+"""`plugbox`, in-process: the whole life of a home without hooks, and every refusal.
+
+Commands that change state run on real directories: they take the lock on
+deploy/, which writes its holder with os.pwrite, and pyfakefs has no pwrite
+(nor pread). The commands that only read (status, check, log) also run on a
+fake filesystem, with layouts built by hand.
+
+The click command is built once, at import: pyfakefs replaces `Path` in every
+loaded module by a stand-in that is not a class, and typer, which otherwise
+builds the command at each call, would then stop converting --home to a Path.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import typer.main
+from typer.testing import CliRunner
+
+from plugbox_server.cli import app
+from plugbox_server.names import is_version_name
+
+COMMAND = typer.main.get_command(app)
+RUNNER = CliRunner()
+BOOKKEEPING = {".lock", ".log"}
+Z = "2026-01-01T00:00:00"  # a well-formed name no version has
+
+
+@dataclass
+class Ran:
+    exit_code: int
+    stdout: str
+    stderr: str
+    exception: BaseException | None  # an exception that escaped: a traceback
+
+
+def plugbox(home: Path | str, *args: str) -> Ran:
+    with RUNNER.isolation() as (out, err, _):
+        code, escaped = 0, None
+        try:
+            COMMAND.main(args=["--home", str(home), *args], prog_name="plugbox")
+        except SystemExit as exit:
+            code = exit.code if isinstance(exit.code, int) else 1
+        except Exception as error:  # noqa: BLE001 - reported by the assertions
+            code, escaped = 1, error
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+        return Ran(code, out.getvalue().decode(), err.getvalue().decode(), escaped)
+
+
+def ok(home: Path | str, *args: str) -> str:
+    ran = plugbox(home, *args)
+    assert (ran.exit_code, ran.stderr, ran.exception) == (0, "", None), ran
+    return ran.stdout
+
+
+def snapshot(home: Path | str) -> dict[str, tuple]:
+    """Every entry under home: links with their text, directories, files with their bytes.
+
+    deploy/.lock and deploy/.log are left out: the lock is taken and the log
+    records even a refusal.
+    """
+    found: dict[str, tuple] = {}
+
+    def walk(directory: str, relative: str) -> None:
+        for entry in os.scandir(directory):
+            path = f"{relative}{entry.name}"
+            if relative == "deploy/" and entry.name in BOOKKEEPING:
+                continue
+            if entry.is_symlink():
+                found[path] = ("link", os.readlink(entry.path))
+            elif entry.is_dir():
+                found[path] = ("dir",)
+                walk(entry.path, path + "/")
+            else:
+                with open(entry.path, "rb") as f:
+                    found[path] = ("file", f.read())
+
+    walk(str(home), "")
+    return found
+
+
+def refused(home: Path, *args: str, code: int = 1) -> str:
+    """Run a command that must be refused; return its one line on stderr."""
+    before = snapshot(home)
+    ran = plugbox(home, *args)
+    assert ran.exception is None, ran
+    assert ran.exit_code == code, ran
+    assert "Traceback" not in ran.stderr + ran.stdout
+    assert snapshot(home) == before, "a refused command changed the home"
+    if code != 2:  # typer's own usage errors print the usage too
+        assert ran.stderr.startswith("plugbox: "), ran
+        assert ran.stderr.endswith("\n") and ran.stderr.count("\n") == 1, ran
+    return ran.stderr
+
+
+def link(home: Path, path: str) -> str | None:
+    try:
+        return os.readlink(home / path)
+    except FileNotFoundError:
+        return None
+
+
+def new_version(home: Path, files: dict[str, str] | None = None) -> str:
+    """next-version, then the upload (a file or two) the client would do."""
+    out = ok(home, "next-version")
+    name = out.rstrip("\n")
+    assert out == name + "\n" and is_version_name(name)
+    for relative, text in (files or {"app.py": f"print('{name}')\n"}).items():
+        (home / "deploy" / name / relative).write_text(text)
+    return name
+
+
+def deploy(home: Path, files: dict[str, str] | None = None) -> str:
+    name = new_version(home, files)
+    assert ok(home, "upgrade-to", name) == f"plugbox: live is now {name}\n"
+    return name
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> Path:
+    home = tmp_path / "srv" / "svc"
+    home.mkdir(parents=True)
+    return home
+
+
+# --- the whole life of a home ---------------------------------------------------
+
+def test_next_version_prints_the_name_alone(home):
+    ran = plugbox(home, "next-version")
+    assert ran.exit_code == 0 and ran.stderr == ""
+    name = ran.stdout.rstrip("\n")
+    assert ran.stdout == f"{name}\n" and is_version_name(name)
+    assert (home / "deploy" / name).is_dir()
+    assert link(home, f"deploy/{name}/previous") is None   # a first version
+    assert link(home, "deploy/live") is None and link(home, "live") is None
+    assert sorted(os.listdir(home / "deploy")) == [".lock", ".log", name]
+
+
+def test_the_first_upgrade_makes_live_links(home):
+    first = new_version(home)
+    assert ok(home, "upgrade-to", first) == f"plugbox: live is now {first}\n"
+    assert link(home, "deploy/live") == first
+    assert link(home, "live") == "deploy/live"
+    assert (home / "live" / "app.py").read_text() == f"print('{first}')\n"
+
+
+def test_versions_are_stitched_by_previous_and_next(home):
+    first = deploy(home)
+    second = new_version(home)
+    assert second > first
+    assert link(home, f"deploy/{second}/previous") == f"../{first}"
+    assert link(home, f"deploy/{first}/next") is None     # not before upgrade-to
+    ok(home, "upgrade-to", second)
+    assert link(home, f"deploy/{first}/next") == f"../{second}"
+    assert link(home, "deploy/live") == second
+    assert link(home, "live") == "deploy/live"
+
+
+def test_rollback_to_the_previous_and_forward_again(home):
+    first = deploy(home)
+    second = deploy(home)
+    assert ok(home, "rollback-to") == f"plugbox: live is now {first}\n"
+    assert link(home, "deploy/live") == first
+    # no link is rewritten: the version rolled back from stays first's next
+    assert link(home, f"deploy/{first}/next") == f"../{second}"
+    assert link(home, f"deploy/{second}/previous") == f"../{first}"
+    assert ok(home, "upgrade-to", second) == f"plugbox: live is now {second}\n"
+    assert link(home, "deploy/live") == second
+
+
+def test_rollback_to_a_named_version(home):
+    first = deploy(home)
+    deploy(home)
+    third = deploy(home)
+    assert ok(home, "rollback-to", first) == f"plugbox: live is now {first}\n"
+    assert link(home, "deploy/live") == first
+    assert ok(home, "rollback-to", third) == f"plugbox: live is now {third}\n"
+
+
+def test_remove_repoints_the_links_past_the_version(home):
+    first = deploy(home)
+    second = deploy(home)
+    third = deploy(home)
+    assert ok(home, "remove", "-v", second) == f"plugbox: removed {second}\n"
+    assert not (home / "deploy" / second).exists()
+    assert link(home, f"deploy/{third}/previous") == f"../{first}"
+    assert link(home, f"deploy/{first}/next") == f"../{third}"
+    assert ok(home, "check") == "ok\n"
+
+
+def test_remove_several(home):
+    first = deploy(home)
+    second = deploy(home)
+    third = deploy(home)
+    pending = new_version(home)
+    out = ok(home, "remove", "-v", first, "-v", pending)
+    assert out == f"plugbox: removed {first}\nplugbox: removed {pending}\n"
+    assert sorted(n for n in os.listdir(home / "deploy") if not n.startswith(".")) == \
+        sorted([second, third, "live"])
+    assert link(home, f"deploy/{second}/previous") is None
+    assert ok(home, "check") == "ok\n"
+
+
+def test_remove_never_follows_a_link_out_of_the_version(home, tmp_path):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "precious").write_text("keep me")
+    first = deploy(home)
+    deploy(home)
+    os.symlink(outside, home / "deploy" / first / "data")
+    ok(home, "remove", "-v", first)
+    assert (outside / "precious").read_text() == "keep me"
+
+
+def test_prune_keeps_n(home):
+    first = deploy(home)
+    second = deploy(home)
+    third = deploy(home)
+    fourth = deploy(home)
+    assert ok(home, "prune", "--keep", "2") == \
+        f"plugbox: removed {first}\nplugbox: removed {second}\n"
+    assert link(home, f"deploy/{third}/previous") is None
+    assert link(home, "deploy/live") == fourth
+    assert ok(home, "prune", "--keep", "2") == "nothing to prune: at most 2 versions\n"
+    assert ok(home, "check") == "ok\n"
+
+
+def test_prune_takes_a_pending_version_first_and_never_live_nor_its_previous(home):
+    first = deploy(home)
+    second = deploy(home)
+    pending = new_version(home)
+    assert ok(home, "prune", "--keep", "2") == f"plugbox: removed {pending}\n"
+    before = snapshot(home)
+    assert ok(home, "prune", "--keep", "1").startswith("nothing to prune")
+    assert snapshot(home) == before
+    assert (home / "deploy" / first).is_dir() and (home / "deploy" / second).is_dir()
+
+
+def test_prune_defaults_to_keeping_5(home):
+    names = [deploy(home) for _ in range(7)]
+    out = ok(home, "prune")
+    assert out == f"plugbox: removed {names[0]}\nplugbox: removed {names[1]}\n"
+
+
+def test_status_lists_every_version_newest_first(home):
+    first = deploy(home)
+    second = deploy(home)
+    third = deploy(home)
+    ok(home, "rollback-to")
+    pending = new_version(home)
+    assert ok(home, "status").splitlines() == [
+        f"{pending}  pending   previous {second}",
+        f"{third}  detached  previous {second}",
+        f"{second}  live      previous {first}  next {third}",
+        f"{first}  previous  next {second}",
+    ]
+
+
+def test_status_json(home):
+    first = deploy(home)
+    second = deploy(home)
+    pending = new_version(home)
+    state = json.loads(ok(home, "status", "--json"))
+    assert state == {
+        "home": str(home),
+        "live": second,
+        "versions": [
+            {"name": pending, "state": "pending", "previous": second, "next": None},
+            {"name": second, "state": "live", "previous": first, "next": None},
+            {"name": first, "state": "previous", "previous": None, "next": second},
+        ],
+    }
+
+
+def test_status_json_of_an_empty_home(home):
+    assert json.loads(ok(home, "status", "--json")) == \
+        {"home": str(home), "live": None, "versions": []}
+
+
+def test_home_from_the_environment(home):
+    with RUNNER.isolation(env={"PLUGBOX_HOME": str(home)}) as (out, _, _):
+        try:
+            COMMAND.main(args=["next-version"], prog_name="plugbox")
+        except SystemExit as exit:
+            assert exit.code in (0, None)
+        name = out.getvalue().decode().strip()
+    assert (home / "deploy" / name).is_dir()
+
+
+def test_log_records_each_command_and_its_outcome(home):
+    first = deploy(home)
+    second = deploy(home)
+    ok(home, "rollback-to")
+    plugbox(home, "upgrade-to", Z)
+    lines = ok(home, "log").splitlines()
+    assert lines[0].split() == ["TIME", "USER", "COMMAND", "FROM", "TO", "OUTCOME"]
+    rows = [line.split() for line in lines[1:]]
+    assert [row[2:] for row in rows] == [
+        ["next-version", "-", first, "ok"],
+        ["upgrade-to", first, "-", first, "ok"],
+        ["next-version", first, second, "ok"],
+        ["upgrade-to", second, first, second, "ok"],
+        ["rollback-to", second, first, "ok"],
+        ["upgrade-to", Z, first, first, "refused:", "no", "version", Z, "in", "deploy/"],
+    ]
+
+
+def test_log_of_a_new_home(home):
+    assert ok(home, "log") == "no operations yet\n"
+
+
+def test_check_of_a_sound_home(home):
+    deploy(home)
+    deploy(home)
+    assert ok(home, "check") == "ok\n"
+    assert ok(home, "check", "--repair") == "ok\n"
+
+
+def test_check_reports_and_repair_fixes(home):
+    first = deploy(home)
+    second = deploy(home)
+    previous = home / "deploy" / second / "previous"
+    previous.unlink()
+    previous.symlink_to(home / "deploy" / first)      # absolute
+    os.symlink("../2026-01-01T00:00:00", home / "deploy" / ".link-99-0")
+    ran = plugbox(home, "check")
+    assert ran.exit_code == 1 and ran.exception is None
+    assert ran.stdout.splitlines() == [
+        "problem: deploy/.link-99-0: a leftover temporary link",
+        f"problem: deploy/{second}/previous -> {home}/deploy/{first}: not a relative link",
+        f"problem: deploy/{first}/next -> {second}, but {second}/previous is not {first}",
+    ]
+    assert ran.stderr == "plugbox: 3 problems in deploy/; run `plugbox check --repair`\n"
+
+    out = ok(home, "check", "--repair")
+    assert out.splitlines() == [
+        "repaired: deploy/.link-99-0: a leftover temporary link",
+        f"repaired: deploy/{second}/previous -> {home}/deploy/{first}: not a relative link",
+    ]
+    # the relative link is back, and first's next was not lost on the way
+    assert link(home, f"deploy/{second}/previous") == f"../{first}"
+    assert link(home, f"deploy/{first}/next") == f"../{second}"
+    assert not os.path.lexists(home / "deploy" / ".link-99-0")
+    assert ok(home, "check") == "ok\n"
+
+
+def test_check_repair_finishes_an_interrupted_remove(home):
+    first = deploy(home)
+    second = deploy(home)
+    third = deploy(home)
+    os.rename(home / "deploy" / second, home / "deploy" / f".removing-{second}")
+    assert ok(home, "status").splitlines()[0].startswith(f"{third}  live")
+    out = ok(home, "check", "--repair")
+    assert out == f"repaired: deploy/.removing-{second}: an interrupted remove of {second}\n"
+    assert link(home, f"deploy/{third}/previous") == f"../{first}"
+    assert link(home, f"deploy/{first}/next") == f"../{third}"
+    assert not os.path.lexists(home / "deploy" / f".removing-{second}")
+
+
+def test_check_cannot_repair_a_dangling_live(home):
+    first = deploy(home)
+    (home / "deploy" / "live").unlink()
+    os.symlink(Z, home / "deploy" / "live")
+    before = snapshot(home)
+    ran = plugbox(home, "check", "--repair")
+    assert ran.exit_code == 1 and ran.exception is None
+    assert ran.stdout == (f"problem: deploy/live -> {Z}: no such version; delete deploy/live, "
+                          "then choose one with `plugbox rollback-to VERSION`\n")
+    assert ran.stderr == "plugbox: 1 problem in deploy/\n"
+    assert snapshot(home) == before
+    # the way out the message gives: while deploy/live dangles, every change is refused
+    assert refused(home, "rollback-to", first).startswith("plugbox: deploy/ needs repair: ")
+    (home / "deploy" / "live").unlink()
+    assert ok(home, "rollback-to", first) == f"plugbox: live is now {first}\n"
+    assert ok(home, "check") == "ok\n"
+
+
+# --- refusals: one line, the thing named, the next step, nothing changed ----------
+
+BAD_NAMES = ["../x", "..", ".", "live", "previous", "a\nb", "/etc/passwd",
+             f"{Z}/..", f"deploy/{Z}", f" {Z}", ""]
+
+
+@pytest.fixture
+def lived(home):
+    """A home with two versions, the second live."""
+    deploy(home)
+    deploy(home)
+    return home
+
+
+@pytest.mark.parametrize("name", BAD_NAMES, ids=repr)
+@pytest.mark.parametrize("command", [["upgrade-to"], ["rollback-to"], ["remove", "-v"]])
+def test_a_bad_version_name_is_refused(lived, command, name):
+    line = refused(lived, *command, name)
+    assert line == (f"plugbox: {name!a} is not a version name (YYYY-MM-DDTHH:MM:SS); "
+                    "see `plugbox status` for the versions\n")
+
+
+@pytest.mark.parametrize("command", [["upgrade-to"], ["rollback-to"], ["remove", "-v"]])
+def test_an_unknown_version_is_refused(lived, command):
+    assert refused(lived, *command, Z) == \
+        f"plugbox: no version {Z} in deploy/; see `plugbox status`\n"
+
+
+def test_upgrade_to_the_live_version_is_refused(home):
+    live = deploy(home)
+    assert refused(home, "upgrade-to", live) == \
+        f"plugbox: {live} is already live; see `plugbox status`\n"
+
+
+def test_rollback_to_the_live_version_is_refused(lived):
+    live = link(lived, "deploy/live")
+    assert refused(lived, "rollback-to", live) == \
+        f"plugbox: {live} is already live; see `plugbox status`\n"
+
+
+def test_upgrade_to_a_version_made_against_another_live_is_refused(home):
+    first = deploy(home)
+    second = new_version(home)
+    third = new_version(home)
+    ok(home, "upgrade-to", second)
+    assert refused(home, "upgrade-to", third) == (
+        f"plugbox: {third} was made against {first}, but the live version is {second}; "
+        "deploy again to make a version against the live one\n")
+
+
+def test_upgrade_to_a_first_version_over_a_live_one_is_refused(home):
+    early = new_version(home)
+    live = deploy(home)
+    # `early` was made with no live version: it is no upgrade of `live`
+    assert link(home, f"deploy/{live}/previous") is None
+    assert refused(home, "upgrade-to", early) == (
+        f"plugbox: {early} was made as a first version, but the live version is {live}; "
+        "deploy again to make a version against the live one\n")
+
+
+def test_upgrade_to_a_version_made_against_a_live_when_none_is_live_is_refused(home):
+    first = deploy(home)
+    second = new_version(home)
+    os.unlink(home / "live")
+    os.unlink(home / "deploy" / "live")
+    assert refused(home, "upgrade-to", second) == (
+        f"plugbox: {second} was made against {first}, but the live version is none; "
+        "deploy again to make a version against the live one\n")
+
+
+def test_rollback_with_no_previous_is_refused(home):
+    live = deploy(home)
+    assert refused(home, "rollback-to") == \
+        f"plugbox: the live version {live} has no previous version; see `plugbox status`\n"
+
+
+def test_rollback_with_no_live_version_is_refused(home):
+    new_version(home)
+    assert refused(home, "rollback-to") == (
+        "plugbox: there is no live version to roll back from; "
+        "name a version: `plugbox rollback-to VERSION`\n")
+
+
+def test_rollback_refresh_without_a_refresh_hook_is_refused(lived):
+    first = link(lived, f"deploy/{link(lived, 'deploy/live')}/previous")[3:]
+    assert refused(lived, "rollback-to", "--refresh") == \
+        f"plugbox: {first} has no refresh hook; roll back without --refresh\n"
+
+
+def test_remove_of_the_live_version_is_refused(lived):
+    live = link(lived, "deploy/live")
+    assert refused(lived, "remove", "-v", live) == \
+        f"plugbox: {live} is live and cannot be removed; roll back or deploy first\n"
+
+
+@pytest.mark.parametrize("bad", ["unknown", "live", "malformed"])
+def test_remove_of_several_with_one_bad_removes_none(home, bad):
+    first = deploy(home)
+    second = deploy(home)
+    deploy(home)
+    live = link(home, "deploy/live")
+    other, named = {"unknown": (Z, f"no version {Z} "), "live": (live, f"{live} is live"),
+                    "malformed": ("../x", "'../x' is not a version name")}[bad]
+    line = refused(home, "remove", "-v", first, "-v", second, "-v", other)
+    assert line.startswith(f"plugbox: {named}")
+
+
+def test_remove_needs_a_version(lived):
+    line = refused(lived, "remove", code=2)
+    assert "-v" in line or "--version" in line
+
+
+@pytest.mark.parametrize("command", [["upgrade-to"], ["rollback-to"], ["remove", "-v"]])
+def test_a_link_in_deploy_is_no_version(lived, tmp_path, command):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "precious").write_text("keep me")
+    os.symlink(outside, lived / "deploy" / Z)
+    assert refused(lived, *command, Z) == \
+        f"plugbox: no version {Z} in deploy/; see `plugbox status`\n"
+    assert (outside / "precious").read_text() == "keep me"
+
+
+@pytest.mark.parametrize("keep", ["0", "-1", "many"])
+def test_prune_keep_below_1_is_refused(lived, keep):
+    line = refused(lived, "prune", "--keep", keep, code=2)
+    assert "--keep" in line
+    assert line.rstrip("\n").splitlines()[-1].startswith("Error: Invalid value for '--keep'")
+
+
+@pytest.mark.parametrize("command", [
+    ["upgrade-to", Z], ["rollback-to"], ["rollback-to", Z], ["remove", "-v", Z],
+])
+def test_commands_on_a_home_without_deploy_are_refused(home, command):
+    assert refused(home, *command) == \
+        f"plugbox: no deploy/ in {home}; deploy a first version with `plug deploy`\n"
+    assert not (home / "deploy").exists()
+
+
+@pytest.mark.parametrize("command, out", [
+    (["status"], "no versions\n"),
+    (["check"], "ok\n"),
+    (["check", "--repair"], "ok\n"),
+    (["log"], "no operations yet\n"),
+    (["prune"], "nothing to prune: at most 5 versions\n"),
+])
+def test_reading_a_home_without_deploy_changes_nothing(home, command, out):
+    assert ok(home, *command) == out
+    assert os.listdir(home) == []
+
+
+def _break(home: Path) -> str:
+    """Make first's next dangle; return the problem check reports."""
+    first = sorted(n for n in os.listdir(home / "deploy") if is_version_name(n))[0]
+    os.unlink(home / "deploy" / first / "next")
+    os.symlink(f"../{Z}", home / "deploy" / first / "next")
+    return f"deploy/{first}/next -> ../{Z}: no such version"
+
+
+@pytest.mark.parametrize("command", [
+    ["next-version"], ["upgrade-to", "PENDING"], ["rollback-to"], ["rollback-to", "FIRST"],
+    ["remove", "-v", "FIRST"], ["prune", "--keep", "1"],
+])
+def test_a_broken_chain_refuses_every_change(home, command):
+    first = deploy(home)
+    deploy(home)
+    pending = new_version(home)
+    problem = _break(home)
+    args = [{"PENDING": pending, "FIRST": first}.get(arg, arg) for arg in command]
+    assert refused(home, *args) == \
+        f"plugbox: deploy/ needs repair: {problem}; run `plugbox check --repair`\n"
+
+
+def test_a_broken_chain_still_shows_its_status(home):
+    deploy(home)
+    deploy(home)
+    _break(home)
+    assert len(ok(home, "status").splitlines()) == 2
+
+
+MALFORMED = {
+    "not TOML": "[hooks\nstart = ['true']\n",
+    "unknown hook": "[hooks]\nbefore_start = ['true']\n",
+    "hook not a list": "[hooks]\nstart = 'true'\n",
+    "hooks not a table": "hooks = 3\n",
+    "shared outside": "[service]\nshared = ['../elsewhere']\n",
+}
+
+
+@pytest.mark.parametrize("what", MALFORMED)
+def test_upgrade_to_a_version_with_a_malformed_plugbox_toml_is_refused(home, what):
+    deploy(home)
+    bad = new_version(home, {"plugbox.toml": MALFORMED[what]})
+    line = refused(home, "upgrade-to", bad)
+    assert line.startswith(f"plugbox: deploy/{bad}/plugbox.toml: ")
+
+
+def test_a_malformed_plugbox_toml_names_the_line(home):
+    deploy(home)
+    bad = new_version(home, {"plugbox.toml": MALFORMED["not TOML"]})
+    line = refused(home, "upgrade-to", bad)
+    assert "not valid TOML" in line and "line 1" in line
+    assert line.endswith("; fix it and deploy again\n")
+
+
+def test_upgrade_from_a_live_version_with_a_malformed_plugbox_toml_is_refused(home):
+    live = deploy(home)
+    (home / "deploy" / live / "plugbox.toml").write_text(MALFORMED["not TOML"])
+    good = new_version(home)
+    assert refused(home, "upgrade-to", good).startswith(
+        f"plugbox: deploy/{live}/plugbox.toml: not valid TOML")
+
+
+def test_rollback_to_a_version_with_a_malformed_plugbox_toml_is_refused(home):
+    first = deploy(home)
+    deploy(home)
+    (home / "deploy" / first / "plugbox.toml").write_text(MALFORMED["unknown hook"])
+    line = refused(home, "rollback-to")
+    assert line.startswith(f"plugbox: deploy/{first}/plugbox.toml: [hooks] has an unknown key")
+
+
+def test_no_plugbox_toml_or_no_hooks_means_no_hooks(home):
+    deploy(home, {"plugbox.toml": "[service]\n"})
+    deploy(home)
+
+
+def test_an_unknown_command_is_bad_usage(home):
+    ran = plugbox(home, "deploy")
+    assert ran.exit_code == 2 and ran.exception is None
+    assert "deploy" in ran.stderr
+
+
+# --- read-only commands on a fake filesystem ------------------------------------
+
+FAKE = "/srv/svc"
+V1, V2, V3 = "2026-11-20T10:00:00", "2026-11-21T09:00:00", "2026-11-22T08:00:00"
+
+
+@pytest.fixture
+def fake_home(fs):
+    """V1 <- V2 live, V3 rolled back from; built link by link."""
+    deploy = f"{FAKE}/deploy"
+    for name in (V1, V2, V3):
+        fs.create_dir(f"{deploy}/{name}")
+    fs.create_symlink(f"{deploy}/{V2}/previous", f"../{V1}")
+    fs.create_symlink(f"{deploy}/{V1}/next", f"../{V2}")
+    fs.create_symlink(f"{deploy}/{V3}/previous", f"../{V2}")
+    fs.create_symlink(f"{deploy}/{V2}/next", f"../{V3}")
+    fs.create_symlink(f"{deploy}/live", V2)
+    fs.create_symlink(f"{FAKE}/live", "deploy/live")
+    fs.create_file(f"{deploy}/.log", contents=(
+        f"2026-11-22T08:00:01Z\tsvc\tupgrade-to {V3}\t{V2}\t{V3}\tok\n"
+        f"2026-11-22T08:05:00Z\tsvc\trollback-to\t{V3}\t{V2}\tok\n"))
+    return fs
+
+
+def test_fake_status(fake_home):
+    assert ok(FAKE, "status").splitlines() == [
+        f"{V3}  detached  previous {V2}",
+        f"{V2}  live      previous {V1}  next {V3}",
+        f"{V1}  previous  next {V2}",
+    ]
+
+
+def test_fake_status_json(fake_home):
+    assert json.loads(ok(FAKE, "status", "--json")) == {
+        "home": FAKE,
+        "live": V2,
+        "versions": [
+            {"name": V3, "state": "detached", "previous": V2, "next": None},
+            {"name": V2, "state": "live", "previous": V1, "next": V3},
+            {"name": V1, "state": "previous", "previous": None, "next": V2},
+        ],
+    }
+
+
+def test_fake_status_ignores_what_is_not_a_version(fake_home):
+    fake_home.create_dir(f"{FAKE}/deploy/notes")
+    fake_home.create_file(f"{FAKE}/deploy/2026-11-23T00:00:00")      # a file, not a version
+    assert len(ok(FAKE, "status").splitlines()) == 3
+
+
+def test_fake_check_ok(fake_home):
+    assert ok(FAKE, "check") == "ok\n"
+
+
+@pytest.mark.parametrize("breakage, problem", [
+    (lambda fs: (os.unlink(f"{FAKE}/live"), fs.create_symlink(f"{FAKE}/live", f"deploy/{V2}")),
+     f"live in the home is -> deploy/{V2}, not -> deploy/live"),
+    (lambda fs: os.unlink(f"{FAKE}/live"),
+     "live in the home is missing, not -> deploy/live"),
+    (lambda fs: (os.unlink(f"{FAKE}/deploy/live"),
+                 fs.create_symlink(f"{FAKE}/deploy/live", f"{FAKE}/deploy/{V2}")),
+     f"deploy/live -> {FAKE}/deploy/{V2}: not a relative link"),
+    (lambda fs: (os.unlink(f"{FAKE}/deploy/live"), fs.create_dir(f"{FAKE}/deploy/live")),
+     "deploy/live is not a symlink; move it out of deploy/ and run "
+     "`plugbox rollback-to VERSION`"),
+    (lambda fs: os.unlink(f"{FAKE}/deploy/{V3}/previous"),
+     f"deploy/{V2}/next -> {V3}, but {V3}/previous is not {V2}"),
+    (lambda fs: fs.create_symlink(f"{FAKE}/deploy/{V1}/previous", f"../{V2}"),
+     f"following previous from live cycles at deploy/{V1}/previous"),
+    (lambda fs: fs.create_symlink(f"{FAKE}/deploy/.link-7-0", V1),
+     "deploy/.link-7-0: a leftover temporary link"),
+    (lambda fs: fs.create_dir(f"{FAKE}/deploy/.new-2026-11-23T00:00:00"),
+     "deploy/.new-2026-11-23T00:00:00: a leftover unfinished new version"),
+])
+def test_fake_check_finds_each_problem(fake_home, breakage, problem):
+    breakage(fake_home)
+    before = snapshot(FAKE)
+    ran = plugbox(FAKE, "check")
+    assert ran.exception is None and ran.exit_code == 1
+    assert ran.stdout == f"problem: {problem}\n"
+    assert ran.stderr == "plugbox: 1 problem in deploy/; run `plugbox check --repair`\n"
+    assert snapshot(FAKE) == before
+
+
+def test_fake_log(fake_home):
+    lines = ok(FAKE, "log").splitlines()
+    assert [line.split() for line in lines] == [
+        ["TIME", "USER", "COMMAND", "FROM", "TO", "OUTCOME"],
+        ["2026-11-22T08:00:01Z", "svc", "upgrade-to", V3, V2, V3, "ok"],
+        ["2026-11-22T08:05:00Z", "svc", "rollback-to", V3, V2, "ok"],
+    ]
+
+
+def test_fake_home_without_deploy(fs):
+    fs.create_dir(FAKE)
+    assert ok(FAKE, "status") == "no versions\n"
+    assert ok(FAKE, "check") == "ok\n"
+    assert os.listdir(FAKE) == []
