@@ -1,0 +1,426 @@
+"""examples/wsgi-app end to end: a real gunicorn deployed with `plug` while it serves.
+
+Each test copies the example into a project of its own, points it at a fresh home
+in tmp_path (host = "local") and a free port on 127.0.0.1 (HOME/config/bind), and
+deploys it with the real plug, plugbox and rsync. The example's post_upload builds
+its virtualenv with pip; here pip installs offline, from wheels made of the
+gunicorn the tests run with (so gunicorn must be installed: it is in the `test`
+extra). While plug works, a load of HTTP requests runs against /version, and every
+answer is kept with its times.
+
+What is asserted is what a client of the service sees: no failed request during a
+refresh, the live version answering once plug returns, never a version other than
+the two being switched between. The gap of a plain rollback (stop + start) is
+measured and printed, not asserted: `pytest tests/test_wsgi_example.py -s -k gap`.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import hashlib
+import http.client
+import importlib.metadata
+import io
+import os
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "wsgi-app"
+PLUG_TIMEOUT = 180
+RATE = 250         # requests per second, all threads together
+THREADS = 10
+LOAD_LIMIT = 300   # seconds: the load stops by itself after this, whatever happens
+
+
+# ---------------------------------------------------------------- offline wheels
+
+def wheel_of_installed(name: str, directory: Path) -> Path:
+    """A wheel of the installed pure-Python distribution `name`, made from its files.
+
+    Lets pip build the example's virtualenv without reaching an index.
+    """
+    dist = importlib.metadata.distribution(name)
+    wheel_info = dist.read_text("WHEEL") or ""
+    if "Root-Is-Purelib: true" not in wheel_info or "Tag: py3-none-any" not in wheel_info:
+        pytest.fail(f"{name} is not a pure-Python wheel install; the test cannot repack it", pytrace=False)
+    root = Path(dist.locate_file(""))
+    info_dir = f"{dist.metadata['Name'].replace('-', '_')}-{dist.version}.dist-info"
+    dropped = {"RECORD", "INSTALLER", "REQUESTED", "direct_url.json"}
+    files = [
+        f for f in dist.files or []
+        if not str(f).startswith("..") and "__pycache__" not in f.parts
+        and not (f.parts[0].endswith(".dist-info") and f.name in dropped)
+    ]
+    record = io.StringIO()
+    writer = csv.writer(record, lineterminator="\n")
+    wheel = directory / f"{info_dir[:-len('.dist-info')]}-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w", zipfile.ZIP_DEFLATED) as archive:
+        for f in files:
+            data = (root / f).read_bytes()
+            digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+            archive.writestr(str(f), data)
+            writer.writerow([str(f), f"sha256={digest}", len(data)])
+        writer.writerow([f"{info_dir}/RECORD", "", ""])
+        archive.writestr(f"{info_dir}/RECORD", record.getvalue())
+    return wheel
+
+
+@pytest.fixture(scope="session")
+def wheelhouse(tmp_path_factory) -> Path:
+    try:
+        importlib.metadata.distribution("gunicorn")
+    except importlib.metadata.PackageNotFoundError:
+        pytest.fail("gunicorn is not installed: `pip install -e '.[test]'`", pytrace=False)
+    directory = tmp_path_factory.mktemp("wheels")
+    wheel_of_installed("gunicorn", directory)
+    return directory
+
+
+# ---------------------------------------------------------------- the service
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def ended(pid: int) -> bool:
+    """Whether process pid is gone; a zombie (exited, not yet reaped by init) counts as gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rpartition(")")[2].split()[0] in ("Z", "X")
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return True
+
+
+@dataclass
+class Service:
+    project: Path
+    home: Path
+    port: int
+    env: dict
+
+    def plug(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+        result = subprocess.run(
+            [sys.executable, "-m", "plugbox_client", *args], cwd=self.project, env=self.env,
+            capture_output=True, text=True, timeout=PLUG_TIMEOUT, stdin=subprocess.DEVNULL,
+        )
+        if check:
+            assert result.returncode == 0, describe(result)
+        return result
+
+    def live(self) -> str:
+        return os.readlink(self.home / "deploy" / "live")
+
+    def versions(self) -> list[str]:
+        return sorted(p.name for p in (self.home / "deploy").iterdir() if p.name[0].isdigit())
+
+    def ask(self) -> tuple[int, str]:
+        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+        try:
+            connection.request("GET", "/version")
+            response = connection.getresponse()
+            return response.status, response.read().decode().strip()
+        finally:
+            connection.close()
+
+    def answers(self, count: int = 20) -> set[str]:
+        """What /version answers to `count` requests in a row (all must succeed)."""
+        seen = set()
+        for _ in range(count):
+            status, body = self.ask()
+            assert status == 200, (status, body)
+            seen.add(body)
+        return seen
+
+    def processes(self) -> list[int]:
+        """This home's gunicorn processes: the masters of the pidfiles, and every worker.
+
+        Only processes whose command line runs this home's gunicorn: a pid left in a
+        stale pidfile may belong to anybody by now.
+        """
+        mark = f"{self.home}/live/env/bin/gunicorn".encode()
+        candidates = []
+        for name in ("gunicorn.pid", "gunicorn.pid.2"):
+            try:
+                candidates.append(int((self.home / "shared" / "run" / name).read_text()))
+            except (OSError, ValueError):
+                pass
+        candidates += [int(entry.name) for entry in Path("/proc").iterdir() if entry.name.isdigit()]
+        found = []
+        for pid in dict.fromkeys(candidates):
+            try:
+                if mark in Path(f"/proc/{pid}/cmdline").read_bytes() and not ended(pid):
+                    found.append(pid)
+            except OSError:
+                pass
+        return found
+
+    def kill_all(self) -> None:
+        """Stop whatever gunicorn this home still runs: TERM, a bounded wait, then KILL."""
+        for sig, wait in ((signal.SIGTERM, 10.0), (signal.SIGKILL, 5.0)):
+            pids = self.processes()
+            for pid in pids:
+                try:
+                    os.kill(pid, sig)
+                except ProcessLookupError:
+                    pass
+            deadline = time.monotonic() + wait
+            while any(not ended(p) for p in pids) and time.monotonic() < deadline:
+                time.sleep(0.05)
+
+
+def describe(result: subprocess.CompletedProcess) -> str:
+    return f"exit {result.returncode}\nstdout:\n{result.stdout}\nstderr:\n{result.stderr}"
+
+
+def use_refresh(project: Path, line: str) -> None:
+    """Replace the refresh hook of the project's plugbox.toml by `line` (a TOML string)."""
+    config = project / "plugbox.toml"
+    text, count = re.subn(r"(?m)^refresh = .*$", lambda _: f"refresh = [{line}]", config.read_text())
+    assert count == 1
+    config.write_text(text)
+
+
+@pytest.fixture
+def service(tmp_path, wheelhouse):
+    home = tmp_path / "home"
+    (home / "config").mkdir(parents=True)
+    port = free_port()
+    (home / "config" / "bind").write_text(f"127.0.0.1:{port}\n")
+    project = tmp_path / "project"
+    shutil.copytree(EXAMPLE, project, ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "README.md", "demo-home"))
+    config = project / "plugbox.toml"
+    text, count = re.subn(r'(?m)^home = ".*?"', lambda _: f'home = "{home}"', config.read_text())
+    assert count == 1, "examples/wsgi-app/plugbox.toml: no `home = ...` line"
+    config.write_text(text)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PLUG_", "PLUGBOX_", "PIP_"))}
+    env.update(PIP_CONFIG_FILE=os.devnull, PIP_NO_INDEX="1", PIP_FIND_LINKS=str(wheelhouse))
+    running = Service(project, home, port, env)
+    yield running
+    running.kill_all()
+    assert not running.processes(), "gunicorn processes outlived the test"
+
+
+# ---------------------------------------------------------------- the load
+
+@dataclass
+class Answer:
+    sent: float            # time.monotonic() when the request went out
+    done: float
+    version: str | None    # the body of a 200 answer
+    error: str | None      # why the request failed; None when it did not
+
+
+class Load:
+    """GET /version from THREADS threads at RATE requests/s in all, each on a new connection.
+
+    Runs until stop(), or LOAD_LIMIT seconds, or RATE * LOAD_LIMIT requests, whichever
+    comes first. Keeps every answer.
+    """
+
+    def __init__(self, port: int):
+        self.port = port
+        self.answers: list[Answer] = []
+        self.halt = threading.Event()
+        self.threads = [threading.Thread(target=self._run, args=(i,), daemon=True) for i in range(THREADS)]
+
+    def __enter__(self) -> Load:
+        self.started = time.monotonic()
+        for thread in self.threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.halt.set()
+        for thread in self.threads:
+            thread.join(timeout=30)
+        assert not any(t.is_alive() for t in self.threads), "load threads did not stop"
+
+    def _run(self, index: int) -> None:
+        period = THREADS / RATE
+        due = self.started + index * period / THREADS
+        deadline = self.started + LOAD_LIMIT
+        for _ in range(RATE * LOAD_LIMIT // THREADS):
+            pause = due - time.monotonic()
+            if (pause > 0 and self.halt.wait(pause)) or self.halt.is_set() or time.monotonic() > deadline:
+                return
+            self.answers.append(self._one())
+            # Keep the rate, but never burst to catch up after a slow answer.
+            due = max(due + period, time.monotonic())
+
+    def _one(self) -> Answer:
+        sent = time.monotonic()
+        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+        try:
+            connection.request("GET", "/version")
+            response = connection.getresponse()
+            body = response.read().decode().strip()
+            if response.status != 200:
+                return Answer(sent, time.monotonic(), None, f"status {response.status}")
+            return Answer(sent, time.monotonic(), body, None)
+        except (OSError, http.client.HTTPException) as error:
+            return Answer(sent, time.monotonic(), None, type(error).__name__)
+        finally:
+            connection.close()
+
+    def wait_for(self, count: int) -> None:
+        """Until `count` answers have come (bounded)."""
+        deadline = time.monotonic() + 30
+        while len(self.answers) < count and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert len(self.answers) >= count, f"only {len(self.answers)} answers in 30 s"
+
+    def between(self, start: float, end: float) -> list[Answer]:
+        """The answers to requests sent in [start, end)."""
+        return [a for a in list(self.answers) if start <= a.sent < end]
+
+
+def failures(answers: list[Answer]) -> list[Answer]:
+    return [a for a in answers if a.error is not None]
+
+
+def shown(answers: list[Answer], origin: float) -> str:
+    return "\n".join(f"  +{a.sent - origin:.3f}s..{a.done - origin:.3f}s {a.version or a.error}"
+                     for a in answers[:20])
+
+
+@dataclass
+class Switch:
+    command: str
+    before: str
+    after: str
+    start: float
+    end: float
+
+
+def switch(service: Service, *args: str) -> Switch:
+    before = service.live()
+    start = time.monotonic()
+    result = service.plug(*args)
+    end = time.monotonic()
+    after = service.live()
+    assert after != before, describe(result)
+    # Once plug has returned, the service answers the live version, and only it.
+    assert service.answers() == {after}
+    return Switch(" ".join(args), before, after, start, end)
+
+
+# ---------------------------------------------------------------- the tests
+
+def test_refresh_under_load_never_fails_a_request(service):
+    """Deploy v1; under load deploy v2, v3, then `rollback --refresh` to v2."""
+    service.plug("deploy")
+    v1 = service.live()
+    assert service.answers() == {v1}
+
+    with Load(service.port) as load:
+        load.wait_for(50)
+        switches = [switch(service, "deploy"), switch(service, "deploy")]
+        v2, v3 = switches[0].after, switches[1].after
+        switches.append(switch(service, "rollback", "--refresh", v2))
+        assert switches[-1].after == v2
+        time.sleep(0.5)  # answers after the last switch too
+    answers = list(load.answers)
+    origin = load.started
+
+    failed = failures(answers)
+    assert not failed, f"{len(failed)} of {len(answers)} requests failed:\n{shown(failed, origin)}"
+    edges = [origin] + [s.start for s in switches] + [float("inf")]
+    lives = [v1] + [s.after for s in switches]
+    for s in switches:
+        during = load.between(s.start, s.end)
+        # The load really ran through the switch...
+        assert len(during) > 10, f"{s.command}: only {len(during)} requests during the switch"
+        # ... and met no version other than the two switched between...
+        strays = [a for a in during if a.version not in (s.before, s.after)]
+        assert not strays, f"{s.command} {s.before} -> {s.after}:\n{shown(strays, origin)}"
+    for i, version in enumerate(lives):
+        # ... and once a switch is done, only the version it made live answers.
+        settled = load.between(switches[i - 1].end if i else origin, edges[i + 1])
+        wrong = [a for a in settled if a.version != version]
+        assert not wrong, f"while {version} was live:\n{shown(wrong, origin)}"
+
+    # v2 and v3 have v1's requirements.txt: all three use one virtualenv, built once.
+    links = {os.readlink(service.home / "deploy" / v / "env") for v in (v1, v2, v3)}
+    assert len(links) == 1, links
+
+
+def test_plain_rollback_gap(service):
+    """Measure (not assert) how long a stop + start leaves the service unreachable."""
+    service.plug("deploy")
+    v1 = service.live()
+    service.plug("deploy")
+    v2 = service.live()
+    rounds = []
+    with Load(service.port) as load:
+        load.wait_for(50)
+        for target in (v1, v2, v1, v2, v1, v2):
+            # `plug rollback` to live's previous, then forward again by name: both stop + start.
+            s = switch(service, "rollback", *([] if target == v1 else [target]))
+            assert s.after == target
+            rounds.append(s)
+            time.sleep(0.5)
+    origin = load.started
+
+    lines = []
+    gaps = []
+    for s in rounds:
+        during = sorted(load.between(s.start, s.end), key=lambda a: a.sent)
+        failed = failures(during)
+        # Unreachable: from the first failed request to the last one, by sending time.
+        gap = failed[-1].sent - failed[0].sent if failed else 0.0
+        gaps.append(gap)
+        slowest = max((a.done - a.sent for a in during), default=0.0)
+        kinds = sorted({a.error for a in failed})
+        lines.append(f"  rollback to {s.after}: plug took {s.end - s.start:.2f} s, {len(during)} requests, "
+                     f"{len(failed)} failed {kinds or ''}, unreachable {gap * 1000:.0f} ms, "
+                     f"slowest answer {slowest * 1000:.0f} ms")
+    print(f"\nplain rollback (stop + start) under {RATE} requests/s, {os.cpu_count()} cores:")
+    print("\n".join(lines))
+    print(f"  unreachable: median {statistics.median(gaps) * 1000:.0f} ms, max {max(gaps) * 1000:.0f} ms")
+    # Requests outside the rollbacks all succeeded: the load itself is sound.
+    quiet = [a for a in load.answers if not any(s.start <= a.sent < s.end for s in rounds)]
+    assert not failures(quiet), shown(failures(quiet), origin)
+
+
+def test_refresh_that_keeps_old_code_fails_check_and_switches_back(service):
+    """A refresh that leaves the old master serving: check times out, live goes back."""
+    service.plug("deploy")
+    v1 = service.live()
+    # Says yes, changes nothing: the old code goes on serving, as after a HUP of a
+    # master that holds the old version directory.
+    use_refresh(service.project, """'kill -0 "$(cat shared/run/gunicorn.pid)"'""")
+    service.env["WSGI_APP_CHECK_TIMEOUT"] = "3"
+
+    with Load(service.port) as load:
+        load.wait_for(50)
+        start = time.monotonic()
+        result = service.plug("deploy", check=False)
+        end = time.monotonic()
+        assert result.returncode != 0, describe(result)
+        assert service.live() == v1
+        assert service.answers() == {v1}
+        time.sleep(0.5)
+    v2 = next(v for v in service.versions() if v != v1)
+    output = result.stdout + result.stderr
+    assert f"did not answer {v2}" in output, output
+    assert f"live is back at {v1}" in output, output
+
+    answers = list(load.answers)
+    assert not failures(answers), shown(failures(answers), load.started)
+    assert {a.version for a in answers} == {v1}
+    assert len(load.between(start, end)) > 10
