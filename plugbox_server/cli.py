@@ -161,9 +161,10 @@ def prune(
 
     Never removes the live version nor its previous.
     """
-    removed = operations.prune(_home(ctx), keep)
+    removed, left = operations.prune(_home(ctx), keep)
     if not removed:
-        print(f"nothing to prune: at most {keep} versions")
+        why = "live and its previous are never pruned" if left > keep else f"--keep {keep}"
+        print(f"nothing to prune: {left} version{'' if left == 1 else 's'} left ({why})")
 
 
 @app.command("check")

@@ -172,14 +172,13 @@ def rollback_to(home: Path, version: str | None = None, refresh: bool = False) -
         if refresh and not config.has("refresh"):
             raise PlugboxError(f"{version} has no refresh hook",
                                "roll back without --refresh")
-        if live:
-            service.config(live)
-            if not refresh:
-                try:
-                    service.run("stop", live)
-                except HookFailed as error:
-                    # The live version is assumed broken: its stop failing is no reason to stay.
-                    warn(f"{error.message}; rolling back all the same")
+        if live and not refresh:
+            try:
+                service.run("stop", live)
+            except PlugboxError as error:
+                # The live version is assumed broken: its stop failing, or its
+                # plugbox.toml being unreadable, is no reason to stay on it.
+                warn(f"{error.message}; rolling back all the same")
         _switch(service, record, live, version, refresh)
 
 
@@ -208,7 +207,7 @@ def _switch(service: _Service, record: _Record, live: str | None, version: str,
         try:
             _bring_up(service, live, refresh=refresh and service.config(live).has("refresh"),
                       stopped_version=version if refresh else None)
-        except HookFailed as revert_error:
+        except PlugboxError as revert_error:  # its hook failed, or its plugbox.toml is unreadable
             raise HookFailed(f"{error.message}; switched back to {live}, but "
                              f"{revert_error.message}", code=REVERT_FAILED) from None
         raise HookFailed(f"{error.message}; switched back to {live}, which is up again") from None
@@ -243,18 +242,19 @@ def _remove_one(store: Store, name: str) -> None:
     store.apply(c.plan_finish_remove(name, store.read()))
 
 
-def prune(home: Path, keep: int = 5) -> list[str]:
+def prune(home: Path, keep: int = 5) -> tuple[list[str], int]:
+    """Remove versions as plan_prune says; returns them and how many versions are left."""
     if keep < 1:
         raise PlugboxError(f"--keep {keep}: keep at least 1 version", code=2)
     store = Store(home)
     if not store.exists():
-        return []
+        return [], 0
     with _changing(store, f"prune --keep {keep}") as (chain, record):
         doomed = c.plan_prune(chain, keep)
         for name in doomed:
             _remove_one(store, name)
             say(f"removed {name}")
-        return doomed
+        return doomed, len(chain.versions) - len(doomed)
 
 
 @dataclass

@@ -162,11 +162,11 @@ class Store:
             except OSError as error:
                 if error.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
                     raise os_error(f"could not lock {_shown(path, self.home)}", error)
-                holder = os.pread(fd, 4096, 0).decode(errors="replace").strip() or "another command"
+                holder = os.read(fd, 4096).decode(errors="replace").strip() or "another command"
                 raise Busy(f"deploy/ is locked by {holder}",
                            "try again when it has finished") from None
             os.ftruncate(fd, 0)
-            os.pwrite(fd, f"pid {os.getpid()} (plugbox {command}) since {utc_now()}\n".encode(), 0)
+            os.write(fd, f"pid {os.getpid()} (plugbox {command}) since {utc_now()}\n".encode())
             yield
         finally:
             os.close(fd)

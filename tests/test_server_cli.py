@@ -228,7 +228,7 @@ def test_prune_keeps_n(home):
         f"plugbox: removed {first}\nplugbox: removed {second}\n"
     assert link(home, f"deploy/{third}/previous") is None
     assert link(home, "deploy/live") == fourth
-    assert ok(home, "prune", "--keep", "2") == "nothing to prune: at most 2 versions\n"
+    assert ok(home, "prune", "--keep", "2") == "nothing to prune: 2 versions left (--keep 2)\n"
     assert ok(home, "check") == "ok\n"
 
 
@@ -238,7 +238,8 @@ def test_prune_takes_a_pending_version_first_and_never_live_nor_its_previous(hom
     pending = new_version(home)
     assert ok(home, "prune", "--keep", "2") == f"plugbox: removed {pending}\n"
     before = snapshot(home)
-    assert ok(home, "prune", "--keep", "1").startswith("nothing to prune")
+    assert ok(home, "prune", "--keep", "1") == \
+        "nothing to prune: 2 versions left (live and its previous are never pruned)\n"
     assert snapshot(home) == before
     assert (home / "deploy" / first).is_dir() and (home / "deploy" / second).is_dir()
 
@@ -526,7 +527,7 @@ def test_commands_on_a_home_without_deploy_are_refused(home, command):
     (["check"], "ok\n"),
     (["check", "--repair"], "ok\n"),
     (["log"], "no operations yet\n"),
-    (["prune"], "nothing to prune: at most 5 versions\n"),
+    (["prune"], "nothing to prune: 0 versions left (--keep 5)\n"),
 ])
 def test_reading_a_home_without_deploy_changes_nothing(home, command, out):
     assert ok(home, *command) == out

@@ -581,6 +581,24 @@ def test_a_bad_plugbox_toml_of_the_live_version_refuses_the_upgrade(host: Host) 
     assert host.trace() == []
 
 
+def test_a_bad_plugbox_toml_of_the_live_version_does_not_block_a_rollback(host: Host) -> None:
+    # rollback-to is how one leaves a broken version; its stop cannot be read, so it is
+    # reported and skipped, as a failing stop is.
+    old = host.deploy_version(toml_of(tracing("OLD")))
+    new = host.deploy_version(toml_of(tracing("NEW")))
+    (host.deploy / new / "plugbox.toml").write_text("[hooks]\nstop = [1]\n")
+    host.trace()
+
+    done = host.run("rollback-to")
+
+    assert done.returncode == 0, done.stderr
+    assert one_line(done.stderr) == (
+        f"plugbox: deploy/{new}/plugbox.toml: hooks.stop must be a list of command lines; "
+        "rolling back all the same")
+    assert host.live() == old
+    assert host.trace() == [f"OLD start {old} {old}", f"OLD check {old} {old}"]
+
+
 # --- shared paths -------------------------------------------------------------------------
 
 
