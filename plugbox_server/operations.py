@@ -277,7 +277,12 @@ def check(home: Path, repair: bool = False) -> tuple[list[str], list[str]]:
     """(problems left, repairs made); problems are printed by the caller."""
     store = Store(home)
     if not repair:
-        return [p.message for p in c.problems(store.read())], []
+        left = [p.message for p in c.problems(store.read())]
+        holder = store.holder()
+        if left and holder:
+            warn(f"deploy/ is locked by {holder}: what it is doing may show as problems; "
+                 "check again when it has finished")
+        return left, []
     if not store.exists():
         return [], []
     done: list[str] = []

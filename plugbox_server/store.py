@@ -171,6 +171,20 @@ class Store:
         finally:
             os.close(fd)
 
+    def holder(self) -> str | None:
+        """Who holds the lock now, if anyone; takes nothing and creates nothing."""
+        try:
+            fd = os.open(self.deploy / c.LOCK, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            return None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            return None
+        except OSError:
+            return os.read(fd, 4096).decode(errors="replace").strip() or "another command"
+        finally:
+            os.close(fd)
+
     def append_log(self, command: str, before: str | None, after: str | None, outcome: str) -> None:
         user = os.environ.get("PLUGBOX_USER") or _user()
         fields = [utc_now(), user, command, before or "-", after or "-", outcome]

@@ -171,6 +171,25 @@ def test_read_only_commands_work_while_the_lock_is_held(host: Host, holder) -> N
     assert host.live() == old
 
 
+def test_check_says_a_command_is_running_when_its_work_shows_as_a_problem(
+        host: Host, holder) -> None:
+    process, old, new = holder
+    # What a running command may have on disk for a moment.
+    os.symlink(f"../{old}", host.deploy / ".link-1-0")
+
+    done = host.run("check")
+
+    assert done.returncode == 1
+    assert "problem: deploy/.link-1-0: a leftover temporary link" in done.stdout
+    assert re.fullmatch(
+        rf"plugbox: deploy/ is locked by pid {process.pid} \(plugbox upgrade-to {re.escape(new)}\) "
+        r"since \S+: what it is doing may show as problems; check again when it has finished",
+        done.stderr.splitlines()[0]), done.stderr
+    os.unlink(host.deploy / ".link-1-0")
+    (host.ctl / "go").touch()
+    process.communicate(timeout=TIMEOUT)
+
+
 def test_the_lock_file_says_who_held_it_last_and_a_killed_holder_frees_it(
         host: Host, holder) -> None:
     process, old, new = holder
