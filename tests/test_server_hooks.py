@@ -11,16 +11,13 @@ from __future__ import annotations
 import json
 import os
 import selectors
-import shutil
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
-PLUGBOX = shutil.which("plugbox", path=str(Path(sys.executable).parent)) or shutil.which("plugbox")
-TIMEOUT = 60  # seconds; a bound on every wait, never an assertion
+from plugbox_host import PLUGBOX, TIMEOUT, Host
 HOOK_KEYS = ("post_upload", "stop", "start", "refresh", "check")
 # A hook line that waits for the test to create $CTL/go (at most 30 s), then goes on.
 WAIT_FOR_GO = ('i=0; while [ ! -e "$CTL/go" ]; do i=$((i+1)); '
@@ -55,64 +52,6 @@ def tracing(tag: str, *keys: str,
     return hooks
 
 
-class Host:
-    """A service home on this machine and the `plugbox` commands run against it."""
-
-    def __init__(self, tmp_path: Path):
-        self.home = tmp_path / "home"
-        self.ctl = tmp_path / "ctl"
-        self.ctl.mkdir()
-        self.deploy = self.home / "deploy"
-
-    def env(self) -> dict[str, str]:
-        return {**os.environ, "PLUGBOX_HOME": str(self.home), "CTL": str(self.ctl)}
-
-    def run(self, *args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([PLUGBOX, *args], env=self.env(), capture_output=True,
-                              text=True, timeout=TIMEOUT, stdin=subprocess.DEVNULL)
-
-    def ok(self, *args: str) -> subprocess.CompletedProcess[str]:
-        done = self.run(*args)
-        assert done.returncode == 0, (args, done.stdout, done.stderr)
-        return done
-
-    def upload(self, toml: str | None = None, files: dict[str, str] | None = None) -> str:
-        """next-version, then put the version's files in place as an upload would."""
-        name = self.ok("next-version").stdout.strip()
-        directory = self.deploy / name
-        (directory / "MARKER").write_text(name)
-        if toml is not None:
-            (directory / "plugbox.toml").write_text(toml)
-        for path, text in (files or {}).items():
-            (directory / path).parent.mkdir(parents=True, exist_ok=True)
-            (directory / path).write_text(text)
-        return name
-
-    def deploy_version(self, toml: str | None = None) -> str:
-        name = self.upload(toml)
-        self.ok("upgrade-to", name)
-        return name
-
-    def live(self) -> str | None:
-        try:
-            return os.readlink(self.deploy / "live")
-        except FileNotFoundError:
-            return None
-
-    def trace(self) -> list[str]:
-        path = self.ctl / "trace"
-        lines = path.read_text().splitlines() if path.exists() else []
-        path.unlink(missing_ok=True)
-        return lines
-
-    def arm(self, name: str) -> None:
-        (self.ctl / name).touch()
-
-    def versions(self) -> list[str]:
-        return sorted(p.name for p in self.deploy.iterdir() if not p.name.startswith(".")
-                      and p.name != "live")
-
-
 def one_line(stderr: str) -> str:
     lines = stderr.splitlines()
     assert len(lines) == 1, stderr
@@ -122,7 +61,7 @@ def one_line(stderr: str) -> str:
 
 @pytest.fixture
 def host(tmp_path: Path) -> Host:
-    return Host(tmp_path)
+    return Host(tmp_path / "home", tmp_path / "ctl")
 
 
 def fails_when_armed(flag: str) -> str:

@@ -33,8 +33,8 @@ import pytest
 
 from plugbox_server.names import is_version_name
 
-PLUGBOX = shutil.which("plugbox", path=str(Path(sys.executable).parent)) or shutil.which("plugbox")
-TIMEOUT = 60  # seconds; a bound on every wait, never an assertion
+from plugbox_host import TIMEOUT
+from plugbox_host import Host as BaseHost
 KILLED = -9
 
 DYING = r"""
@@ -105,22 +105,7 @@ def toml_text(refresh: bool) -> str:
 PLAIN, REFRESH = toml_text(refresh=False), toml_text(refresh=True)
 
 
-@dataclass
-class Host:
-    home: Path
-    ctl: Path
-
-    @property
-    def deploy(self) -> Path:
-        return self.home / "deploy"
-
-    def env(self, **extra: str) -> dict[str, str]:
-        return {**os.environ, "PLUGBOX_HOME": str(self.home), "CTL": str(self.ctl), **extra}
-
-    def run(self, *args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([PLUGBOX, *args], env=self.env(), capture_output=True,
-                              text=True, timeout=TIMEOUT, stdin=subprocess.DEVNULL)
-
+class Host(BaseHost):
     def run_dying(self, kill_at: int, inside_rmtree: bool,
                   *args: str) -> tuple[subprocess.CompletedProcess[str], int]:
         count = self.ctl.parent / "count"
@@ -131,27 +116,6 @@ class Host:
             capture_output=True, text=True, timeout=TIMEOUT, stdin=subprocess.DEVNULL)
         calls = int(count.read_text()) if done.returncode != KILLED else kill_at
         return done, calls
-
-    def ok(self, *args: str) -> subprocess.CompletedProcess[str]:
-        done = self.run(*args)
-        assert done.returncode == 0, (args, done.stdout, done.stderr)
-        return done
-
-    def upload(self, toml: str) -> str:
-        name = self.ok("next-version").stdout.strip()
-        (self.deploy / name / "MARKER").write_text(name)
-        (self.deploy / name / "plugbox.toml").write_text(toml)
-        return name
-
-    def deploy_version(self, toml: str) -> str:
-        name = self.upload(toml)
-        self.ok("upgrade-to", name)
-        return name
-
-    def versions(self) -> set[str]:
-        if not self.deploy.is_dir():
-            return set()
-        return {e for e in os.listdir(self.deploy) if is_version_name(e)}
 
     def has_live(self) -> bool:
         return os.path.lexists(self.home / "live")
@@ -204,7 +168,6 @@ def homes(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, dic
     for name, make in HOMES.items():
         base = tmp_path_factory.mktemp(f"home-{name}")
         host = Host(base / "home", base / "ctl")
-        host.ctl.mkdir()
         made[name] = (host.home, make(host))
     return made
 
@@ -235,7 +198,6 @@ def fresh_copy(case: Case, homes, where: Path) -> Copy:
     template, names = homes[case.home]
     where.mkdir(parents=True)
     host = Host(where / "home", where / "ctl")
-    host.ctl.mkdir()
     if template.exists():
         shutil.copytree(template, host.home, symlinks=True)
     for flag in case.armed:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -19,51 +18,15 @@ from pathlib import Path
 
 import pytest
 
-PLUGBOX = shutil.which("plugbox", path=str(Path(sys.executable).parent)) or shutil.which("plugbox")
-TIMEOUT = 60  # seconds; a bound on every wait, never an assertion
+from plugbox_host import PLUGBOX, TIMEOUT
+from plugbox_host import Host as BaseHost
+
 # A hook line that says it has begun, then waits for $CTL/go (at most 30 s).
 HOLD = ('touch "$CTL/holding"; i=0; while [ ! -e "$CTL/go" ]; do i=$((i+1)); '
         '[ "$i" -le 600 ] || exit 9; sleep 0.05; done')
 
 
-class Host:
-    """A service home on this machine and the `plugbox` commands run against it."""
-
-    def __init__(self, tmp_path: Path):
-        self.home = tmp_path / "home"
-        self.deploy = self.home / "deploy"
-        self.ctl = tmp_path / "ctl"
-        self.ctl.mkdir()
-
-    def env(self) -> dict[str, str]:
-        return {**os.environ, "PLUGBOX_HOME": str(self.home), "CTL": str(self.ctl)}
-
-    def run(self, *args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([PLUGBOX, *args], env=self.env(), capture_output=True,
-                              text=True, timeout=TIMEOUT, stdin=subprocess.DEVNULL)
-
-    def ok(self, *args: str) -> subprocess.CompletedProcess[str]:
-        done = self.run(*args)
-        assert done.returncode == 0, (args, done.stdout, done.stderr)
-        return done
-
-    def upload(self, toml: str = "") -> str:
-        name = self.ok("next-version").stdout.strip()
-        (self.deploy / name / "MARKER").write_text(name)
-        (self.deploy / name / "plugbox.toml").write_text(toml)
-        return name
-
-    def deploy_version(self, toml: str = "") -> str:
-        name = self.upload(toml)
-        self.ok("upgrade-to", name)
-        return name
-
-    def live(self) -> str | None:
-        try:
-            return os.readlink(self.deploy / "live")
-        except FileNotFoundError:
-            return None
-
+class Host(BaseHost):
     def layout(self) -> dict[str, str | None]:
         """Every entry of deploy/ and of each version, with its link text: what `ls -l` shows."""
         seen: dict[str, str | None] = {}
@@ -92,7 +55,7 @@ def toml_hooks(**hooks: list[str]) -> str:
 
 @pytest.fixture
 def host(tmp_path: Path) -> Host:
-    return Host(tmp_path)
+    return Host(tmp_path / "home", tmp_path / "ctl")
 
 
 @pytest.fixture
