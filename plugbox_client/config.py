@@ -182,6 +182,13 @@ def parse_config(text: str, path: Path) -> Config:
 
     hook_lists = {key: check.strings("hooks", key, hooks[key]) for key in KEYS["hooks"] if key in hooks}
 
+    if host == LOCAL:
+        uploaded = [version_dir] if version_dir is not None else list(upload)
+        for source in uploaded:
+            if os.path.normpath(path.parent / source) == home:
+                raise check.error("service", "home", f"{home} is itself uploaded by [build]",
+                                  "put the home outside what is uploaded")
+
     return Config(
         path=path, host=host, jump=jump, home=home, shared=shared, prepare=prepare,
         upload=upload, version_dir=version_dir, exclude=exclude, hooks=hook_lists,

@@ -92,6 +92,25 @@ def upload_sources(config: Config, staged_config: Path) -> list[str]:
     return sources
 
 
+def home_excludes(config: Config) -> tuple[str, ...]:
+    """With host "local", a home inside what is uploaded would be uploaded into itself:
+    rsync patterns, anchored at the transfer's root, that leave it out."""
+    if not config.local or config.home is None:
+        return ()
+    home = Path(config.home).resolve()
+    if config.version_dir is not None:
+        roots = [(config.project / config.version_dir, None)]
+    else:
+        roots = [(config.project / path, Path(path).name) for path in config.upload]
+    patterns = []
+    for root, name in roots:  # the home being a root itself is refused by config.py
+        root = root.resolve()
+        if root in home.parents:
+            inside = home.relative_to(root).as_posix()
+            patterns.append(f"/{name}/{inside}" if name else f"/{inside}")
+    return tuple(patterns)
+
+
 def stage_config(config: Config, scratch: Path) -> Path:
     """A copy of the config named plugbox.toml, mtime kept so an unchanged one is hard-linked."""
     staged = scratch / "stage" / FILENAME
@@ -172,7 +191,7 @@ def _rsync(sources: list[str], dest: str, *, config: Config, rsh: str | None, li
     """rsync `sources` to `dest` (already host:path, or a local path), counting as it goes."""
     argv = A.rsync_upload(
         sources, dest, link_dest=link_dest, shared=config.shared,
-        exclude=config.exclude, rsh=rsh, dry_run=dry_run,
+        exclude=config.exclude + home_excludes(config), rsh=rsh, dry_run=dry_run,
     )
     count = Count(dry_run=dry_run, progress=sys.stderr.isatty())
     code = transport.run(argv, out=count.line).code
@@ -198,13 +217,30 @@ def host_state(host) -> dict:
     return state
 
 
-def _previous_of(state: dict, version: str) -> str | None:
-    for entry in state["versions"]:
-        if entry.get("name") == version:
-            previous = entry.get("previous")
-            return validate_version(previous) if previous else None
-    raise PlugboxError(f"{version} is missing from `plugbox status` right after next-version",
-                       "see `plug status`")
+def new_version(host, nothing: str) -> tuple[str, str | None, str]:
+    """`plugbox next-version --json`: the new version, the live one it was made against, the home.
+
+    One run of plugbox tells all the upload needs, so a deploy costs two runs of
+    plugbox on the host (this and upgrade-to), each a fresh start of Python there.
+    """
+    made = host.plugbox(["next-version", "--json"], capture=True)
+    if made.code != 0:
+        hint = ("run `plug bootstrap` to install a matching plugbox" if made.code == 2
+                else "see its message above")
+        raise PlugboxError(f"`plugbox next-version` failed on {host.label} (exit {made.code})",
+                           f"{nothing}; {hint}", code=made.code)
+    try:
+        answer = json.loads(made.stdout)
+        version, live, home = answer["name"], answer["previous"], answer["home"]
+        validate_version(version)
+        if live is not None:
+            validate_version(live)
+        if not isinstance(home, str) or not home.startswith("/"):
+            raise ValueError(home)
+    except (ValueError, KeyError, TypeError, PlugboxError):
+        raise PlugboxError(f"`plugbox next-version --json` on {host.label} printed {made.stdout.strip()[:200]!r}, "
+                           "not what plug understands", "run `plug bootstrap` to install a matching plugbox") from None
+    return version, live, home
 
 
 # ---------------------------------------------------------------- deploy
@@ -226,27 +262,15 @@ def deploy(config: Config) -> list[str]:
             sources = upload_sources(config, stage_config(config, Path(scratch)))
 
         with _step(steps, "next-version"):
-            made = host.plugbox(["next-version"], capture=True)
-            if made.code != 0:
-                raise PlugboxError(f"`plugbox next-version` failed on {host.label} (exit {made.code})",
-                                   f"{nothing}; see its message above", code=made.code)
-            version = made.stdout.strip()
-            try:
-                validate_version(version)
-            except PlugboxError:
-                raise PlugboxError(f"`plugbox next-version` printed {version!r}, not a version name",
-                                   "run `plug bootstrap` to install a matching plugbox") from None
+            version, live, home = new_version(host, nothing)
         say(f"new version {version}")
 
-        live = None
         try:
             with _step(steps, "upload"):
-                state = host_state(host)
-                previous = _previous_of(state, version)
-                live = state["live"]
-                say(f"upload to {version}" + (f", unchanged files hard-linked from {previous}" if previous else ""))
-                count = _rsync(sources, host.destination(A.version_path(state["home"], version)),
-                               config=config, rsh=host.rsh, link_dest=f"../{previous}" if previous else None)
+                # `live` is the new version's previous: unchanged files are hard links to it.
+                say(f"upload to {version}" + (f", unchanged files hard-linked from {live}" if live else ""))
+                count = _rsync(sources, host.destination(A.version_path(home, version)),
+                               config=config, rsh=host.rsh, link_dest=f"../{live}" if live else None)
         except BaseException as error:
             why = "interrupted" if isinstance(error, KeyboardInterrupt) else str(error)
             raise PlugboxError(

@@ -96,14 +96,16 @@ class _Service:
 # --- the commands ---------------------------------------------------------------
 
 
-def next_version(home: Path) -> str:
+def next_version(home: Path) -> tuple[str, str | None]:
+    """Make the next version; return its name and its previous (the live version, if any)."""
     store = Store(home)
     store.make_deploy()
     with _changing(store, "next-version") as (chain, record):
         name = new_version_name(list(chain.versions) + list(chain.removing))
-        store.make_version(name, chain.live_version())
+        live = chain.live_version()
+        store.make_version(name, live)
         record.after = name
-        return name
+        return name, live
 
 
 def upgrade_to(home: Path, version: str) -> None:

@@ -174,6 +174,33 @@ def test_version_dir_contents_become_the_version_and_the_project_config_wins(pro
     assert "==> prepare: mkdir -p dist/bin" in result.stderr
 
 
+@pytest.mark.parametrize("build, tree", [
+    ('version_dir = "."', ["app", "notes.txt", "plugbox.toml", "previous", "requirements.txt"]),
+    ('upload = ["app"]', ["app", "plugbox.toml", "previous"]),
+])
+def test_a_local_home_inside_the_upload_is_left_out_of_it(project, build, tree):
+    # plug init --host local --home demo writes version_dir = "." and a home in the project.
+    (project / "app" / "demo").mkdir()
+    home = "demo" if build.startswith("version_dir") else "app/demo"
+    (project / "plugbox.toml").write_text(
+        f'[service]\nhost = "local"\nhome = "{home}"\n[build]\n{build}\nexclude = ["*.pyc"]\n')
+    ok(plug(project, "deploy"))
+    ok(plug(project, "deploy"))
+    live = project / home / "live"
+    assert sorted(p.name for p in live.iterdir()) == tree
+    if "upload" in build:
+        assert sorted(p.name for p in (live / "app").iterdir()) == ["main.py", "pkg"]
+
+
+def test_a_local_home_that_is_the_upload_itself_is_refused(project):
+    (project / "plugbox.toml").write_text(
+        '[service]\nhost = "local"\nhome = "app"\n[build]\nupload = ["app"]\n')
+    result = plug(project, "deploy")
+    assert result.returncode != 0
+    assert "home" in result.stderr and "is itself uploaded by [build]" in result.stderr
+    assert not (project / "app" / "deploy").exists()
+
+
 def test_named_config_lands_as_plugbox_toml(project, home):
     (project / "plugbox.toml").rename(project / "prod.toml")
     ok(plug(project, "deploy", "-c", "prod.toml"))

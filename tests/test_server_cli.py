@@ -143,6 +143,20 @@ def test_next_version_prints_the_name_alone(home):
     assert sorted(os.listdir(home / "deploy")) == [".lock", ".log", name]
 
 
+def test_next_version_json_tells_the_name_previous_and_home(home):
+    first = json.loads(ok(home, "next-version", "--json"))
+    assert first == {"name": first["name"], "previous": None, "home": str(home)}
+    assert is_version_name(first["name"]) and (home / "deploy" / first["name"]).is_dir()
+    assert ok(home, "upgrade-to", first["name"]) == f"plugbox: live is now {first['name']}\n"
+
+    out = ok(home, "next-version", "--json")
+
+    assert out.count("\n") == 1  # one line
+    second = json.loads(out)
+    assert second == {"name": second["name"], "previous": first["name"], "home": str(home)}
+    assert link(home, f"deploy/{second['name']}/previous") == f"../{first['name']}"
+
+
 def test_the_first_upgrade_makes_live_links(home):
     first = new_version(home)
     assert ok(home, "upgrade-to", first) == f"plugbox: live is now {first}\n"

@@ -177,7 +177,7 @@ class PlugboxMachine(RuleBasedStateMachine):
     @rule()
     def next_version(self):
         before = set(self.model.links)
-        name = operations.next_version(self.home)
+        name, _ = operations.next_version(self.home)
         assert name not in before and all(name > other for other in before)
         self.mark_complete(name)
         self.model.next_version(name)
@@ -243,7 +243,7 @@ class PlugboxMachine(RuleBasedStateMachine):
         lives = {live}
         may_remove: list[str] = []
         if command == "next-version":
-            run = lambda: operations.next_version(self.home)  # noqa: E731
+            run = lambda: operations.next_version(self.home)[0]  # noqa: E731
         elif command == "upgrade-to":
             target = data.draw(st.sampled_from(self.pending_against_live()), label="upgrade-to")
             lives.add(target)
