@@ -1,0 +1,51 @@
+"""The benchmark still runs: bench/run.py --quick end to end, a tiny tree, one run.
+
+Not a timed test: nothing here looks at the figures, only that every row of the
+table is there with a figure and that the markdown file is written. It starts its
+own sshd on 127.0.0.1, as the benchmark always does.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+ROWS = [
+    "deploy, first",
+    "deploy, no change",
+    "deploy, one file changed",
+    "rollback",
+    *(f"plugbox {command}, {count} versions" for command in ("upgrade-to", "rollback-to")
+      for count in ("10", "100", "1,000")),
+    "plugbox upgrade-to, 1,000 against 10 versions",
+    "plugbox rollback-to, 1,000 against 10 versions",
+    "deploy, no change, 60 files",
+    "deploy, no change, 300 files",
+    "disk: 3 versions against one tree",
+]
+
+
+def test_quick_bench_prints_every_row_and_writes_markdown(tmp_path: Path) -> None:
+    out = tmp_path / "results.md"
+
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "run.py"), "--quick", "--out", str(out)],
+        capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL,
+    )
+
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "Traceback" not in done.stderr, done.stderr
+    printed = done.stdout.splitlines()
+    written = out.read_text().splitlines()
+    for row in ROWS:
+        line = next((line for line in printed if line.startswith(row + " ")), None)
+        assert line is not None, f"{row!r} missing from the table:\n{done.stdout}"
+        assert re.search(r"\d+ ms|\d\.\d+ MB|\d\.\d+×", line), line
+        assert any(line.startswith(f"| {row}") for line in written), f"{row!r} missing from {out}"
+    assert written[0] == "# Plugbox benchmark"
+    assert any(line.startswith("|---") for line in written)
+    assert f"written to {out}" in done.stdout
