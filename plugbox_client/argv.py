@@ -10,11 +10,19 @@ from validated parts.
 import shlex
 from pathlib import PurePosixPath
 
+def plugbox_env(user: str) -> dict[str, str]:
+    """What plug tells plugbox: that plug called (its hints then name plug's commands)
+    and who is at the keyboard (the user its log records, not the service's login)."""
+    return {"PLUGBOX_CLIENT": "plug", "PLUGBOX_USER": user}
+
+
 # Run plugbox on the host: the copy `plug bootstrap` installed in HOME/.local/bin
 # (HOME is $1, or the login's $HOME when $1 is empty), else the one on PATH. A
 # non-interactive ssh session rarely has ~/.local/bin on its PATH, hence the look.
+# $2 and $3 are plugbox_env()'s values: arguments, never part of the script's text.
 FIND_PLUGBOX = (
-    'h=${1:-$HOME}; shift; p="$h/.local/bin/plugbox"; '
+    'h=${1:-$HOME}; PLUGBOX_CLIENT=$2; PLUGBOX_USER=$3; shift 3; '
+    'export PLUGBOX_CLIENT PLUGBOX_USER; p="$h/.local/bin/plugbox"; '
     'if [ ! -x "$p" ]; then p=$(command -v plugbox) || { '
     'echo "plugbox is not installed on this host (not in $h/.local/bin nor on PATH)" >&2; exit 127; }; fi; '
     'exec "$p" "$@"'
@@ -40,9 +48,11 @@ def plugbox_args(home: str | None, args: list[str]) -> list[str]:
     return (["--home", home] if home else []) + list(args)
 
 
-def remote_plugbox(home: str | None, args: list[str]) -> list[str]:
-    """The host-side argv that finds plugbox and runs it with `args`."""
-    return ["sh", "-c", FIND_PLUGBOX, "plugbox", home or "", *plugbox_args(home, args)]
+def remote_plugbox(home: str | None, args: list[str], user: str) -> list[str]:
+    """The host-side argv that finds plugbox and runs it with `args`, told plugbox_env(user)."""
+    env = plugbox_env(user)
+    return ["sh", "-c", FIND_PLUGBOX, "plugbox", home or "", env["PLUGBOX_CLIENT"],
+            env["PLUGBOX_USER"], *plugbox_args(home, args)]
 
 
 def remote_install(home: str | None) -> list[str]:

@@ -25,6 +25,7 @@ the terminal. stderr always passes through.
 """
 
 import contextlib
+import getpass
 import os
 import shutil
 import sys
@@ -50,7 +51,7 @@ class Result:
 
 
 def run(argv: list[str], *, cwd: Path | None = None, out=None, err: Path | None = None,
-        stdin: Path | None = None) -> Result:
+        stdin: Path | None = None, env: dict[str, str] | None = None) -> Result:
     """Run argv to its end and return its exit status (killed by signal N: 128+N).
 
     `out`: None passes stdout to the terminal; CAPTURE keeps it in Result.stdout; a
@@ -69,6 +70,7 @@ def run(argv: list[str], *, cwd: Path | None = None, out=None, err: Path | None 
         kwargs = dict(
             _ok_code=range(256), _return_cmd=True, _decode_errors="replace",
             _cwd=str(cwd) if cwd else None,
+            _env={**os.environ, **env} if env else None,
             _in=files.enter_context(open(stdin, "rb")) if stdin is not None else 0,
             _err=files.enter_context(open(err, "wb")) if err is not None else 2,
         )
@@ -93,6 +95,14 @@ def connect(config: Config):
     return Local(config) if config.local else Ssh(config, A.ssh_extra(os.environ))
 
 
+def local_user() -> str:
+    """Who runs plug here: what plugbox's log records for the commands plug runs."""
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return str(os.getuid())
+
+
 class Local:
     """host = "local": plugbox and rsync on this machine, no ssh."""
 
@@ -109,7 +119,8 @@ class Local:
         return False
 
     def plugbox(self, args: list[str], *, capture=False) -> Result:
-        return run([*self._plugbox(), *A.plugbox_args(self.home, args)], out=CAPTURE if capture else None)
+        return run([*self._plugbox(), *A.plugbox_args(self.home, args)], out=CAPTURE if capture else None,
+                   env=A.plugbox_env(local_user()))
 
     def _plugbox(self) -> list[str]:
         # Same order as argv.FIND_PLUGBOX on a remote host: the copy bootstrap
@@ -169,7 +180,8 @@ class Ssh:
         return False
 
     def plugbox(self, args: list[str], *, capture=False) -> Result:
-        result = run(A.ssh_run(self.base, self.host, A.remote_plugbox(self.home, args)), out=CAPTURE if capture else None)
+        remote = A.remote_plugbox(self.home, args, local_user())
+        result = run(A.ssh_run(self.base, self.host, remote), out=CAPTURE if capture else None)
         self._check(result)
         return result
 

@@ -14,7 +14,7 @@ from typing import Annotated, Optional
 import typer
 
 from plugbox_server import __version__, operations
-from plugbox_server.errors import PlugboxError
+from plugbox_server.errors import PlugboxError, for_caller
 
 app = typer.Typer(
     name="plugbox",
@@ -40,14 +40,14 @@ def reports_errors(command):
         try:
             return command(*args, **kwargs)
         except PlugboxError as error:
-            print(f"plugbox: {error}", file=sys.stderr)
+            print(f"plugbox: {for_caller(str(error))}", file=sys.stderr)
             raise typer.Exit(error.code)
         except OSError as error:
             where = f"{error.filename}: " if error.filename else ""
             print(f"plugbox: {where}{error.strerror or error}", file=sys.stderr)
             raise typer.Exit(1)
         except KeyboardInterrupt:
-            print("plugbox: interrupted; run `plugbox check` to see the state",
+            print(for_caller("plugbox: interrupted; run `plugbox check` to see the state"),
                   file=sys.stderr)
             raise typer.Exit(130)
 
@@ -194,7 +194,7 @@ def check(
     for message in done:
         print(f"repaired: {message}")
     for message in left:
-        print(f"problem: {message}")
+        print(f"problem: {for_caller(message)}")
     if left:
         raise PlugboxError(f"{len(left)} problem{'s' if len(left) > 1 else ''} in deploy/",
                            None if repair else "run `plugbox check --repair`")

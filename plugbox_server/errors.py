@@ -4,6 +4,9 @@ The CLI catches PlugboxError alone and prints `plugbox: <message>` (plus the hin
 when there is one) on stderr; anything else is a bug and keeps its traceback.
 """
 
+import os
+import re
+
 # Exit codes; 2 is bad usage (typer's own), 255 belongs to ssh and is never used.
 REFUSED = 1      # refused or failed, nothing changed; also: `check` found problems
 USAGE = 2
@@ -32,3 +35,20 @@ class Busy(PlugboxError):
 
 class HookFailed(PlugboxError):
     code = HOOK_FAILED
+
+
+# The plug command that does what a hint's plugbox command does. plug sets
+# PLUGBOX_CLIENT=plug: its user, on another machine, types plug, not plugbox.
+_PLUG_COMMANDS = {
+    "plugbox status": "plug status",
+    "plugbox check": "plug check",
+    "plugbox check --repair": "plug check --repair",
+    "plugbox rollback-to VERSION": "plug rollback VERSION",
+}
+
+
+def for_caller(text: str) -> str:
+    """`text` with its `plugbox ...` hints named as the caller would type them."""
+    if os.environ.get("PLUGBOX_CLIENT") != "plug":
+        return text
+    return re.sub(r"`(plugbox [^`]*)`", lambda m: f"`{_PLUG_COMMANDS.get(m[1], m[1])}`", text)

@@ -30,15 +30,16 @@ def test_master_open_run_close():
 
 def test_remote_command_is_one_argument_that_splits_back_exactly():
     nasty = ["rollback-to", "x; rm -rf / $(reboot) `id` 'q' \"d\""]
-    argv = A.ssh_run(A.ssh_base(CP), "h", A.remote_plugbox("/srv/my home", nasty))
+    user = "eve'; reboot; '"
+    argv = A.ssh_run(A.ssh_base(CP), "h", A.remote_plugbox("/srv/my home", nasty, user))
     assert argv[-2] == "h"
-    assert shlex.split(argv[-1]) == ["sh", "-c", A.FIND_PLUGBOX, "plugbox", "/srv/my home",
-                                     "--home", "/srv/my home", *nasty]
+    assert shlex.split(argv[-1]) == ["sh", "-c", A.FIND_PLUGBOX, "plugbox", "/srv/my home", "plug",
+                                     user, "--home", "/srv/my home", *nasty]
 
 
 def test_remote_plugbox_without_home_lets_the_host_use_its_home():
-    assert A.remote_plugbox(None, ["status", "--json"]) == [
-        "sh", "-c", A.FIND_PLUGBOX, "plugbox", "", "status", "--json"]
+    assert A.remote_plugbox(None, ["status", "--json"], "alice") == [
+        "sh", "-c", A.FIND_PLUGBOX, "plugbox", "", "plug", "alice", "status", "--json"]
 
 
 def test_plugbox_args_put_home_first():

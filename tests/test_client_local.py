@@ -493,12 +493,15 @@ def test_bootstrap_zipapp_runs_in_a_venv_without_packages(tmp_path, project, hom
 def test_find_plugbox_prefers_the_installed_copy_then_path(tmp_path):
     fake = tmp_path / "h" / ".local" / "bin" / "plugbox"
     fake.parent.mkdir(parents=True)
-    fake.write_text('#!/bin/sh\nprintf "%s|" "$@"\n')
+    fake.write_text('#!/bin/sh\nprintf "%s|" "$PLUGBOX_CLIENT" "$PLUGBOX_USER" "$@"\n')
     fake.chmod(0o755)
-    run = subprocess.run(["/bin/sh", *A.remote_plugbox(str(tmp_path / "h"), ["rollback-to", "a b"])[1:]],
-                         capture_output=True, text=True, env={"PATH": "/nonexistent"}, timeout=TIMEOUT)
-    assert run.stdout == f"--home|{tmp_path / 'h'}|rollback-to|a b|"
-    missing = subprocess.run(["/bin/sh", *A.remote_plugbox(str(tmp_path / "none"), ["log"])[1:]],
+    user = "eve $(touch pwned)"
+    run = subprocess.run(["/bin/sh", *A.remote_plugbox(str(tmp_path / "h"), ["rollback-to", "a b"], user)[1:]],
+                         capture_output=True, text=True, env={"PATH": "/nonexistent"}, timeout=TIMEOUT,
+                         cwd=tmp_path)
+    assert run.stdout == f"plug|{user}|--home|{tmp_path / 'h'}|rollback-to|a b|"
+    assert not (tmp_path / "pwned").exists()
+    missing = subprocess.run(["/bin/sh", *A.remote_plugbox(str(tmp_path / "none"), ["log"], "alice")[1:]],
                              capture_output=True, text=True, env={"PATH": "/nonexistent"}, timeout=TIMEOUT)
     assert missing.returncode == A.NOT_INSTALLED
     assert "plugbox is not installed on this host" in missing.stderr

@@ -46,11 +46,12 @@ class Plug:
     def __init__(self, project: Path, ssh_config: Path):
         self.project = project
         self.ssh_config = ssh_config
+        self.env: dict[str, str] = {}  # more environment for plug, as a test needs
 
     def __call__(self, *args: str, cwd: Path | None = None) -> Run:
         if not PLUG.exists():
             pytest.fail(f"{PLUG}: not found; run `pip install -e .`", pytrace=False)
-        env = {**os.environ, "PLUG_SSH_CONFIG": str(self.ssh_config)}
+        env = {**os.environ, "PLUG_SSH_CONFIG": str(self.ssh_config), **self.env}
         env.pop("PLUG_SSH_OPTIONS", None)
         done = subprocess.run(
             [str(PLUG), *args],
@@ -293,7 +294,8 @@ def test_rollback_without_previous_is_refused(plug: Plug, app: Path, service_hom
     run = plug("rollback")
 
     assert run.code == 1
-    assert f"plugbox: the live version {first} has no previous version" in run.err
+    # The hint names what the user at this end types: plug, not plugbox.
+    assert f"plugbox: the live version {first} has no previous version; see `plug status`" in run.err
     assert live(service_home) == first
 
 
@@ -324,6 +326,10 @@ def test_status_and_json(plug: Plug, app: Path, service_home: Path) -> None:
 
 
 def test_log_tells_the_history(plug: Plug, app: Path, service_home: Path) -> None:
+    # The log names who ran plug here, not the login on the host, which is the same
+    # service user for everyone (getpass reads LOGNAME first).
+    assert login_user() != "alice"
+    plug.env = {"LOGNAME": "alice"}
     assert plug.ok("log").out == "no operations yet\n"
     first = plug.deploy()
     (app / "app" / "a.txt").write_text("two\n")
@@ -334,7 +340,7 @@ def test_log_tells_the_history(plug: Plug, app: Path, service_home: Path) -> Non
 
     assert lines[0].split() == ["TIME", "USER", "COMMAND", "FROM", "TO", "OUTCOME"]
     rows = [re.split(r"\s{2,}", line.strip()) for line in lines[1:]]
-    assert {row[1] for row in rows} == {login_user()}
+    assert {row[1] for row in rows} == {"alice"}
     assert [row[2:] for row in rows] == [
         ["next-version", "-", first, "ok"],
         [f"upgrade-to {first}", "-", first, "ok"],

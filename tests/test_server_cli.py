@@ -473,6 +473,18 @@ def test_rollback_with_no_previous_is_refused(home):
         f"plugbox: the live version {live} has no previous version; see `plugbox status`\n"
 
 
+def test_run_by_plug_the_hints_name_plug_commands(home, monkeypatch):
+    # plug sets PLUGBOX_CLIENT=plug: its user types plug on another machine.
+    monkeypatch.setenv("PLUGBOX_CLIENT", "plug")
+    live = deploy(home)
+    assert refused(home, "rollback-to") == \
+        f"plugbox: the live version {live} has no previous version; see `plug status`\n"
+    os.unlink(home / "deploy" / "live")
+    assert refused(home, "rollback-to") == (
+        "plugbox: there is no live version to roll back from; "
+        "name a version: `plug rollback VERSION`\n")
+
+
 def test_rollback_with_no_live_version_is_refused(home):
     new_version(home)
     assert refused(home, "rollback-to") == (
