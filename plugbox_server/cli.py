@@ -156,10 +156,11 @@ def status(
     if not rows:
         print("no versions")
         return
+    width = max(len(row.name) for row in rows)
     for row in rows:
         links = "".join(f"  {kind} {target}" for kind, target in
                         (("previous", row.previous), ("next", row.next)) if target)
-        print(f"{row.name}  {row.state:<8}{links}".rstrip())
+        print(f"{row.name:<{width}}  {row.state:<8}{links}".rstrip())
 
 
 @app.command("prune")

@@ -270,11 +270,13 @@ def test_status_lists_every_version_newest_first(home):
     third = deploy(home)
     ok(home, "rollback-to")
     pending = new_version(home)
+    # Names made in one second get a suffix: the column is as wide as the longest.
+    w = max(len(name) for name in (first, second, third, pending))
     assert ok(home, "status").splitlines() == [
-        f"{pending}  pending   previous {second}",
-        f"{third}  detached  previous {second}",
-        f"{second}  live      previous {first}  next {third}",
-        f"{first}  previous  next {second}",
+        f"{pending:<{w}}  pending   previous {second}",
+        f"{third:<{w}}  detached  previous {second}",
+        f"{second:<{w}}  live      previous {first}  next {third}",
+        f"{first:<{w}}  previous  next {second}",
     ]
 
 
