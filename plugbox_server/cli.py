@@ -7,7 +7,6 @@ annotation, as a string, at each start (about 2 ms of every run of plugbox).
 import functools
 import json
 import os
-import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -15,6 +14,7 @@ import typer
 
 from plugbox_server import __version__, operations
 from plugbox_server.errors import PlugboxError, for_caller
+from plugbox_server.output import say
 
 app = typer.Typer(
     name="plugbox",
@@ -40,15 +40,14 @@ def reports_errors(command):
         try:
             return command(*args, **kwargs)
         except PlugboxError as error:
-            print(f"plugbox: {for_caller(str(error))}", file=sys.stderr)
+            say(for_caller(str(error)), err=True)
             raise typer.Exit(error.code)
         except OSError as error:
             where = f"{error.filename}: " if error.filename else ""
-            print(f"plugbox: {where}{error.strerror or error}", file=sys.stderr)
+            say(f"{where}{error.strerror or error}", err=True)
             raise typer.Exit(1)
         except KeyboardInterrupt:
-            print(for_caller("plugbox: interrupted; run `plugbox check` to see the state"),
-                  file=sys.stderr)
+            say(for_caller("interrupted; run `plugbox check` to see the state"), err=True)
             raise typer.Exit(130)
 
     return wrapper

@@ -9,12 +9,12 @@ from __future__ import annotations
 import os
 import posixpath
 import subprocess
-import sys
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from plugbox_server.errors import HookFailed, PlugboxError
+from plugbox_server.output import hook_output, say
 
 HOOKS = ("post_upload", "stop", "start", "refresh", "check")
 CONFIG = "plugbox.toml"
@@ -98,13 +98,13 @@ def link_shared(home: Path, version_dir: Path, config: VersionConfig, shown: str
 def run(hook: str, lines: list[str], *, version: str, cwd: Path, env: dict[str, str]) -> None:
     """Run the hook's lines in order; the first that fails stops it and raises HookFailed."""
     for line in lines:
-        print(f"plugbox: {hook} of {version}: {line}", flush=True)
-        sys.stderr.flush()
+        say(f"{hook} of {version}: {line}")
         try:
             # No capture: the hook writes to our stdout and stderr directly, so its
             # output reaches the caller (over ssh, the terminal) as it happens.
+            output = hook_output()
             result = subprocess.run(["/bin/sh", "-c", line], cwd=cwd, env=env,
-                                    stdin=subprocess.DEVNULL)
+                                    stdin=subprocess.DEVNULL, stdout=output, stderr=output)
         except OSError as error:
             raise HookFailed(f"{hook} of {version} could not run {line!r}: {error.strerror}")
         if result.returncode != 0:

@@ -7,7 +7,6 @@ in the order chain.py sets out, and logs what it did.
 
 from __future__ import annotations
 
-import sys
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,17 +15,14 @@ from plugbox_server import chain as c
 from plugbox_server import hooks
 from plugbox_server.errors import REVERT_FAILED, HookFailed, PlugboxError
 from plugbox_server.names import new_version_name, validate_version
+from plugbox_server.output import keep_going_when_the_caller_goes, say
 from plugbox_server.store import Store
 
 REPAIR_HINT = "run `plugbox check --repair`"
 
 
-def say(message: str) -> None:
-    print(f"plugbox: {message}", flush=True)
-
-
 def warn(message: str) -> None:
-    print(f"plugbox: {message}", file=sys.stderr, flush=True)
+    say(message, err=True)
 
 
 @dataclass
@@ -40,6 +36,7 @@ class _Record:
 @contextmanager
 def _changing(store: Store, command: str):
     """Lock deploy/, check the chain is sound, and log the outcome whatever it is."""
+    keep_going_when_the_caller_goes()
     with store.lock(command):
         record = _Record()
         outcome = "failed"

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import selectors
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -454,6 +455,71 @@ def test_hook_output_streams_while_the_hook_runs(host: Host) -> None:
             process.wait(timeout=TIMEOUT)
     assert process.returncode == 0, seen + rest
     assert f"plugbox: live is now {new}".encode() in rest
+
+
+# --- a caller that goes away ----------------------------------------------------------------
+
+
+def test_an_upgrade_goes_on_to_its_end_when_the_caller_goes_away(host: Host) -> None:
+    # As when the ssh connection drops, or plug is interrupted: plugbox's pipes close
+    # while the start hook runs. It must not die between two steps with the old
+    # version stopped and the new one half started.
+    old = host.deploy_version(toml_of(tracing("OLD")))
+    host.trace()
+    new = host.upload(toml_of(tracing("NEW", extra={
+        "start": ['touch "$CTL/started"', WAIT_FOR_GO, "echo the start hook still talks"],
+        "check": ["echo checking"]})))
+    process = subprocess.Popen([PLUGBOX, "upgrade-to", new], env=host.env(),
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               stdin=subprocess.DEVNULL)
+    try:
+        wait_for(host.ctl / "started")
+        process.stdout.close()  # the caller is gone
+        process.stderr.close()
+        host.arm("go")
+        process.wait(timeout=TIMEOUT)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(timeout=TIMEOUT)
+
+    assert host.live() == new
+    assert host.trace() == [
+        f"NEW post_upload {new} {old}", f"OLD stop {old} {old}",
+        f"NEW start {new} {new}", f"NEW check {new} {new}"]
+    assert host.ok("log").stdout.splitlines()[-1].split()[-1] == "ok"
+    host.ok("check")
+
+
+def test_a_hang_up_does_not_stop_a_command_half_way(host: Host) -> None:
+    old = host.deploy_version(toml_of(tracing("OLD")))
+    host.trace()
+    new = host.upload(toml_of(tracing("NEW", extra={
+        "start": ['touch "$CTL/started"', WAIT_FOR_GO]})))
+    process = subprocess.Popen([PLUGBOX, "upgrade-to", new], env=host.env(),
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               stdin=subprocess.DEVNULL)
+    try:
+        wait_for(host.ctl / "started")
+        process.send_signal(signal.SIGHUP)
+        host.arm("go")
+        out, err = process.communicate(timeout=TIMEOUT)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(timeout=TIMEOUT)
+
+    assert process.returncode == 0, err
+    assert host.live() == new
+    assert host.trace()[-1] == f"NEW check {new} {new}"
+
+
+def wait_for(path: Path) -> None:
+    """Until `path` exists: at most TIMEOUT seconds, then the test fails."""
+    deadline = time.monotonic() + TIMEOUT
+    while not path.exists():
+        assert time.monotonic() < deadline, f"{path} never appeared"
+        time.sleep(0.02)
 
 
 # --- plugbox.toml errors ------------------------------------------------------------------
