@@ -154,7 +154,7 @@ class Service:
         """
         mark = f"{self.home}/live/env/bin/gunicorn".encode()
         candidates = []
-        for name in ("gunicorn.pid", "gunicorn.pid.2"):
+        for name in ("gunicorn.pid", "gunicorn.pid.2", "gunicorn.pid.old"):
             try:
                 candidates.append(int((self.home / "shared" / "run" / name).read_text()))
             except (OSError, ValueError):

@@ -34,19 +34,34 @@ running() {
     echo "$pid"
 }
 
-# Wait up to $2 seconds for master $1 to end, or (with $3) to remove its pidfile $3:
-# it does that last, once its workers have ended and the port is closed, and a new
-# master can start from then on. Polls often: a stop + start waits on this.
+# Wait up to $2 seconds for process $1 to end.
 wait_gone() {
     n=$(($2 * 100))
     while alive "$1"; do
-        if [ -n "${3:-}" ] && [ "$(cat "$3" 2>/dev/null)" != "$1" ]; then
-            return 0
-        fi
         [ "$n" -gt 0 ] || return 1
         n=$((n - 1))
         sleep 0.01
     done
+}
+
+# Stop master $1: TERM, then wait until it has ended (its workers first), for up to
+# 30 s before KILL. A master that was told already gets nothing new from a second TERM.
+stop_master() {
+    kill -TERM "$1" 2>/dev/null || return 0
+    if ! wait_gone "$1" 30; then
+        say "master $1 still runs 30 s after TERM: killing it"
+        kill -KILL "$1" 2>/dev/null || true
+        wait_gone "$1" 5 || fail "master $1 does not end"
+    fi
+}
+
+# The master that `bin/stop --no-wait` left ending, if any (its pid is in
+# $pidfile.old): wait for it as stop_master does, then remove that file.
+retire_old() {
+    if oldpid=$(running "$pidfile.old"); then
+        stop_master "$oldpid"
+    fi
+    rm -f "$pidfile.old"
 }
 
 # Show the end of gunicorn's log, where a daemon's errors go.
