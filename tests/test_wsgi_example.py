@@ -85,7 +85,18 @@ def wheelhouse(tmp_path_factory) -> Path:
     except importlib.metadata.PackageNotFoundError:
         pytest.fail("gunicorn is not installed: `pip install -e '.[test]'`", pytrace=False)
     directory = tmp_path_factory.mktemp("wheels")
-    wheel_of_installed("gunicorn", directory)
+    # gunicorn and what it needs (none in 27; `packaging` in earlier versions), as
+    # installed here: the service's pip finds nothing else offline.
+    wanted, done = ["gunicorn"], set()
+    while wanted:
+        name = wanted.pop()
+        if name in done:
+            continue
+        done.add(name)
+        wheel_of_installed(name, directory)
+        for requirement in importlib.metadata.requires(name) or []:
+            if ";" not in requirement:  # extras and platform markers are not needed here
+                wanted.append(re.split(r"[\s<>=!~\[(]", requirement, maxsplit=1)[0])
     return directory
 
 
