@@ -41,6 +41,10 @@ def reports_errors(command):
         except PlugboxError as error:
             print(f"plug: {error}", file=sys.stderr)
             raise typer.Exit(error.code)
+        except OSError as error:
+            where = f"{error.filename}: " if error.filename else ""
+            print(f"plug: {where}{error.strerror or error}", file=sys.stderr)
+            raise typer.Exit(1)
         except KeyboardInterrupt:
             print("plug: interrupted; see `plug status`", file=sys.stderr)
             raise typer.Exit(130)

@@ -445,6 +445,16 @@ def test_init_refuses_to_overwrite_unless_forced(project):
     assert 'host = "hello@example.org"' in (project / "plugbox.toml").read_text()
 
 
+def test_an_os_error_is_one_line_not_a_traceback(tmp_path):
+    (tmp_path / "a-file").write_text("")
+    result = plug(tmp_path, "init", "--host", "local", "--home", str(tmp_path / "h"),
+                  "-c", str(tmp_path / "a-file" / "plugbox.toml"))
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    [line] = result.stderr.splitlines()
+    assert line.startswith(f"plug: {tmp_path / 'a-file'}/") and line.endswith(": Not a directory")
+
+
 def test_init_refuses_bad_values(tmp_path):
     assert plug(tmp_path, "init", "--host", "-oProxyCommand=x").returncode == 2
     result = plug(tmp_path, "init", "--host", "h", "--upload", "a", "--version-dir", "b")
