@@ -6,6 +6,7 @@ PlugboxError that names the file, the key and what is wrong with it; an unknown 
 is an error too, so that a typo never passes silently.
 """
 
+import contextlib
 import json
 import os
 import re
@@ -328,6 +329,9 @@ def write_config(path: Path, text: str, *, force=False) -> Path:
         temporary.write_text(text, encoding="utf-8")
         os.replace(temporary, path)
     except OSError as e:
-        temporary.unlink(missing_ok=True)
+        # Not unlink(missing_ok=True): where the directory is not one, the cleanup
+        # fails too (ENOTDIR), and would hide the error that matters.
+        with contextlib.suppress(OSError):
+            temporary.unlink()
         raise PlugboxError(f"could not write {path}: {e.strerror}", "check the directory") from None
     return path
