@@ -162,8 +162,7 @@ class Store:
             except OSError as error:
                 if error.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
                     raise os_error(f"could not lock {_shown(path, self.home)}", error)
-                holder = os.read(fd, 4096).decode(errors="replace").strip() or "another command"
-                raise Busy(f"deploy/ is locked by {holder}",
+                raise Busy(f"deploy/ is locked by {_holder_of(fd)}",
                            "try again when it has finished") from None
             os.ftruncate(fd, 0)
             os.write(fd, f"pid {os.getpid()} (plugbox {command}) since {utc_now()}\n".encode())
@@ -181,7 +180,7 @@ class Store:
             fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
             return None
         except OSError:
-            return os.read(fd, 4096).decode(errors="replace").strip() or "another command"
+            return _holder_of(fd)
         finally:
             os.close(fd)
 
@@ -215,6 +214,11 @@ def _user() -> str:
         return getpass.getuser()
     except (KeyError, OSError):
         return str(os.getuid())
+
+
+def _holder_of(fd: int) -> str:
+    """What the lock file, open on `fd` at its start, says of the command holding it."""
+    return os.read(fd, 4096).decode(errors="replace").strip() or "another command"
 
 
 def _readlink(path: str | Path) -> tuple[str | None, bool]:
