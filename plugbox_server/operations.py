@@ -295,9 +295,10 @@ def check(home: Path, repair: bool = False) -> tuple[list[str], list[str]]:
             problem = fixable[0]
             store.apply(list(problem.repair))
             done.append(problem.message)
-        left = [p.message for p in c.problems(store.read())]
+        chain = store.read()
+        left = [p.message for p in c.problems(chain)]
         if done:
-            store.append_log("check --repair", None, store.read().live_version(),
+            store.append_log("check --repair", None, chain.live_version(),
                              f"repaired {len(done)}" + (f", {len(left)} left" if left else ""))
     return left, done
 
