@@ -184,11 +184,7 @@ def test_a_service_started_in_the_background_does_not_keep_the_lock(host: Host) 
         fds = Path(f"/proc/{service_pid}/fd")
         assert lock not in {os.path.realpath(fd) for fd in fds.iterdir()}
     finally:
-        if service_pid is not None:
-            try:
-                os.kill(service_pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+        kill_quietly(service_pid)
 
 
 def test_a_service_started_with_setsid_does_not_keep_the_lock(host: Host) -> None:
@@ -208,11 +204,16 @@ def test_a_service_started_with_setsid_does_not_keep_the_lock(host: Host) -> Non
         host.ok("remove", "-v", first)
         assert host.live() == second
     finally:
-        if service_pid is not None:
-            try:
-                os.kill(service_pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+        kill_quietly(service_pid)
+
+
+def kill_quietly(pid: int | None) -> None:
+    """End a service a test started, if it did and the service still runs."""
+    if pid is not None:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
 
 
 # --- the atomic switch ------------------------------------------------------------------
