@@ -1,3 +1,3 @@
-from plugbox_client.cli import main
+from plugbox_client.main import main
 
 main()

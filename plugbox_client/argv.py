@@ -41,6 +41,8 @@ INSTALL_PLUGBOX = (
 
 # Exit status of FIND_PLUGBOX when there is no plugbox to run.
 NOT_INSTALLED = 127
+# plugbox's exit status for bad usage, which includes a protocol it does not speak.
+USAGE_EXIT = 2
 
 
 def plugbox_args(home: str | None, args: list[str]) -> list[str]:
@@ -60,18 +62,48 @@ def remote_install(home: str | None) -> list[str]:
     return ["sh", "-c", INSTALL_PLUGBOX, "plug-bootstrap", home or ""]
 
 
-def ssh_base(control_path: str, jump: tuple[str, ...] = (), extra: list[str] | tuple[str, ...] = ()) -> list[str]:
+# Connecting never hangs: a host that does not answer fails within ConnectTimeout,
+# a connection that dies mid-command is noticed within about a minute.
+CONNECTION_DEFAULTS = ("ConnectTimeout=10", "ServerAliveInterval=15", "ServerAliveCountMax=4")
+
+
+def ssh_base(control_path: str, jump: tuple[str, ...] = (), extra: list[str] | tuple[str, ...] = (),
+             defaults: str | None = None) -> list[str]:
     """ssh with the options every connection of one plug command shares.
 
     ssh keeps the first value it gets for an option, so plug's own connection
     options come first (a ControlPath in `extra` would leave the master out of
     reach of `-O exit`); `extra` follows and adds to the user's configuration
-    (-F, -p, -i, -o ...).
+    (-F, -p, -i, -o ...). `defaults` is plug's ssh_config file, which includes
+    ~/.ssh/config first and then sets CONNECTION_DEFAULTS, so that the user's
+    own settings win; with a -F of the user's in `extra`, the defaults follow
+    `extra` as options instead.
     """
     argv = ["ssh", "-o", f"ControlPath={control_path}", *extra]
+    if "-F" in extra or defaults is None:
+        argv += [a for option in CONNECTION_DEFAULTS for a in ("-o", option)]
+    else:
+        argv += ["-F", defaults]
     if jump:
         argv += ["-J", ",".join(jump)]
     return argv
+
+
+PROTOCOL_ARGS = ("--serve", "1")
+
+
+def ssh_session(base: list[str], host: str, remote: list[str]) -> list[str]:
+    """The master connection, running `remote` as its own session: the master lives
+    exactly as long as that session (and the sessions riding on it), no longer."""
+    return [*_with_mode(base, "-o", "ControlMaster=yes", "-o", "ControlPersist=no"),
+            "-T", "--", host, shlex.join(remote)]
+
+
+def remote_serve(home: str | None, user: str) -> list[str]:
+    """The host-side argv of `plugbox --serve`, found as FIND_PLUGBOX finds plugbox."""
+    env = plugbox_env(user)
+    return ["sh", "-c", FIND_PLUGBOX, "plugbox", home or "", env["PLUGBOX_CLIENT"],
+            env["PLUGBOX_USER"], *PROTOCOL_ARGS]
 
 
 def _with_mode(base: list[str], *mode: str) -> list[str]:
@@ -81,7 +113,9 @@ def _with_mode(base: list[str], *mode: str) -> list[str]:
 
 def ssh_open(base: list[str], host: str) -> list[str]:
     """Start the master connection in the background; returns once it is up."""
-    return [*_with_mode(base, "-o", "ControlMaster=yes", "-o", "ControlPersist=yes"),
+    # ControlPersist=5: should plug be killed before `ssh -O exit`, the master
+    # outlives it by five seconds at most.
+    return [*_with_mode(base, "-o", "ControlMaster=yes", "-o", "ControlPersist=5"),
             "-f", "-N", "--", host]
 
 
@@ -123,7 +157,7 @@ def rsync_upload(
 
     Filter rules apply first match first, so their order is the design:
     previous/next are protected from --delete (plugbox wrote them there);
-    plugbox.toml is always sent, whatever the user's excludes say; shared paths
+    plugbox.toml is never sent (plugbox writes it); shared paths
     are never sent (and, being excluded, never deleted); then the user's excludes.
     The output is one itemized line per file (`-ii` lists the hard-linked ones
     too) followed by --stats, which deploy.py counts.
@@ -139,7 +173,9 @@ def rsync_upload(
         argv.append("--dry-run")
     if link_dest is not None:
         argv.append(f"--link-dest={link_dest}")
-    argv += ["--filter=P /previous", "--filter=P /next", "--include=/plugbox.toml"]
+    # plugbox.toml is written by the host itself from the project's file, which
+    # may be named otherwise (-c FILE); excluded, it is also protected from --delete.
+    argv += ["--filter=P /previous", "--filter=P /next", "--exclude=/plugbox.toml"]
     argv += [f"--exclude=/{path}" for path in shared]
     argv += [f"--exclude={pattern}" for pattern in exclude]
     return [*argv, "--", *sources, dest]

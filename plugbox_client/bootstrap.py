@@ -20,7 +20,7 @@ from plugbox_client import transport
 from plugbox_client.config import Config
 from plugbox_server.errors import PlugboxError
 
-ENTRY = "plugbox_server.cli:main"
+ENTRY = "plugbox_server.main:main"
 
 # Asks a fresh interpreter which top-level modules outside the standard library
 # the server imports. Optional ones (typer uses rich only if it is there) stay out:

@@ -39,7 +39,8 @@ def reports_errors(command):
         try:
             code = command(*args, **kwargs)
         except PlugboxError as error:
-            print(f"plug: {error}", file=sys.stderr)
+            if str(error):  # an empty one: the host has said why already
+                print(f"plug: {error}", file=sys.stderr)
             raise typer.Exit(error.code)
         except OSError as error:
             where = f"{error.filename}: " if error.filename else ""
@@ -81,21 +82,29 @@ def main_options(
 @reports_errors
 def deploy(
     config: ConfigOption = None,
+    message: Annotated[Optional[str], typer.Option(
+        "-m", "--message", metavar="TEXT", help="Why: kept in the host's log with the version.")] = None,
+    wait_lock: Annotated[float, typer.Option(
+        "--wait-lock", metavar="SECONDS", min=0,
+        help="If another command holds the host's lock, wait up to SECONDS for it [default: fail at once].")] = 0,
     dry_run: Annotated[bool, typer.Option(
         "--dry-run", "-n", help="Read the host's state and say what a deploy would do; change nothing.")] = False,
 ) -> None:
-    """Deploy the project: build, upload, make live.
+    """Deploy the project: build, upload, make live, as one transaction on the host.
 
-    Runs [build] prepare here, `plugbox next-version` on the host, rsync into the new
-    version (unchanged files hard-linked from the live one), then `plugbox
-    upgrade-to`, whose hooks print as they run. A failure before the switch leaves
-    live as it was and removes the new version. Ends with what is live, the files
-    sent and hard-linked, and the seconds each step took.
+    Runs [build] prepare here while ssh connects. On the host, one plugbox holds
+    the lock throughout: it makes the new version in a staging directory, rsync
+    fills it (unchanged files hard-linked from the live one), it appears under
+    its name once complete, then post_upload, stop, switch, start and check run,
+    their output printed as they run. A failure or Ctrl-C before the switch
+    leaves the host as it was; once the upload is complete, the host finishes
+    (or switches back) by itself. Ends with what is live, the files sent and
+    hard-linked, and the seconds each step took.
     """
     from plugbox_client import deploy as d
 
     loaded = _load(config)
-    _report(d.dry_run(loaded) if dry_run else d.deploy(loaded))
+    _report(d.dry_run(loaded) if dry_run else d.deploy(loaded, message, wait_lock))
 
 
 @app.command()
@@ -104,16 +113,20 @@ def rollback(
     version: Annotated[Optional[str], typer.Argument(
         metavar="[VERSION]", help="The version to make live [default: live's previous].", show_default=False)] = None,
     refresh: Annotated[bool, typer.Option("--refresh", help="Use VERSION's refresh hook instead of stop + start.")] = False,
+    wait_lock: Annotated[float, typer.Option(
+        "--wait-lock", metavar="SECONDS", min=0,
+        help="If another command holds the host's lock, wait up to SECONDS for it [default: fail at once].")] = 0,
     config: ConfigOption = None,
-) -> int:
+) -> None:
     """Make an earlier version live again.
 
     Stops the live version, switches live to VERSION, starts and checks it.
     `plug status` shows the versions; rolling forward is `plug rollback NEWER`.
+    Ends with what is live and the seconds it took.
     """
     from plugbox_client import deploy as d
 
-    return d.rollback(_load(config), version, refresh)
+    _report(d.rollback(_load(config), version, refresh, wait_lock))
 
 
 @app.command()
@@ -128,7 +141,7 @@ def status(
     """
     from plugbox_client import deploy as d
 
-    return d.server_command(_load(config), ["status", *(["--json"] if as_json else [])])
+    return d.server_command(_load(config), {"command": "status", "json": as_json})
 
 
 @app.command()
@@ -140,7 +153,7 @@ def log(config: ConfigOption = None) -> int:
     """
     from plugbox_client import deploy as d
 
-    return d.server_command(_load(config), ["log"])
+    return d.server_command(_load(config), {"command": "log"})
 
 
 @app.command()
@@ -171,7 +184,7 @@ def prune(
     """
     from plugbox_client import deploy as d
 
-    return d.server_command(_load(config), ["prune", "--keep", str(keep)])
+    return d.server_command(_load(config), {"command": "prune", "keep": keep})
 
 
 @app.command()
@@ -187,7 +200,7 @@ def check(
     """
     from plugbox_client import deploy as d
 
-    return d.server_command(_load(config), ["check", *(["--repair"] if repair else [])])
+    return d.server_command(_load(config), {"command": "check", "repair": repair})
 
 
 @app.command()

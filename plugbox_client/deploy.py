@@ -5,14 +5,12 @@ argv.py. Reads the project's files (to check what will be uploaded) and writes o
 in a private temporary directory of its own. Progress goes to stderr; the functions
 return what the command reports on stdout.
 
-A deploy changes the host in three steps: `plugbox next-version` makes an empty
-version, rsync fills it, `plugbox upgrade-to` switches live. A failure before
-upgrade-to removes the new version again, so the host is left as it was.
+A deploy is one transaction on the host (see deploy()): one `plugbox --serve`
+session holds the lock while rsync fills the new version and the switch runs.
 """
 
 import json
 import re
-import shutil
 import sys
 import tempfile
 import time
@@ -22,7 +20,7 @@ from pathlib import Path
 from plugbox_client import argv as A
 from plugbox_client import transport
 from plugbox_client.config import FILENAME, RESERVED, Config
-from plugbox_server.errors import PlugboxError
+from plugbox_server.errors import USAGE, PlugboxError
 from plugbox_server.names import new_version_name, validate_version
 
 
@@ -32,39 +30,67 @@ def say(message: str) -> None:
 
 # ---------------------------------------------------------------- server commands
 
-def server_command(config: Config, args: list[str], version_args: list[str] = ()) -> int:
-    """Run `plugbox ARGS` on the host, output passed through; return its exit status."""
+def server_command(config: Config, request: dict, version_args: list[str] = ()) -> int:
+    """Run one command of plugbox on the host; print what it prints; return its exit status."""
     for name in version_args:
         _version_argument(name)
-    with transport.connect(config) as host:
-        return host.plugbox(args).code
+    with transport.open_session(config) as session:
+        answer = session.request(_request(config, request))
+    sys.stdout.write(answer.get("out", ""))
+    return _exit(answer)
+
+
+def _request(config: Config, request: dict) -> dict:
+    return {**request, "home": config.home}
+
+
+def _exit(answer: dict) -> int:
+    code = answer.get("exit")
+    return code if isinstance(code, int) else 1
 
 
 def _version_argument(name: str) -> str:
     try:
         return validate_version(name)
     except PlugboxError as error:
-        raise PlugboxError(error.message, "see `plug status` for the versions") from None
+        raise PlugboxError(error.message, "see `plug status` for the versions", code=USAGE) from None
 
 
-def rollback(config: Config, version: str | None, refresh: bool) -> int:
-    args = ["rollback-to", *([version] if version else []), *(["--refresh"] if refresh else [])]
-    return server_command(config, args, [version] if version else [])
+def rollback(config: Config, version: str | None, refresh: bool, wait_lock: float = 0) -> list[str]:
+    """Switch live back on the host; returns the summary lines."""
+    if version:
+        _version_argument(version)
+    began = time.monotonic()
+    with transport.open_session(config) as session:
+        answer = session.request(_request(config, {"command": "rollback", "version": version,
+                                                   "refresh": refresh, "wait_lock": wait_lock}))
+    code = _exit(answer)
+    if code:
+        raise Quiet(code)
+    return [f"version {answer['name']} is live" + (f" (was {answer['was']})" if answer.get("was") else ""),
+            f"seconds: total {time.monotonic() - began:.1f}"]
 
 
 def remove(config: Config, versions: list[str]) -> int:
-    return server_command(config, ["remove", *[a for v in versions for a in ("-v", v)]], versions)
+    return server_command(config, {"command": "remove", "versions": versions}, versions)
+
+
+class Quiet(PlugboxError):
+    """A failure the host has already explained on stderr: plug only exits with its code."""
+
+    def __init__(self, code: int):
+        super().__init__("", code=code)
 
 
 # ---------------------------------------------------------------- the upload
 
-def upload_sources(config: Config, staged_config: Path) -> list[str]:
+def upload_sources(config: Config) -> list[str]:
     """rsync's sources for a version, checked now that prepare has run.
 
-    The project's plugbox.toml comes first: rsync keeps the first of two sources
-    with the same name, so it wins over one that version_dir may hold.
+    The version's plugbox.toml is not among them: the host writes it from the
+    project's file, whatever that file is named and whatever version_dir holds.
     """
-    sources = [str(staged_config)]
+    sources = []
     project = config.project
     if config.version_dir is not None:
         directory = project / config.version_dir
@@ -109,14 +135,6 @@ def home_excludes(config: Config) -> tuple[str, ...]:
             inside = home.relative_to(root).as_posix()
             patterns.append(f"/{name}/{inside}" if name else f"/{inside}")
     return tuple(patterns)
-
-
-def stage_config(config: Config, scratch: Path) -> Path:
-    """A copy of the config named plugbox.toml, mtime kept so an unchanged one is hard-linked."""
-    staged = scratch / "stage" / FILENAME
-    staged.parent.mkdir()
-    shutil.copy2(config.path, staged)
-    return staged
 
 
 _ITEM = re.compile(r"([<>ch.*])([fdLDS])(.{9}) (\d+) (.*)")
@@ -201,94 +219,68 @@ def _rsync(sources: list[str], dest: str, *, config: Config, rsh: str | None, li
     return count
 
 
-# ---------------------------------------------------------------- the host's state
-
-def host_state(host) -> dict:
-    result = host.plugbox(["status", "--json"], capture=True)
-    if result.code != 0:
-        raise PlugboxError(f"`plugbox status --json` failed on {host.label} (exit {result.code})",
-                           "see its message above", code=result.code)
-    try:
-        state = json.loads(result.stdout)
-        state["home"], state["live"], state["versions"]
-    except (ValueError, KeyError, TypeError):
-        raise PlugboxError(f"`plugbox status --json` on {host.label} printed no state plug understands",
-                           "run `plug bootstrap` to install a matching plugbox") from None
-    return state
-
-
-def new_version(host, nothing: str) -> tuple[str, str | None, str]:
-    """`plugbox next-version --json`: the new version, the live one it was made against, the home.
-
-    One run of plugbox tells all the upload needs, so a deploy costs two runs of
-    plugbox on the host (this and upgrade-to), each a fresh start of Python there.
-    """
-    made = host.plugbox(["next-version", "--json"], capture=True)
-    if made.code != 0:
-        hint = ("run `plug bootstrap` to install a matching plugbox" if made.code == 2
-                else "see its message above")
-        raise PlugboxError(f"`plugbox next-version` failed on {host.label} (exit {made.code})",
-                           f"{nothing}; {hint}", code=made.code)
-    try:
-        answer = json.loads(made.stdout)
-        version, live, home = answer["name"], answer["previous"], answer["home"]
-        validate_version(version)
-        if live is not None:
-            validate_version(live)
-        if not isinstance(home, str) or not home.startswith("/"):
-            raise ValueError(home)
-    except (ValueError, KeyError, TypeError, PlugboxError):
-        raise PlugboxError(f"`plugbox next-version --json` on {host.label} printed {made.stdout.strip()[:200]!r}, "
-                           "not what plug understands", "run `plug bootstrap` to install a matching plugbox") from None
-    return version, live, home
-
-
 # ---------------------------------------------------------------- deploy
 
-def deploy(config: Config) -> list[str]:
-    """prepare, next-version, rsync, upgrade-to; returns the summary lines."""
+def deploy(config: Config, message: str | None = None, wait_lock: float = 0) -> list[str]:
+    """prepare (while ssh connects), then one transaction on the host; returns the summary lines.
+
+    The host holds its lock from the making of the version to the end of the
+    switch. Until plug says the upload is complete, the end of the session (a
+    failure here, Ctrl-C, plug killed) makes the host remove the staging
+    directory: nothing changed. After it, the host finishes or switches back on
+    its own, whatever happens here.
+    """
     steps: dict[str, float] = {}
     began = time.monotonic()
-    with tempfile.TemporaryDirectory(prefix="plug-") as scratch, transport.connect(config) as host:
-        steps["connect"] = time.monotonic() - began
-        nothing = f"nothing changed on {host.label}"
-
+    session = transport.open_session(config)
+    label = session.label
+    uploaded = False
+    version = live = None
+    try:
         with _step(steps, "prepare"):
             for line in config.prepare:
                 say(f"prepare: {line}")
                 code = transport.run(["sh", "-c", line], cwd=config.project).code
                 if code != 0:
-                    raise PlugboxError(f"prepare: `{line}` exited with {code}", f"{nothing}; fix the build and deploy again")
-            sources = upload_sources(config, stage_config(config, Path(scratch)))
-
-        with _step(steps, "next-version"):
-            version, live, home = new_version(host, nothing)
-        say(f"new version {version}")
-
-        try:
-            with _step(steps, "upload"):
-                # `live` is the new version's previous: unchanged files are hard links to it.
-                say(f"upload to {version}" + (f", unchanged files hard-linked from {live}" if live else ""))
-                count = _rsync(sources, host.destination(A.version_path(home, version)),
-                               config=config, rsh=host.rsh, link_dest=f"../{live}" if live else None)
-        except BaseException as error:
-            why = "interrupted" if isinstance(error, KeyboardInterrupt) else str(error)
-            raise PlugboxError(
-                f"upload of {version} failed: {why}",
-                "nothing changed: " + (f"live is still {live}" if live else "live is as it was")
-                + f"; {_remove_half(host, version)}",
-                code=130 if isinstance(error, KeyboardInterrupt) else None,
-            ) from None
-
-        with _step(steps, "upgrade-to"):
-            say(f"upgrade-to {version}")
-            code = host.plugbox(["upgrade-to", version]).code
-        if code != 0:
-            raise PlugboxError(
-                f"`plugbox upgrade-to {version}` failed on {host.label} (exit {code})",
-                f"see its messages above and `plug status`; {version} is kept: `plug remove {version}` deletes it",
-                code=code,
-            )
+                    raise PlugboxError(f"prepare: `{line}` exited with {code}",
+                                       f"nothing changed on {label}; fix the build and deploy again")
+            sources = upload_sources(config)
+            text = config.path.read_text(encoding="utf-8")
+        with _step(steps, "connect"):
+            answer = session.request(_request(config, {
+                "command": "deploy", "config": text, "message": message, "wait_lock": wait_lock}))
+        if "upload" not in answer:
+            raise Quiet(_exit(answer))
+        version, live, path = _staging(answer["upload"], label)
+        say(f"new version {version}" + (f", unchanged files hard-linked from {live}" if live else ""))
+        with _step(steps, "upload"):
+            count = _rsync(sources, session.destination(path + "/"), config=config, rsh=session.rsh,
+                           link_dest=f"../{live}" if live else None)
+        session.send({"uploaded": True})
+        uploaded = True
+        with _step(steps, "switch"):
+            answer = session.receive()
+        if _exit(answer):
+            raise Quiet(_exit(answer))
+    except KeyboardInterrupt:
+        session.quiet = True
+        raise PlugboxError(*_interrupted(label, version, uploaded), code=130) from None
+    except transport.HostGone as error:
+        if uploaded:
+            raise transport.HostGone(f"{error.message} after the upload of {version}",
+                                     f"the host finishes the deploy by itself: see `plug status` and `plug log`"
+                                     ) from None
+        raise
+    except PlugboxError as error:
+        if version and not uploaded and not isinstance(error, Quiet):
+            session.close()
+            raise PlugboxError(f"upload of {version} failed: {error.message}",
+                               f"nothing changed on {label}: " +
+                               (f"live is still {live}" if live else "there is still no live version")
+                               ) from None
+        raise
+    finally:
+        session.close()
 
     steps["total"] = time.monotonic() - began
     return [
@@ -298,14 +290,26 @@ def deploy(config: Config) -> list[str]:
     ]
 
 
-def _remove_half(host, version: str) -> str:
+def _staging(upload: dict, label: str) -> tuple[str, str | None, str]:
+    """The new version, the live one it was made against, and where to upload it."""
     try:
-        code = host.plugbox(["remove", "-v", version]).code
-    except PlugboxError as error:
-        return f"removing {version} failed too ({error.message}): run `plug remove {version}`"
-    if code != 0:
-        return f"removing {version} failed too (exit {code}): run `plug remove {version}`"
-    return f"{version} was removed"
+        version, live, path = upload["name"], upload["live"], upload["path"]
+        validate_version(version)
+        if live is not None:
+            validate_version(live)
+        if not isinstance(path, str) or not path.startswith("/") or "\n" in path:
+            raise ValueError(path)
+    except (ValueError, KeyError, TypeError, PlugboxError):
+        raise PlugboxError(f"plugbox on {label} answered {str(upload)[:200]!r}, not what plug understands",
+                           "run `plug bootstrap` to install the plugbox that matches plug") from None
+    return version, live, path
+
+
+def _interrupted(label: str, version: str | None, uploaded: bool) -> tuple[str, str]:
+    if uploaded:
+        return (f"interrupted after the upload of {version}",
+                f"{label} finishes the deploy by itself: follow it with `plug status` and `plug log`")
+    return ("interrupted before the upload was complete", f"nothing changed on {label}")
 
 
 class _step:
@@ -329,15 +333,23 @@ def dry_run(config: Config) -> list[str]:
     would compare with); on a first deploy, against an empty local directory.
     prepare is not run: the counts are for the project as it is now.
     """
-    with tempfile.TemporaryDirectory(prefix="plug-") as scratch, transport.connect(config) as host:
-        sources = upload_sources(config, stage_config(config, Path(scratch)))
-        state = host_state(host)
-        live = state["live"]
-        names = [entry["name"] for entry in state["versions"]]
+    with tempfile.TemporaryDirectory(prefix="plug-") as scratch, transport.open_session(config) as session:
+        sources = upload_sources(config)
+        # "hold": the session, and so the connection rsync rides on, stays up until plug closes it.
+        answer = session.request(_request(config, {"command": "status", "json": True, "hold": True}))
+        if _exit(answer):
+            raise Quiet(_exit(answer))
+        try:
+            state = json.loads(answer["out"])
+            live, home = state["live"], state["home"]
+            names = [entry["name"] for entry in state["versions"]]
+        except (ValueError, KeyError, TypeError):
+            raise PlugboxError(f"plugbox on {session.label} printed no state plug understands",
+                               "run `plug bootstrap` to install the plugbox that matches plug") from None
         if live:
             validate_version(live)
-            count = _rsync(sources, host.destination(A.version_path(state["home"], live)),
-                           config=config, rsh=host.rsh, dry_run=True)
+            count = _rsync(sources, session.destination(A.version_path(home, live)),
+                           config=config, rsh=session.rsh, dry_run=True)
         else:
             empty = Path(scratch, "empty")
             empty.mkdir()

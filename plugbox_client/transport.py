@@ -1,35 +1,45 @@
 """Runs things: the only module of plug that starts processes (and the only user of `sh`).
 
-Two transports share one small interface, so deploy.py never asks where the host is:
+Every plug command that works on the host talks to one `plugbox --serve` process
+there, a `Session`: over ssh, the session is also the master connection
+(ControlMaster=yes, ControlPersist=no), so the master lives exactly as long as
+the session, and rsync's `-e` rides on it; for host = "local", plugbox runs here.
+The exchange is JSON lines on the session's stdin and stdout (see
+plugbox_server/serve.py); the host's messages and hook output come on its
+stderr, which plug passes on line by line.
 
-- `Local` (host = "local"): plugbox runs on this machine, rsync copies locally.
-- `Ssh`: every remote step rides one ssh connection. Entering the transport starts a
-  master connection (ControlMaster) whose socket lives in a private temporary
-  directory; ssh commands and rsync's `-e` reuse it; leaving the transport closes it
-  (`ssh -O exit`) and removes the directory. Jump hosts go to `-J`. The user's own
-  ~/.ssh/config applies as usual: plug passes no -F of its own.
+A session cannot outlive plug: on Linux, ssh and rsync get SIGTERM when plug dies
+(PR_SET_PDEATHSIG), even by SIGKILL; the end of plug's side of the pipe is the
+end of the session on the host, which then finishes or undoes what it was doing.
+The control socket is a name in the temporary directory that ssh itself removes.
 
-Extra ssh arguments (tests, unusual setups) come from the environment and go on every
-ssh plug runs, the master, the commands and rsync's `-e`, after plug's own connection
-options (ControlPath, ControlMaster, which they cannot override) and before the host,
-so they win over ~/.ssh/config:
+ssh reads plug's own ssh_config (next to this file), which includes the user's
+~/.ssh/config first and then sets ConnectTimeout and ServerAliveInterval, so a
+dead host fails within seconds while the user's settings still win. Extra ssh
+arguments (tests, unusual setups) come from the environment and go on every ssh
+plug runs, after plug's own connection options (ControlPath, ControlMaster, which
+they cannot override) and before the host:
 
-    PLUG_SSH_CONFIG=FILE     use FILE instead of ~/.ssh/config (`ssh -F FILE`)
+    PLUG_SSH_CONFIG=FILE     use FILE instead of ~/.ssh/config (`ssh -F FILE`);
+                             plug's defaults then follow as -o options
     PLUG_SSH_OPTIONS=ARGS    more ssh arguments, split like a shell splits words,
                              e.g. "-p 2222 -i /path/key -o UserKnownHostsFile=/path/known
                                    -o StrictHostKeyChecking=yes"
 
-Output of remote commands is never captured unless the caller needs it as data
-(`plugbox next-version`, `plugbox status --json`): hook output streams straight to
-the terminal. stderr always passes through.
+`Local` and `Ssh` run plain commands (bootstrap's install) over a master started
+with `ssh -f` and closed with `ssh -O exit`.
 """
 
 import contextlib
 import getpass
+import json
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
+import threading
+from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -82,10 +92,18 @@ def run(argv: list[str], *, cwd: Path | None = None, out=None, err: Path | None 
             kwargs["_tty_out"] = False
             if callable(out):
                 kwargs["_out"] = out
+        running = command(*argv[1:], _bg=True, _bg_exc=False, _preexec_fn=_die_with_parent, **kwargs)
         try:
-            done = command(*argv[1:], **kwargs)
+            done = running.wait()
         except sh.ErrorReturnCode as e:  # only a signal gets here, given _ok_code
             return Result(128 - e.exit_code if e.exit_code < 0 else e.exit_code)
+        except BaseException:
+            # Ctrl-C or plug's end: stop it and let it say its last word before plug does.
+            with contextlib.suppress(Exception):
+                running.process.terminate()
+            with contextlib.suppress(BaseException):
+                running.wait(timeout=5)
+            raise
     stdout = done.stdout.decode("utf-8", "replace") if out is CAPTURE else ""
     return Result(done.exit_code, stdout)
 
@@ -220,3 +238,220 @@ def _last_line(path: Path) -> str:
     except OSError:
         return ""
     return lines[-1] if lines else ""
+
+
+# --------------------------------------------------------------------- sessions
+
+PROTOCOL = 1
+_DEFAULTS = str(Path(__file__).with_name("ssh_config"))
+
+
+def _die_with_parent() -> None:  # runs in the child, between fork and exec
+    try:
+        import ctypes
+        import signal
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass  # not Linux: the end of plug's pipe still ends the session
+
+
+def _control_path() -> str:
+    """A fresh socket name that ssh creates and removes itself (short: sun_path)."""
+    directory = tempfile.gettempdir()
+    if len(directory) > 60:
+        directory = "/tmp"
+    return os.path.join(directory, f"plug-{os.getpid()}-{os.urandom(4).hex()}")
+
+
+class HostGone(PlugboxError):
+    """The session ended without a last word: the connection was lost, or never made."""
+
+    code = CONNECTION_FAILED
+
+
+class Session:
+    """One `plugbox --serve` on the host; see the module's docstring."""
+
+    def __init__(self, config: Config, prefix: str = ""):
+        self.config = config
+        self.local = config.local
+        self.label = "this machine" if self.local else config.host
+        self.prefix = prefix
+        self.hello: dict | None = None
+        self.said: deque[str] = deque(maxlen=20)  # its last lines on stderr
+        self._held: list[str] | None = []          # stderr lines held back until hello
+        self._lock = threading.Lock()
+        self.quiet = False                          # stop passing stderr on (plug is leaving)
+        user = local_user()
+        if self.local:
+            self.control = None
+            self.base: list[str] = []
+            argv = [*Local(config)._plugbox(), *A.PROTOCOL_ARGS]
+            env = {**os.environ, **A.plugbox_env(user)}
+        else:
+            self.control = _control_path()
+            self.base = A.ssh_base(self.control, config.jump, A.ssh_extra(os.environ), _DEFAULTS)
+            argv = A.ssh_session(self.base, config.host, A.remote_serve(config.home, user))
+            env = None
+        sys.stdout.flush()
+        sys.stderr.flush()
+        try:
+            self.process = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                            stderr=subprocess.PIPE, env=env, preexec_fn=_die_with_parent)
+        except OSError as error:
+            raise PlugboxError(f"could not run {argv[0]}: {error.strerror}", f"install {argv[0]}") from None
+        self._relay = threading.Thread(target=self._pass_on_stderr, daemon=True)
+        self._relay.start()
+
+    # --- what the host says on stderr -----------------------------------------
+
+    def _pass_on_stderr(self) -> None:
+        for raw in self.process.stderr:
+            line = raw.decode("utf-8", "replace").rstrip("\n")
+            with self._lock:
+                self.said.append(line)
+                if self._held is not None:
+                    self._held.append(line)
+                    continue
+            self._show(line)
+
+    def _show(self, line: str) -> None:
+        if self.quiet:
+            return
+        try:
+            sys.stderr.write(f"{self.prefix}{line}\n")
+            sys.stderr.flush()
+        except (OSError, ValueError):
+            pass
+
+    def _greeted(self) -> None:
+        with self._lock:
+            held, self._held = self._held or [], None
+        for line in held:
+            self._show(line)
+
+    # --- the exchange ------------------------------------------------------------
+
+    def send(self, message: dict) -> None:
+        try:
+            self.process.stdin.write((json.dumps(message) + "\n").encode())
+            self.process.stdin.flush()
+        except (OSError, ValueError):
+            pass  # the session has ended: receive() says how
+
+    def receive(self) -> dict:
+        """The host's next message; HostGone if the session ends first."""
+        if self.hello is None:
+            self._receive_hello()
+        line = self.process.stdout.readline()
+        if not line:
+            raise self._gone()
+        try:
+            return json.loads(line)
+        except ValueError:
+            raise PlugboxError(f"plugbox on {self.label} answered {line[:80]!r}, which plug does not understand",
+                               "run `plug bootstrap` to install the plugbox that matches plug") from None
+
+    def _receive_hello(self) -> None:
+        line = self.process.stdout.readline()
+        try:
+            hello = json.loads(line)["hello"]
+            protocol = hello["protocol"]
+        except (ValueError, KeyError, TypeError):
+            if not line:
+                raise self._gone(before_hello=True) from None
+            raise self._not_matching(f"plugbox on {self.label} does not speak plug's protocol") from None
+        self.hello = hello
+        if protocol != PROTOCOL:
+            raise self._not_matching(f"plugbox {hello.get('plugbox')} on {self.label} speaks protocol "
+                                     f"{protocol}, this plug speaks {PROTOCOL}")
+        self._greeted()
+
+    def _not_matching(self, message: str) -> PlugboxError:
+        self.quiet = True
+        return PlugboxError(message, "run `plug bootstrap` to install the plugbox that matches plug",
+                            code=A.USAGE_EXIT)
+
+    def _gone(self, before_hello: bool = False) -> PlugboxError:
+        """What it means that the session ended without a last word."""
+        code = self.wait(10)
+        self._relay.join(2)
+        said = [line for line in self.said if line.strip()]
+        last = said[-1] if said else ""
+        if before_hello and code == A.NOT_INSTALLED:
+            return PlugboxError(f"plugbox is not installed on {self.label}", "run `plug bootstrap`")
+        if before_hello and code == CONNECTION_FAILED and not self.local:
+            return HostGone(f"could not connect to {self.label}: " + (last or "ssh exited with 255"),
+                            f"check the host in plugbox.toml and that `ssh {self.label}` works")
+        if before_hello and code == A.USAGE_EXIT:
+            return self._not_matching(f"plugbox on {self.label} does not speak plug's protocol")
+        if before_hello:
+            self._greeted()
+        return HostGone(f"lost the connection to {self.label}" + (f": {last}" if last and code == 255 else "")
+                        + (f" (exit {code})" if code not in (None, 255) else ""))
+
+    def request(self, message: dict) -> dict:
+        """Send one request and return the host's next message."""
+        self.send(message)
+        return self.receive()
+
+    # --- the upload's path -------------------------------------------------------
+
+    @property
+    def rsh(self) -> str | None:
+        return None if self.local else A.rsync_rsh(self.base)
+
+    def destination(self, path: str) -> str:
+        return A.destination(None if self.local else self.config.host, path)
+
+    # --- the end ---------------------------------------------------------------
+
+    def wait(self, seconds: float) -> int | None:
+        try:
+            return self.process.wait(seconds)
+        except subprocess.TimeoutExpired:
+            return None
+
+    def close(self, seconds: float = 5) -> int | None:
+        """End the session: the host sees the end of its input; ssh is stopped if it lingers."""
+        try:
+            self.process.stdin.close()
+        except OSError:
+            pass
+        code = self.wait(seconds)
+        if code is None:
+            self.process.terminate()
+            code = self.wait(2)
+            if code is None:
+                self.process.kill()
+                code = self.wait(2)
+        self._relay.join(1)
+        return code
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+        return False
+
+
+_ahead: Session | None = None
+
+
+def open_session(config: Config) -> Session:
+    """The session for `config`: the one started ahead by plug's start-up, or a new one."""
+    global _ahead
+    ahead, _ahead = _ahead, None
+    if ahead is not None:
+        if ahead.config == config:
+            return ahead
+        ahead.close(0)
+    return Session(config)
+
+
+def start_ahead(config: Config) -> None:
+    """Start the session now, so ssh connects while plug loads the rest of itself."""
+    global _ahead
+    _ahead = Session(config)

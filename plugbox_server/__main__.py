@@ -1,3 +1,3 @@
-from plugbox_server.cli import main
+from plugbox_server.main import main
 
 main()

@@ -6,13 +6,13 @@ annotation, as a string, at each start (about 2 ms of every run of plugbox).
 
 import functools
 import json
-import os
+import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
-from plugbox_server import __version__, operations
+from plugbox_server import __version__, operations, report
 from plugbox_server.errors import PlugboxError, for_caller
 from plugbox_server.output import say
 
@@ -69,7 +69,7 @@ def main_options(
         "--version", callback=_show_version, is_eager=True,
         help="Print plugbox's version and exit.")] = False,
 ) -> None:
-    ctx.obj = home or Path(os.environ.get("HOME") or Path.home())
+    ctx.obj = operations.home_from(home)
 
 
 @app.command("next-version")
@@ -147,19 +147,7 @@ def status(
     States: live; previous (in live's previous chain); pending (made, never
     switched to); detached (any other, such as a version rolled back from).
     """
-    live, rows = operations.status(_home(ctx))
-    if as_json:
-        print(json.dumps({"home": str(_home(ctx).absolute()), "live": live,
-                          "versions": [vars(row) for row in rows]}, indent=2))
-        return
-    if not rows:
-        print("no versions")
-        return
-    width = max(len(row.name) for row in rows)
-    for row in rows:
-        links = "".join(f"  {kind} {target}" for kind, target in
-                        (("previous", row.previous), ("next", row.next)) if target)
-        print(f"{row.name:<{width}}  {row.state:<8}{links}".rstrip())
+    report.status(_home(ctx), as_json, sys.stdout)
 
 
 @app.command("prune")
@@ -172,10 +160,7 @@ def prune(
 
     Never removes the live version nor its previous.
     """
-    removed, left = operations.prune(_home(ctx), keep)
-    if not removed:
-        why = "live and its previous are never pruned" if left > keep else f"--keep {keep}"
-        print(f"nothing to prune: {left} version{'' if left == 1 else 's'} left ({why})")
+    report.prune(_home(ctx), keep, sys.stdout)
 
 
 @app.command("check")
@@ -190,16 +175,7 @@ def check(
     (a half-done remove, leftover temporary links, broken link pairs) without
     losing a version, and say what was done.
     """
-    left, done = operations.check(_home(ctx), repair)
-    for message in done:
-        print(f"repaired: {message}")
-    for message in left:
-        print(f"problem: {for_caller(message)}")
-    if left:
-        raise PlugboxError(f"{len(left)} problem{'s' if len(left) > 1 else ''} in deploy/",
-                           None if repair else "run `plugbox check --repair`")
-    if not done:
-        print("ok")
+    report.check(_home(ctx), repair, sys.stdout)
 
 
 @app.command("log")
@@ -210,14 +186,7 @@ def log(ctx: typer.Context) -> None:
     Reads deploy/.log, where every command that changes state adds one line.
     Changes nothing.
     """
-    entries = operations.log(_home(ctx))
-    if not entries:
-        print("no operations yet")
-        return
-    rows = [["TIME", "USER", "COMMAND", "FROM", "TO", "OUTCOME"], *entries]
-    widths = [max(len(row[i]) for row in rows if len(row) > i) for i in range(5)]
-    for row in rows:
-        print("  ".join(field.ljust(w) for field, w in zip(row, widths)) + "  " + " ".join(row[5:]))
+    report.log(_home(ctx), sys.stdout)
 
 
 def main() -> None:

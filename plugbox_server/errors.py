@@ -37,6 +37,10 @@ class HookFailed(PlugboxError):
     code = HOOK_FAILED
 
 
+class Aborted(PlugboxError):
+    """The caller went away (or gave up) before the upload was complete."""
+
+
 # The plug command that does what a hint's plugbox command does. plug sets
 # PLUGBOX_CLIENT=plug: its user, on another machine, types plug, not plugbox.
 _PLUG_COMMANDS = {

@@ -7,13 +7,15 @@ in the order chain.py sets out, and logs what it did.
 
 from __future__ import annotations
 
-from contextlib import contextmanager
+import os
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
+from typing import Callable
 from pathlib import Path
 
 from plugbox_server import chain as c
 from plugbox_server import hooks
-from plugbox_server.errors import REVERT_FAILED, HookFailed, PlugboxError
+from plugbox_server.errors import REVERT_FAILED, Aborted, HookFailed, PlugboxError
 from plugbox_server.names import new_version_name, validate_version
 from plugbox_server.output import keep_going_when_the_caller_goes, say
 from plugbox_server.store import Store
@@ -31,13 +33,15 @@ class _Record:
 
     before: str | None = None
     after: str | None = None
+    command: str | None = None   # what the log calls the command, once known
+    switched: bool = False       # live was switched (and maybe back) at least once
 
 
 @contextmanager
-def _changing(store: Store, command: str):
+def _changing(store: Store, command: str, wait: float = 0):
     """Lock deploy/, check the chain is sound, and log the outcome whatever it is."""
     keep_going_when_the_caller_goes()
-    with store.lock(command):
+    with store.lock(command, wait):
         record = _Record()
         outcome = "failed"
         try:
@@ -49,14 +53,15 @@ def _changing(store: Store, command: str):
             yield chain, record
             outcome = "ok"
         except PlugboxError as error:
-            verdict = "failed" if isinstance(error, HookFailed) else "refused"
+            verdict = ("failed" if isinstance(error, HookFailed) else
+                       "aborted" if isinstance(error, Aborted) else "refused")
             outcome = f"{verdict}: {error.message}"
             raise
         except BaseException as error:
             outcome = f"interrupted: {type(error).__name__}"
             raise
         finally:
-            store.append_log(command, record.before, record.after, outcome)
+            store.append_log(record.command or command, record.before, record.after, outcome)
 
 
 def _existing(chain: c.Chain, name: str) -> str:
@@ -90,6 +95,11 @@ class _Service:
         hooks.run(hook, lines, version=name, cwd=cwd, env=env)
 
 
+def home_from(given: str | os.PathLike | None) -> Path:
+    """The service's home: --home as given, else PLUGBOX_HOME, else $HOME."""
+    return Path(given or os.environ.get("PLUGBOX_HOME") or os.environ.get("HOME") or Path.home())
+
+
 # --- the commands ---------------------------------------------------------------
 
 
@@ -105,9 +115,10 @@ def next_version(home: Path) -> tuple[str, str | None]:
         return name, live
 
 
-def upgrade_to(home: Path, version: str) -> None:
+def upgrade_to(home: Path, version: str, held: tuple[c.Chain, _Record] | None = None) -> None:
+    """`held`: the chain and record of a command that holds the lock already (deploy)."""
     store = _existing_store(home)
-    with _changing(store, f"upgrade-to {version}") as (chain, record):
+    with nullcontext(held) if held else _changing(store, f"upgrade-to {version}") as (chain, record):
         _existing(chain, version)
         live = chain.live_version()
         if version == live:
@@ -149,10 +160,46 @@ def upgrade_to(home: Path, version: str) -> None:
         _switch(service, record, live, version, refresh)
 
 
-def rollback_to(home: Path, version: str | None = None, refresh: bool = False) -> None:
+def deploy(home: Path, upload: Callable[[str, Path, str | None], None], *,
+           config: bytes | None = None, message: str | None = None, wait: float = 0) -> tuple[str, str | None]:
+    """The whole of a deploy under one lock; returns the new version and the one it replaced.
+
+    Makes the version in deploy/.new-NAME (its previous link and `config`, the
+    plugbox.toml, already in it), calls `upload(name, staging, live)` to fill it,
+    renames it into place whole, then upgrades to it. Until that rename, any
+    failure (the caller gone, rsync failed) removes the staging directory and
+    leaves deploy/ as it was; a failure before the switch (post_upload, the live
+    version's stop) removes the new version again; after the switch, the
+    upgrade finishes or switches back whatever happens to the caller.
+    """
+    store = Store(home)
+    store.make_deploy()
+    with _changing(store, "deploy", wait) as (chain, record):
+        name = new_version_name(list(chain.versions) + list(chain.removing))
+        live = chain.live_version()
+        record.command = f"deploy {name}" + (f" -m {message}" if message else "")
+        staging = store.make_staging(name, live, config)
+        try:
+            upload(name, staging, live)
+            store.commit_staging(name)
+        except BaseException:
+            store.remove_staging(name)
+            raise
+        try:
+            upgrade_to(home, name, held=(store.read(), record))
+        except PlugboxError:
+            if not record.switched:
+                _remove_one(store, name)
+                say(f"removed {name}, which never went live")
+            raise
+        return name, live
+
+
+def rollback_to(home: Path, version: str | None = None, refresh: bool = False,
+                wait: float = 0) -> tuple[str, str | None]:
     store = _existing_store(home)
     command = f"rollback-to {version or ''}".strip() + (" --refresh" if refresh else "")
-    with _changing(store, command) as (chain, record):
+    with _changing(store, command, wait) as (chain, record):
         live = chain.live_version()
         if version is None:
             if live is None:
@@ -179,12 +226,14 @@ def rollback_to(home: Path, version: str | None = None, refresh: bool = False) -
                 # plugbox.toml being unreadable, is no reason to stay on it.
                 warn(f"{error.message}; rolling back all the same")
         _switch(service, record, live, version, refresh)
+        return version, live
 
 
 def _switch(service: _Service, record: _Record, live: str | None, version: str,
             refresh: bool) -> None:
     """Switch live to `version` and bring it up; on failure switch back and bring `live` up."""
     store = service.store
+    record.switched = True
     store.switch_live(version)
     record.after = version
     say(f"live is now {version}")

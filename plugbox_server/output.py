@@ -12,6 +12,9 @@ import subprocess
 import sys
 
 _caller_gone = False
+# In the machine-facing mode (serve.py) stdout carries the exchange with plug:
+# messages and hook output go to stderr, which plug passes on.
+_messages_to_stderr = False
 
 
 def _gone(*_) -> None:
@@ -19,11 +22,21 @@ def _gone(*_) -> None:
     _caller_gone = True
 
 
+def messages_to_stderr() -> None:
+    global _messages_to_stderr
+    _messages_to_stderr = True
+
+
+def caller_gone() -> None:
+    """The caller has gone away: say nothing more, hooks write to /dev/null."""
+    _gone()
+
+
 def say(message: str, err: bool = False) -> None:
     """`plugbox: message` on stdout (stderr with err), while anyone is reading."""
     if _caller_gone:
         return
-    stream = sys.stderr if err else sys.stdout
+    stream = sys.stderr if err or _messages_to_stderr else sys.stdout
     try:
         print(f"plugbox: {message}", file=stream, flush=True)
     except OSError:  # EPIPE: nobody reads any more
@@ -38,4 +51,6 @@ def keep_going_when_the_caller_goes() -> None:
 
 def hook_output():
     """What a hook's stdout and stderr are: ours, or /dev/null once the caller has gone."""
-    return subprocess.DEVNULL if _caller_gone else None
+    if _caller_gone:
+        return subprocess.DEVNULL
+    return 2 if _messages_to_stderr else None

@@ -14,6 +14,7 @@ import getpass
 import itertools
 import os
 import shutil
+import signal
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -21,6 +22,7 @@ from pathlib import Path
 from plugbox_server import chain as c
 from plugbox_server.errors import Busy, PlugboxError
 from plugbox_server.names import is_version_name
+from plugbox_server.output import say
 
 _counter = itertools.count()
 
@@ -115,16 +117,74 @@ class Store:
 
     def make_version(self, name: str, previous: str | None) -> None:
         """Create the version `name`, whole, with its previous link."""
-        building = self.deploy / f"{c.NEW}{name}"
+        self.make_staging(name, previous)
+        self.commit_staging(name)
+
+    def staging_dir(self, name: str) -> Path:
+        return self.deploy / f"{c.NEW}{name}"
+
+    def make_staging(self, name: str, previous: str | None, config: bytes | None = None) -> Path:
+        """deploy/.new-NAME with its previous link (and plugbox.toml): not yet a version."""
+        building = self.staging_dir(name)
         try:
             building.mkdir()
             if previous:
                 os.symlink(c.link_to(previous), building / "previous")
+            if config is not None:
+                self._put_config(building, previous, config)
+        except OSError as error:
+            self.remove_staging(name)
+            raise os_error(f"could not create version deploy/{name}", error)
+        return building
+
+    def _put_config(self, building: Path, previous: str | None, config: bytes) -> None:
+        """Write plugbox.toml into `building`: a hard link to the previous version's
+        when it is the same, as rsync --link-dest does for the other files."""
+        target = building / "plugbox.toml"
+        if previous:
+            before = self.deploy / previous / "plugbox.toml"
+            try:
+                fd = os.open(before, os.O_RDONLY | os.O_NOFOLLOW)
+                try:
+                    same = os.read(fd, len(config) + 1) == config
+                finally:
+                    os.close(fd)
+                if same:
+                    os.link(before, target, follow_symlinks=False)
+                    return
+            except OSError:
+                pass  # no such file, or a link: write a fresh one
+        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+        try:
+            os.write(fd, config)
+        finally:
+            os.close(fd)
+
+    def commit_staging(self, name: str) -> None:
+        """The version appears under its name, whole: the commit point of its making."""
+        building = self.staging_dir(name)
+        try:
             _fsync_dir(building)
             os.rename(building, self.deploy / name)
         except OSError as error:
+            self.remove_staging(name)
             raise os_error(f"could not create version deploy/{name}", error)
         _fsync_dir(self.deploy)
+
+    def remove_staging(self, name: str) -> None:
+        """Delete deploy/.new-NAME, stopping whatever still writes into it (an
+        rsync whose caller went away), within a few seconds; check --repair
+        removes what a failure here leaves."""
+        building = self.staging_dir(name)
+        for attempt in range(50):
+            try:
+                shutil.rmtree(building)
+                return
+            except FileNotFoundError:
+                return
+            except OSError:
+                _stop_writers(str(building))
+                time.sleep(0.1)
 
     def begin_remove(self, name: str) -> None:
         """The commit point of a remove: from here on, check --repair finishes it."""
@@ -148,22 +208,35 @@ class Store:
     # --- the lock and the log -------------------------------------------------
 
     @contextmanager
-    def lock(self, command: str):
-        """Hold the exclusive lock on deploy/ for the whole command, or fail at once."""
+    def lock(self, command: str, wait: float = 0):
+        """Hold the exclusive lock on deploy/ for the whole command; if another
+        command holds it, wait up to `wait` seconds for it, then fail."""
         path = self.deploy / c.LOCK
         try:
             # O_CLOEXEC (Python's default) keeps the lock from services that hooks start.
             fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
         except OSError as error:
             raise os_error(f"could not open {_shown(path, self.home)}", error)
+        waited_said = False
         try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError as error:
-                if error.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
-                    raise os_error(f"could not lock {_shown(path, self.home)}", error)
-                raise Busy(f"deploy/ is locked by {_holder_of(fd)}",
-                           "try again when it has finished") from None
+            deadline = time.monotonic() + wait
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except OSError as error:
+                    if error.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
+                        raise os_error(f"could not lock {_shown(path, self.home)}", error)
+                holder = _holder_of(fd)
+                os.lseek(fd, 0, os.SEEK_SET)
+                if time.monotonic() >= deadline:
+                    hint = ("it did not finish in time" if wait else
+                            "try again when it has finished, or wait for it with --wait-lock SECONDS")
+                    raise Busy(f"deploy/ is locked by {holder}", hint) from None
+                if wait and not waited_said:
+                    say(f"waiting up to {wait:g} s for the lock: deploy/ is locked by {holder}")
+                    waited_said = True
+                time.sleep(0.1)
             os.ftruncate(fd, 0)
             os.write(fd, f"pid {os.getpid()} (plugbox {command}) since {utc_now()}\n".encode())
             yield
@@ -214,6 +287,24 @@ def _user() -> str:
         return getpass.getuser()
     except (KeyError, OSError):
         return str(os.getuid())
+
+
+def _stop_writers(directory: str) -> None:
+    """SIGKILL this user's processes whose working directory is in `directory`."""
+    try:
+        pids = [p for p in os.listdir("/proc") if p.isdigit()]
+    except OSError:
+        return
+    for pid in pids:
+        try:
+            cwd = os.readlink(f"/proc/{pid}/cwd")
+        except OSError:
+            continue
+        if (cwd == directory or cwd.startswith(directory + "/")) and int(pid) != os.getpid():
+            try:
+                os.kill(int(pid), signal.SIGKILL)
+            except OSError:
+                pass
 
 
 def _holder_of(fd: int) -> str:

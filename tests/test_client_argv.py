@@ -12,16 +12,33 @@ CP = "/tmp/plug-x/master"
 def test_ssh_base_puts_control_path_first_then_extra_then_jumps():
     # ssh keeps the first value of an option: a ControlPath in the extra options must
     # not win over plug's own, or `ssh -O exit` could not reach the master.
-    assert A.ssh_base(CP) == ["ssh", "-o", f"ControlPath={CP}"]
+    defaults = [a for option in A.CONNECTION_DEFAULTS for a in ("-o", option)]
+    assert A.ssh_base(CP) == ["ssh", "-o", f"ControlPath={CP}", *defaults]
     assert A.ssh_base(CP, ("bastion", "admin@inner:2222"), ["-F", "cfg", "-o", "ControlPath=none"]) == [
-        "ssh", "-o", f"ControlPath={CP}", "-F", "cfg", "-o", "ControlPath=none",
+        "ssh", "-o", f"ControlPath={CP}", "-F", "cfg", "-o", "ControlPath=none", *defaults,
         "-J", "bastion,admin@inner:2222"]
+
+
+def test_ssh_base_reads_plugs_own_config_unless_the_user_names_one():
+    # plug's file includes ~/.ssh/config first, so the user's settings win over its defaults.
+    assert A.ssh_base(CP, (), ["-p", "2222"], "/pkg/ssh_config") == [
+        "ssh", "-o", f"ControlPath={CP}", "-p", "2222", "-F", "/pkg/ssh_config"]
+    assert "/pkg/ssh_config" not in A.ssh_base(CP, (), ["-F", "mine"], "/pkg/ssh_config")
+
+
+def test_the_session_is_the_master_and_lives_no_longer_than_its_command():
+    base = A.ssh_base(CP)
+    argv = A.ssh_session(base, "hello@host", A.remote_serve("/srv/h", "alice"))
+    assert argv[:5] == ["ssh", "-o", "ControlMaster=yes", "-o", "ControlPersist=no"]
+    assert argv[-3:-1] == ["--", "hello@host"]
+    assert shlex.split(argv[-1]) == ["sh", "-c", A.FIND_PLUGBOX, "plugbox", "/srv/h", "plug", "alice",
+                                     "--serve", "1"]
 
 
 def test_master_open_run_close():
     base = A.ssh_base(CP, extra=["-o", "ControlMaster=auto"])
     assert A.ssh_open(base, "hello@host") == [
-        "ssh", "-o", "ControlMaster=yes", "-o", "ControlPersist=yes", *base[1:],
+        "ssh", "-o", "ControlMaster=yes", "-o", "ControlPersist=5", *base[1:],
         "-f", "-N", "--", "hello@host"]
     assert A.ssh_close(base, "hello@host") == [*base, "-O", "exit", "--", "hello@host"]
     assert A.ssh_run(base, "hello@host", ["echo", "a b"]) == [
@@ -64,29 +81,29 @@ def test_version_path_and_destination():
     assert A.destination(None, "/srv/x/") == "/srv/x/"
 
 
-FILTERS = ["--filter=P /previous", "--filter=P /next", "--include=/plugbox.toml"]
+FILTERS = ["--filter=P /previous", "--filter=P /next", "--exclude=/plugbox.toml"]
 HEAD = ["rsync", "-a", "--delete", "--modify-window=-1", "-ii", "--out-format=%i %l %n%L", "--stats"]
 
 
 def test_rsync_upload_local_first_deploy():
-    assert A.rsync_upload(["/s/plugbox.toml", "/p/app"], "/h/deploy/V/") == [
-        *HEAD, *FILTERS, "--", "/s/plugbox.toml", "/p/app", "/h/deploy/V/"]
+    assert A.rsync_upload(["/p/app"], "/h/deploy/V/") == [
+        *HEAD, *FILTERS, "--", "/p/app", "/h/deploy/V/"]
 
 
 def test_rsync_upload_over_ssh_with_everything():
     assert A.rsync_upload(
-        ["/s/plugbox.toml", "/p/dist/"], "h:/h/deploy/V/", link_dest="../L", shared=("media", "var/log"),
+        ["/p/dist/"], "h:/h/deploy/V/", link_dest="../L", shared=("media", "var/log"),
         exclude=("*.pyc", ".git"), rsh="ssh -o ControlPath=/c", dry_run=True,
     ) == [
         *HEAD, "--protect-args", "-e", "ssh -o ControlPath=/c", "--dry-run", "--link-dest=../L", *FILTERS,
         "--exclude=/media", "--exclude=/var/log", "--exclude=*.pyc", "--exclude=.git",
-        "--", "/s/plugbox.toml", "/p/dist/", "h:/h/deploy/V/",
+        "--", "/p/dist/", "h:/h/deploy/V/",
     ]
 
 
 def test_protections_come_before_the_users_excludes():
     argv = A.rsync_upload(["/s"], "/d/", exclude=("*",), shared=("media",))
-    order = [argv.index(a) for a in ("--filter=P /previous", "--filter=P /next", "--include=/plugbox.toml",
+    order = [argv.index(a) for a in ("--filter=P /previous", "--filter=P /next", "--exclude=/plugbox.toml",
                                       "--exclude=/media", "--exclude=*")]
     assert order == sorted(order)
 

@@ -1,0 +1,75 @@
+"""The `plug` executable: start the ssh connection first, then load the rest of plug.
+
+The commands that work on the host spend most of their time waiting for ssh to
+connect; loading typer and plug's own modules takes tens of milliseconds more.
+So this module, which imports little, finds the command and its plugbox.toml
+and starts the session to the host before the CLI is even imported; the
+command then takes that session over (transport.open_session). Anything
+unusual here (no config, a typo, --help) just skips the head start: the CLI
+then reports it as usual.
+"""
+
+import signal
+import sys
+
+# The commands that talk to plugbox on the host through one session.
+_HOST_COMMANDS = {"deploy", "rollback", "status", "log", "remove", "prune", "check"}
+_VALUE_OPTIONS = {"-c", "--config", "-m", "--message", "--wait-lock", "--keep"}
+
+
+def _interrupted(signum, frame):
+    # SIGTERM and SIGHUP (a closed terminal) end plug the way Ctrl-C does: through
+    # its cleanup, with a one-line message.
+    raise KeyboardInterrupt
+
+
+def _parse(argv: list[str]):
+    """(command, -c FILE, the other arguments), as far as a quick look tells."""
+    command, config, arguments, words, options = None, None, [], iter(argv), True
+    for word in words:
+        if options and word in ("-h", "--help", "--version", "-n", "--dry-run"):
+            return None, None, []
+        if options and word == "--":
+            options = False
+        elif options and word in ("-c", "--config"):
+            config = next(words, None)
+        elif options and word.startswith("--config="):
+            config = word.partition("=")[2]
+        elif options and word in _VALUE_OPTIONS:
+            next(words, None)
+        elif options and word.startswith("-"):
+            pass
+        elif command is None:
+            command = word
+        else:
+            arguments.append(word)
+    return command, config, arguments
+
+
+def start_ahead(argv: list[str]) -> None:
+    command, config, arguments = _parse(argv)
+    if command not in _HOST_COMMANDS:
+        return
+    if command in ("rollback", "remove"):
+        from plugbox_server.names import is_version_name
+
+        if not all(map(is_version_name, arguments)):
+            return  # refused before anything connects
+    from pathlib import Path
+
+    from plugbox_client import config as cfg
+    from plugbox_client import transport
+
+    try:
+        transport.start_ahead(cfg.load_config(Path(config) if config else None))
+    except Exception:  # the CLI finds and reports the problem itself
+        pass
+
+
+def main() -> None:
+    signal.signal(signal.SIGTERM, _interrupted)
+    signal.signal(signal.SIGHUP, _interrupted)
+    start_ahead(sys.argv[1:])
+    from plugbox_client.cli import main as cli
+
+    cli()
