@@ -214,6 +214,8 @@ def _rsync(sources: list[str], dest: str, *, config: Config, rsh: str | None, li
     count = Count(dry_run=dry_run, progress=sys.stderr.isatty())
     code = transport.run(argv, out=count.line).code
     count.done()
+    if code == transport.CONNECTION_FAILED and rsh:
+        raise transport.HostGone("lost the connection (rsync exited with 255)")
     if code != 0:
         raise PlugboxError(f"rsync exited with {code} (see its messages above)")
     return count
@@ -268,17 +270,11 @@ def deploy(config: Config, message: str | None = None, wait_lock: float = 0) -> 
     except transport.HostGone as error:
         if uploaded:
             raise transport.HostGone(f"{error.message} after the upload of {version}",
-                                     f"the host finishes the deploy by itself: see `plug status` and `plug log`"
+                                     "the host finishes the deploy by itself: see `plug status` and `plug log`"
                                      ) from None
-        raise
+        _nothing_changed(session, error, version, live, label, uploaded)
     except PlugboxError as error:
-        if version and not uploaded and not isinstance(error, Quiet):
-            session.close()
-            raise PlugboxError(f"upload of {version} failed: {error.message}",
-                               f"nothing changed on {label}: " +
-                               (f"live is still {live}" if live else "there is still no live version")
-                               ) from None
-        raise
+        _nothing_changed(session, error, version, live, label, uploaded)
     finally:
         session.close()
 
@@ -288,6 +284,18 @@ def deploy(config: Config, message: str | None = None, wait_lock: float = 0) -> 
         f"files: {count.files()}; {human(count.wire_bytes)} sent over the wire",
         "seconds: " + ", ".join(f"{name} {seconds:.1f}" for name, seconds in steps.items()),
     ]
+
+
+def _nothing_changed(session, error: PlugboxError, version: str | None, live: str | None, label: str,
+                     uploaded: bool):
+    """Re-raise a failure; one during the upload says that the host is as it was."""
+    if not version or uploaded or isinstance(error, Quiet):
+        raise error
+    session.close()  # the host removes the staging directory when its input ends
+    raise PlugboxError(f"upload of {version} failed: {error.message}",
+                       f"nothing changed on {label}: " +
+                       (f"live is still {live}" if live else "there is still no live version"),
+                       code=error.code) from None
 
 
 def _staging(upload: dict, label: str) -> tuple[str, str | None, str]:

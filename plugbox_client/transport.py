@@ -308,7 +308,7 @@ class Session:
 
     def _pass_on_stderr(self) -> None:
         for raw in self.process.stderr:
-            line = raw.decode("utf-8", "replace").rstrip("\n")
+            line = raw.decode("utf-8", "replace").rstrip("\r\n")
             with self._lock:
                 self.said.append(line)
                 if self._held is not None:
