@@ -13,8 +13,8 @@ as on a real host), then measures:
    in one ssh command (opening and closing the master connection included);
 2. `plug rollback VERSION` against `ssh host 'ln -s OLD tmp && mv -T tmp current'`
    on a fresh connection;
-3. `plugbox upgrade-to` and `rollback-to`, no hooks, run on the host at 10, 100
-   and 1,000 versions;
+3. `plugbox upgrade-to` and `rollback-to`, no hooks, run on the host at 10, 1,000
+   and 10,000 versions;
 4. the disk (`du`, hard links counted once) of deploy/ after 20 versions that
    each change one file, against one tree;
 5. a no-change redeploy of the tree and of one ten times its files, against the
@@ -113,7 +113,7 @@ def clean_client(path: Path) -> Path:
 
     bin_dir = venv(path, [Path(m.__file__).resolve().parents[1] for m in (plugbox_client, typer, sh)])
     plug = bin_dir / "plug"
-    plug.write_text(f"#!{bin_dir / 'python'}\nfrom plugbox_client.cli import main\nmain()\n")
+    plug.write_text(f"#!{bin_dir / 'python'}\nfrom plugbox_client.main import main\nmain()\n")
     plug.chmod(0o755)
     return plug
 
@@ -133,8 +133,12 @@ def synthetic_home(home: Path, count: int) -> None:
     """A home with `count` versions chained by previous/next, the newest live."""
     deploy = home / "deploy"
     deploy.mkdir(parents=True)
+    from plugbox_server.names import new_version_name
+
     start = datetime.datetime(2020, 1, 1, tzinfo=datetime.timezone.utc)
-    names = [(start + datetime.timedelta(seconds=i)).strftime("%Y-%m-%dT%H:%M:%S") for i in range(count)]
+    names: list[str] = []
+    for i in range(count):
+        names.append(new_version_name(names[-1:], start + datetime.timedelta(seconds=i)))
     for i, name in enumerate(names):
         version = deploy / name
         version.mkdir()
@@ -438,6 +442,9 @@ class Bench:
         arms = {
             "plug --version": lambda i: run([str(self.clients["plug"]), "--version"]),
             "plugbox --version (zipapp on the host)": lambda i: run([str(self.zipapp), "--version"], env=self.host_env),
+            "plugbox --serve: status (zipapp on the host, what plug runs)": lambda i: run(
+                ["sh", "-c", f"echo '{{\"command\": \"status\"}}' | {shlex.quote(str(self.zipapp))} --serve 1"],
+                env={**self.host_env, "PLUGBOX_HOME": str(self.work / "host" / "plug")}),
             "python3 -c pass (the host's)": lambda i: run([str(self.host_python / "python3"), "-c", "pass"]),
             "python3 -I -S -c pass (the host's)": lambda i: run([str(self.host_python / "python3"), "-I", "-S", "-c", "pass"]),
             "ssh HOST true (a fresh connection)": lambda i: run([*self.ssh, HOST, "true"]),
@@ -517,8 +524,8 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--scale-files", type=int, default=30000, help="files in the scale tree [30000]")
     p.add_argument("--scale-size-mb", type=float, default=100, help="size of the scale tree in MB [100]")
     p.add_argument("--runs", type=int, default=5, help="runs per figure; the median is reported [5]")
-    p.add_argument("--versions", type=lambda s: [int(v) for v in s.split(",")], default=[10, 100, 1000],
-                   help="version counts for the host commands [10,100,1000]")
+    p.add_argument("--versions", type=lambda s: [int(v) for v in s.split(",")], default=[10, 1000, 10000],
+                   help="version counts for the host commands [10,1000,10000]")
     p.add_argument("--disk-versions", type=int, default=20, help="versions for the disk figure [20]")
     p.add_argument("--quick", action="store_true",
                    help="a smoke run: a tiny tree, one run (overrides the sizes and --runs)")
@@ -527,7 +534,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.quick:
         args.files, args.size_mb, args.scale_files, args.scale_size_mb = 60, 0.5, 300, 1
-        args.runs, args.disk_versions = 1, 3
+        args.runs, args.disk_versions, args.versions = 1, 3, [10, 100]
     if args.runs < 1 or args.files < 10 or args.scale_files < 10 or len(args.versions) < 2:
         p.error("--runs must be at least 1, the trees at least 10 files, --versions at least two counts")
     return args
