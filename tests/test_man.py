@@ -194,3 +194,14 @@ def test_spills_catches_a_tag_broken_across_lines(mandoc: str, tmp_path: Path) -
                     ".SH SYNOPSIS\n.B t prune\n.RB [ \\-\\-keep\n.IR N ]\n"
                     ".SH COMMANDS\n.TP\n.BR prune \" [\" \\-\\-keep\n.IR N ]\nDelete versions.\n")
     assert spills(mandoc, page, ["prune"], "t") == ["COMMANDS: 'prune [--keep'"]
+
+
+def test_every_page_is_installed_with_the_package() -> None:
+    # pyproject.toml's data-files put each page in share/man/manN of the environment
+    # plugbox is installed into, where man(1) finds it when that bin/ is on PATH.
+    import tomllib
+
+    data_files = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["data-files"]
+    installed = {(directory, Path(path).name) for directory, paths in data_files.items() for path in paths}
+    expected = {(f"share/man/man{name[-1]}", name) for name in PAGES}
+    assert installed == expected
