@@ -83,7 +83,7 @@ def env_hooks() -> dict[str, list[str]]:
             ("post_upload", "stop", "start", "check")}
 
 
-def test_hooks_get_the_environment_and_run_where_the_spec_says(host: Host) -> None:
+def test_hooks_get_the_environment_and_run_where_plugbox_1_says(host: Host) -> None:
     first = host.deploy_version(toml_of(env_hooks()))
     second = host.deploy_version(toml_of(env_hooks()))
 
