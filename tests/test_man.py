@@ -205,3 +205,15 @@ def test_every_page_is_installed_with_the_package() -> None:
     installed = {(directory, Path(path).name) for directory, paths in data_files.items() for path in paths}
     expected = {(f"share/man/man{name[-1]}", name) for name in PAGES}
     assert installed == expected
+
+
+@pytest.mark.parametrize(("name", "module"), CLI_PAGES, ids=[page for page, _ in CLI_PAGES])
+def test_every_option_that_takes_a_value_names_it(name: str, module: str) -> None:
+    # Without a metavar, --help shows typer's own placeholder (`--host <str>`, TEXT);
+    # the page and --help should both say what goes there (`--host HOST`).
+    root = typer.main.get_command(importlib.import_module(module).app)
+    unnamed = [f"{command} {param.opts[0]}"
+               for command, sub in getattr(root, "commands", {}).items()
+               for param in [*root.params, *sub.params]
+               if param.param_type_name == "option" and not param.is_flag and not param.metavar]
+    assert unnamed == []
