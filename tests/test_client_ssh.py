@@ -747,6 +747,12 @@ def test_ssh_opens_a_shell_in_live_through_a_jump_host(
     if os.geteuid() == 0:  # see PermitTTY in tests/sshd.py: only root's sshd gives a terminal
         assert f"[{service_home}/live] [/dev/pts/" in session.shown
     assert (sshd.logins(), jump_sshd.logins()) == (logins[0] + 1, logins[1] + 1)
+    # plug exec -t: a command that wants a terminal gets one, and its status comes back.
+    session = on_terminal([str(PLUG), "exec", "-t", "--", "sh", "-c", 'echo "[$(tty)]"; exit 6'], "",
+                          env=environ, cwd=app)
+    assert session.code == 6, session.shown
+    if os.geteuid() == 0:
+        assert "[/dev/pts/" in session.shown
 
 
 # -- names that a shell would mangle ----------------------------------------------
