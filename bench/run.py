@@ -240,9 +240,11 @@ class Bench:
             self.configs[name] = write_config(self.project / f"{name}.toml", home, "tree")
         self.configs["disk"] = write_config(self.project / "disk.toml", self.work / "host" / "disk", "tree")
         self.configs["scale"] = write_config(self.project / "scale.toml", self.work / "host" / "scale", "scale")
-        self.log("plug bootstrap, once per home")
+        # Into each home, where self.zipapp looks (by default bootstrap installs once
+        # per ssh login, and every home here belongs to the same login).
+        self.log("plug bootstrap --into-home, once per home")
         for name in self.configs:
-            self.plug("bootstrap", config=name)
+            self.plug("bootstrap", "--into-home", config=name)
         self.zipapp = self.work / "host" / "plug" / ".local" / "bin" / "plugbox"
         self.bare = self.work / "host" / "bare"
         self.bare_live: dict[Path, list[str]] = {}

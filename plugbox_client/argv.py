@@ -16,33 +16,55 @@ def plugbox_env(user: str) -> dict[str, str]:
     return {"PLUGBOX_CLIENT": "plug", "PLUGBOX_USER": user}
 
 
-# Run plugbox on the host: the copy `plug bootstrap` installed in HOME/.local/bin
-# (HOME is $1, or the login's $HOME when $1 is empty), else the one on PATH. A
-# non-interactive ssh session rarely has ~/.local/bin on its PATH, hence the look.
-# $2 and $3 are plugbox_env()'s values: arguments, never part of the script's text.
-FIND_PLUGBOX = (
-    'h=${1:-$HOME}; PLUGBOX_CLIENT=$2; PLUGBOX_USER=$3; shift 3; '
-    'export PLUGBOX_CLIENT PLUGBOX_USER; p="$h/.local/bin/plugbox"; '
-    'if [ ! -x "$p" ]; then p=$(command -v plugbox) || { '
-    'echo "plugbox is not installed on this host (not in $h/.local/bin nor on PATH)" >&2; exit 127; }; fi; '
-    'exec "$p" "$@"'
+# Find plugbox on the host, in the order plug promises: the copy in the configured
+# home's .local/bin (HOME is $1, or the login's $HOME when $1 is empty), then the
+# login's own ~/.local/bin (where `plug bootstrap` installs it, once per login),
+# then PATH. A non-interactive ssh session rarely has ~/.local/bin on its PATH,
+# hence the look. Not found: exit NOT_INSTALLED in silence; plug says it, in one line.
+_LOCATE = (
+    'h=${1:-$HOME}; p="$h/.local/bin/plugbox"; '
+    '[ -x "$p" ] || p="$HOME/.local/bin/plugbox"; '
+    '[ -x "$p" ] || p=$(command -v plugbox) || exit 127; '
 )
 
-# Install a plugbox zipapp read from stdin into HOME/.local/bin (atomically, so a
-# second bootstrap upgrades it in place) and create the layout.
+# Run the plugbox found. $2 and $3 are plugbox_env()'s values: arguments, never part
+# of the script's text.
+FIND_PLUGBOX = (
+    _LOCATE + 'PLUGBOX_CLIENT=$2; PLUGBOX_USER=$3; shift 3; '
+    'export PLUGBOX_CLIENT PLUGBOX_USER; exec "$p" "$@"'
+)
+
+# Only find it: exit 0 when there is a plugbox to run, NOT_INSTALLED when not.
+LOCATE_PLUGBOX = _LOCATE + "exit 0"
+
+# Install a plugbox zipapp read from stdin and create the layout in HOME. It goes to
+# the login's ~/.local/bin, or to HOME/.local/bin when $2 is "home"; a copy already
+# in HOME/.local/bin is upgraded too, since plug runs that one first. Each file is
+# written beside its place and renamed over it, so a second bootstrap upgrades in
+# place. Prints each path it installed, one a line.
 INSTALL_PLUGBOX = (
     "set -e; h=${1:-$HOME}; "
     "command -v python3 >/dev/null || { echo 'python3 is not installed on this host' >&2; exit 1; }; "
     "python3 -c 'import sys; sys.exit(sys.version_info < (3, 11))' || "
     '{ echo "plugbox needs python3 3.11 or newer; this host has $(python3 --version 2>&1)" >&2; exit 1; }; '
-    'mkdir -p "$h/.local/bin" "$h/deploy" "$h/shared" "$h/config"; '
-    't="$h/.local/bin/.plugbox.$$"; cat >"$t"; chmod 755 "$t"; mv -f "$t" "$h/.local/bin/plugbox"'
+    'if [ "$2" = home ]; then d="$h/.local/bin"; else d="$HOME/.local/bin"; fi; '
+    'mkdir -p "$d" "$h/deploy" "$h/shared" "$h/config"; '
+    't="$d/.plugbox.$$"; cat >"$t"; chmod 755 "$t"; '
+    'if [ "$d" != "$h/.local/bin" ] && [ -f "$h/.local/bin/plugbox" ]; then '
+    'u="$h/.local/bin/.plugbox.$$"; cp "$t" "$u"; mv -f "$u" "$h/.local/bin/plugbox"; '
+    'echo "$h/.local/bin/plugbox"; fi; '
+    'mv -f "$t" "$d/plugbox"; echo "$d/plugbox"'
 )
 
-# Exit status of FIND_PLUGBOX when there is no plugbox to run.
+# Exit status of FIND_PLUGBOX and LOCATE_PLUGBOX when there is no plugbox to run.
 NOT_INSTALLED = 127
 # plugbox's exit status for bad usage, which includes a protocol it does not speak.
 USAGE_EXIT = 2
+
+# An interactive login shell on the host in HOME/live (HOME as in FIND_PLUGBOX), and
+# the question asked before it: is there a live version to start in?
+SHELL_IN_LIVE = 'h=${1:-$HOME}; cd "$h/live" && exec "${SHELL:-/bin/sh}" -l'
+HAS_LIVE = 'h=${1:-$HOME}; test -d "$h/live"'
 
 
 def plugbox_args(home: str | None, args: list[str]) -> list[str]:
@@ -52,14 +74,32 @@ def plugbox_args(home: str | None, args: list[str]) -> list[str]:
 
 def remote_plugbox(home: str | None, args: list[str], user: str) -> list[str]:
     """The host-side argv that finds plugbox and runs it with `args`, told plugbox_env(user)."""
+    return _found_plugbox(home, user, plugbox_args(home, args))
+
+
+def _found_plugbox(home: str | None, user: str, args: list[str]) -> list[str]:
     env = plugbox_env(user)
-    return ["sh", "-c", FIND_PLUGBOX, "plugbox", home or "", env["PLUGBOX_CLIENT"],
-            env["PLUGBOX_USER"], *plugbox_args(home, args)]
+    return ["sh", "-c", FIND_PLUGBOX, "plugbox", home or "", env["PLUGBOX_CLIENT"], env["PLUGBOX_USER"], *args]
 
 
-def remote_install(home: str | None) -> list[str]:
+def remote_install(home: str | None, into_home: bool = False) -> list[str]:
     """The host-side argv that installs a zipapp read from stdin; see INSTALL_PLUGBOX."""
-    return ["sh", "-c", INSTALL_PLUGBOX, "plug-bootstrap", home or ""]
+    return ["sh", "-c", INSTALL_PLUGBOX, "plug-bootstrap", home or "", "home" if into_home else "login"]
+
+
+def remote_locate(home: str | None) -> list[str]:
+    """The host-side argv that exits 0 when plugbox can be found, NOT_INSTALLED when not."""
+    return ["sh", "-c", LOCATE_PLUGBOX, "plug-locate", home or ""]
+
+
+def remote_shell(home: str | None) -> list[str]:
+    """The host-side argv of `plug ssh`: a login shell in HOME/live."""
+    return ["sh", "-c", SHELL_IN_LIVE, "plug-ssh", home or ""]
+
+
+def remote_has_live(home: str | None) -> list[str]:
+    """The host-side argv that exits 0 when HOME/live is a directory."""
+    return ["sh", "-c", HAS_LIVE, "plug-ssh", home or ""]
 
 
 # Connecting never hangs: a host that does not answer fails within ConnectTimeout,
@@ -100,10 +140,8 @@ def ssh_session(base: list[str], host: str, remote: list[str]) -> list[str]:
 
 
 def remote_serve(home: str | None, user: str) -> list[str]:
-    """The host-side argv of `plugbox --serve`, found as FIND_PLUGBOX finds plugbox."""
-    env = plugbox_env(user)
-    return ["sh", "-c", FIND_PLUGBOX, "plugbox", home or "", env["PLUGBOX_CLIENT"],
-            env["PLUGBOX_USER"], *PROTOCOL_ARGS]
+    """The host-side argv of `plugbox --serve`: the home goes in its requests, not here."""
+    return _found_plugbox(home, user, list(PROTOCOL_ARGS))
 
 
 def _with_mode(base: list[str], *mode: str) -> list[str]:
@@ -126,6 +164,11 @@ def ssh_close(base: list[str], host: str) -> list[str]:
 def ssh_run(base: list[str], host: str, remote: list[str]) -> list[str]:
     """Run `remote` on the host over the master connection, as one quoted argument."""
     return [*_with_mode(base, "-o", "ControlMaster=no"), "--", host, shlex.join(remote)]
+
+
+def ssh_terminal(base: list[str], host: str, remote: list[str]) -> list[str]:
+    """ssh_run with a terminal on the host (`-t`), for what a person types into."""
+    return [*_with_mode(base, "-o", "ControlMaster=no", "-t"), "--", host, shlex.join(remote)]
 
 
 def rsync_rsh(base: list[str]) -> str:

@@ -80,12 +80,16 @@ def _copy_module(name: str, staging: Path) -> None:
         shutil.copy2(origin, staging / origin.name)
 
 
-def bootstrap(config: Config) -> list[str]:
-    """Install (or upgrade) plugbox on the host and create the layout; returns the report."""
+def bootstrap(config: Config, into_home: bool = False) -> list[str]:
+    """Install (or upgrade) plugbox on the host and create the layout; returns the report.
+
+    plugbox goes to the login's ~/.local/bin, where plug finds it for every home of
+    that login, or with `into_home` to HOME/.local/bin, for that home alone.
+    """
     with tempfile.TemporaryDirectory(prefix="plug-") as scratch:
         zipapp_path = build(Path(scratch, "plugbox"))
         with transport.connect(config) as host:
-            installed = host.install(zipapp_path)
+            installed = transport.install_plugbox(host, zipapp_path, into_home)
             if installed.code != 0:
                 raise PlugboxError(f"could not install plugbox on {host.label} (exit {installed.code})",
                                    "see the message above")
@@ -95,7 +99,10 @@ def bootstrap(config: Config) -> list[str]:
                 raise PlugboxError(f"plugbox was installed on {host.label} but does not run there",
                                    "see the message above")
     home = json.loads(state.stdout)["home"]
+    paths = installed.stdout.split("\n")
     return [
-        f"{version.stdout.strip()} installed on {host.label} as {home}/.local/bin/plugbox",
+        *(f"{version.stdout.strip()} installed on {host.label} as {path}" for path in paths if path),
+        "it serves " + (f"the service in {home} alone" if into_home else
+                        "every service of this ssh login whose home has no plugbox of its own"),
         f"layout ready in {home}: deploy/, shared/, config/",
     ]

@@ -205,24 +205,67 @@ def check(
 
 @app.command()
 @reports_errors
-def bootstrap(config: ConfigOption = None) -> None:
-    """Install or upgrade plugbox on the host.
+def bootstrap(
+    into_home: Annotated[bool, typer.Option(
+        "--into-home", help="Install into HOME/.local/bin, for this service alone, "
+        "instead of the login's ~/.local/bin.")] = False,
+    config: ConfigOption = None,
+) -> None:
+    """Install or upgrade plugbox on the host, and create the layout.
 
-    Also creates HOME/deploy/, HOME/shared/ and HOME/config/.
-
-    The host needs only python3 (3.11 or newer) and rsync. plugbox goes to
-    HOME/.local/bin/plugbox as one self-contained zipapp; plug finds it there even
-    when that directory is not on the PATH of an ssh session.
+    The host needs only python3 (3.11 or newer) and rsync. plugbox goes, as one
+    self-contained zipapp, to ~/.local/bin/plugbox of the ssh login: once per
+    login, for every service it runs. plug finds it there even when that
+    directory is not on the PATH of an ssh session. Also creates HOME/deploy/,
+    HOME/shared/ and HOME/config/. Says where it installed plugbox.
     """
     from plugbox_client import bootstrap as b
 
-    _report(b.bootstrap(_load(config)))
+    _report(b.bootstrap(_load(config), into_home=into_home))
+
+
+@app.command("exec", context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
+@reports_errors
+def exec_(
+    command: Annotated[list[str], typer.Argument(
+        metavar="COMMAND...", help="The program to run on the host and its arguments, after --.", show_default=False)],
+    tty: Annotated[bool, typer.Option(
+        "-t", "--tty", help="Give COMMAND a terminal on the host, for programs you type into.")] = False,
+    config: ConfigOption = None,
+) -> int:
+    """Run a command on the host, in the live version's directory.
+
+    COMMAND gets the environment the hooks get (PLUGBOX_HOME, PLUGBOX_VERSION,
+    PLUGBOX_VERSION_DIR, PLUGBOX_PREVIOUS); its output streams here, and plug
+    exits with its status. Options for plug go before --.
+    """
+    from plugbox_client import transport
+
+    loaded = _load(config)
+    with transport.connect(loaded) as host:
+        return transport.exec_in_live(host, command, tty)
+
+
+@app.command("ssh")
+@reports_errors
+def ssh(config: ConfigOption = None) -> int:
+    """Open an interactive shell on the host, in HOME/live.
+
+    A login shell (the login's $SHELL, else /bin/sh) over the same ssh
+    configuration as every plug command, jump hosts included. Exits with the
+    shell's status.
+    """
+    from plugbox_client import transport
+
+    loaded = _load(config)
+    with transport.connect(loaded) as host:
+        return transport.shell_in_live(host)
 
 
 @app.command()
 @reports_errors
 def init(
-    host: Annotated[str, typer.Option("--host", help='Where to deploy: [user@]host, or "local".')],
+    host: Annotated[str, typer.Option("--host", metavar="HOST", help='Where to deploy: [user@]host, or "local".')],
     home: Annotated[Optional[str], typer.Option("--home", metavar="DIR", help="The service's home on the host.")] = None,
     jump: Annotated[Optional[list[str]], typer.Option("--jump", metavar="HOST", help="An ssh jump host; repeat for more.")] = None,
     shared: Annotated[Optional[list[str]], typer.Option("--shared", metavar="PATH", help="A path that outlives versions; repeat for more.")] = None,

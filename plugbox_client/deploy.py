@@ -214,8 +214,6 @@ def _rsync(sources: list[str], dest: str, *, config: Config, rsh: str | None, li
     count = Count(dry_run=dry_run, progress=sys.stderr.isatty())
     code = transport.run(argv, out=count.line).code
     count.done()
-    if code == transport.CONNECTION_FAILED and rsh:
-        raise transport.HostGone("lost the connection (rsync exited with 255)")
     if code != 0:
         raise PlugboxError(f"rsync exited with {code} (see its messages above)")
     return count
@@ -256,8 +254,13 @@ def deploy(config: Config, message: str | None = None, wait_lock: float = 0) -> 
         version, live, path = _staging(answer["upload"], label)
         say(f"new version {version}" + (f", unchanged files hard-linked from {live}" if live else ""))
         with _step(steps, "upload"):
-            count = _rsync(sources, session.destination(path + "/"), config=config, rsh=session.rsh,
-                           link_dest=f"../{live}" if live else None)
+            try:
+                count = _rsync(sources, session.destination(path + "/"), config=config, rsh=session.rsh,
+                               link_dest=f"../{live}" if live else None)
+            except PlugboxError as error:
+                if session.ended(1):  # rsync died of it, with one of several exit statuses
+                    raise transport.HostGone(f"lost the connection ({error.message})") from None
+                raise
         session.send({"uploaded": True})
         uploaded = True
         with _step(steps, "switch"):

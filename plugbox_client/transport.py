@@ -141,11 +141,13 @@ class Local:
                    env=A.plugbox_env(local_user()))
 
     def _plugbox(self) -> list[str]:
-        # Same order as argv.FIND_PLUGBOX on a remote host: the copy bootstrap
-        # installed in HOME, then PATH; and, here, the package plug came with.
-        installed = Path(self.home, ".local", "bin", "plugbox")
-        if os.access(installed, os.X_OK):
-            return [str(installed)]
+        # Same order as argv.FIND_PLUGBOX on a remote host: HOME's own copy, the
+        # login's (where bootstrap installs it), then PATH; and, here, the package
+        # plug came with.
+        for installed in (Path(self.home, ".local", "bin", "plugbox"),
+                          Path(os.path.expanduser("~"), ".local", "bin", "plugbox")):
+            if os.access(installed, os.X_OK):
+                return [str(installed)]
         found = shutil.which("plugbox")
         return [found] if found else [sys.executable, "-m", "plugbox_server"]
 
@@ -407,6 +409,10 @@ class Session:
 
     # --- the end ---------------------------------------------------------------
 
+    def ended(self, seconds: float) -> bool:
+        """Whether the session has ended (within `seconds`), its connection with it."""
+        return self.wait(seconds) is not None
+
     def wait(self, seconds: float) -> int | None:
         try:
             return self.process.wait(seconds)
@@ -455,3 +461,74 @@ def start_ahead(config: Config) -> None:
     """Start the session now, so ssh connects while plug loads the rest of itself."""
     global _ahead
     _ahead = Session(config)
+
+# ---------------------------------------------------------------- bootstrap, exec, ssh
+# The commands that hand this terminal to the host (plug exec, plug ssh) and
+# bootstrap's install, for either transport. Kept apart from the classes above,
+# which the deploy path uses.
+
+def install_plugbox(host, zipapp: Path, into_home: bool) -> Result:
+    """Install the zipapp on the host (see argv.INSTALL_PLUGBOX); stdout: the paths written."""
+    remote = A.remote_install(host.home, into_home)
+    if isinstance(host, Local):
+        return run(remote, stdin=zipapp, out=CAPTURE)
+    result = run(A.ssh_run(host.base, host.host, remote), stdin=zipapp, out=CAPTURE)
+    host._check(result)
+    return result
+
+
+def foreground(argv: list[str], env: dict[str, str] | None = None) -> int:
+    """Run argv on this terminal, with plug's own stdin, stdout and stderr (no pipe, no
+    pty in between), and return its exit status (killed by signal N: 128+N).
+
+    A Ctrl-C reaches it directly, as it does plug: plug waits for its end and
+    passes its status on instead of dying first.
+    """
+    import signal
+
+    import sh
+
+    try:
+        command = sh.Command(argv[0])
+    except sh.CommandNotFound:
+        raise PlugboxError(f"{argv[0]}: not found on this machine", f"install {argv[0]}") from None
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # A handler, not SIG_IGN, which the child would inherit through exec.
+    previous = signal.signal(signal.SIGINT, lambda *_: None)
+    try:
+        command(*argv[1:], _fg=True, _env={**os.environ, **env} if env else None)
+        return 0
+    except sh.ErrorReturnCode as e:
+        return 128 - e.exit_code if e.exit_code < 0 else e.exit_code
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def exec_in_live(host, command: list[str], tty: bool = False) -> int:
+    """`plugbox exec -- COMMAND` on the host, on this terminal; returns COMMAND's status."""
+    if isinstance(host, Local):
+        args = A.plugbox_args(host.home, ["exec", "--", *command])
+        return foreground([*host._plugbox(), *args], env=A.plugbox_env(local_user()))
+    # Asked first, since any status, NOT_INSTALLED included, may be COMMAND's own.
+    host._check(run(A.ssh_run(host.base, host.host, A.remote_locate(host.home)), out=DEVNULL, stdin=DEVNULL))
+    remote = A.remote_plugbox(host.home, ["exec", "--", *command], local_user())
+    build = A.ssh_terminal if tty else A.ssh_run
+    return foreground(build(host.base, host.host, remote))
+
+
+def shell_in_live(host) -> int:
+    """An interactive login shell on the host in HOME/live; returns its exit status."""
+    if isinstance(host, Local):
+        found = Path(host.home, "live").is_dir()
+    else:
+        asked = run(A.ssh_run(host.base, host.host, A.remote_has_live(host.home)), out=DEVNULL, stdin=DEVNULL)
+        host._check(asked)
+        found = asked.code == 0
+    if not found:
+        where = f"{host.home}/live" if host.home else "~/live"
+        raise PlugboxError(f"no live version on {host.label}: {where} does not exist",
+                           "deploy one first with `plug deploy`")
+    if isinstance(host, Local):
+        return foreground(A.remote_shell(host.home))
+    return foreground(A.ssh_terminal(host.base, host.host, A.remote_shell(host.home)))

@@ -3,7 +3,7 @@
 Pure, no I/O: `store.read()` turns deploy/ into a `Chain`; the functions here
 decide; `store.apply()` carries out the resulting `Op`s in order.
 
-The invariants (SPEC section 4), checked by `problems()`:
+The invariants (INVARIANTS in plugbox(1)), checked by `problems()`:
 
 1. deploy/live, when present, is a relative link to a version directly in
    deploy/; HOME/live points at deploy/live.

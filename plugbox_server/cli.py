@@ -6,6 +6,7 @@ annotation, as a string, at each start (about 2 ms of every run of plugbox).
 
 import functools
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
@@ -13,7 +14,7 @@ from typing import Annotated, Optional
 import typer
 
 from plugbox_server import __version__, operations, report
-from plugbox_server.errors import PlugboxError, for_caller
+from plugbox_server.errors import COMMAND_NOT_FOUND, COMMAND_NOT_RUN, PlugboxError, for_caller
 from plugbox_server.output import say
 
 app = typer.Typer(
@@ -187,6 +188,31 @@ def log(ctx: typer.Context) -> None:
     Changes nothing.
     """
     report.log(_home(ctx), sys.stdout)
+
+
+@app.command("exec", context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
+@reports_errors
+def exec_(
+    ctx: typer.Context,
+    command: Annotated[list[str], typer.Argument(
+        metavar="COMMAND...", help="The program and its arguments; put -- before them.")],
+) -> None:
+    """Run COMMAND in the live version's directory, with the hooks' environment.
+
+    COMMAND replaces plugbox (exec): its output is its own, and plugbox exits with
+    its status. It gets PLUGBOX_HOME, PLUGBOX_VERSION, PLUGBOX_VERSION_DIR and
+    PLUGBOX_PREVIOUS, as hooks do. Refused when there is no live version. Takes no
+    lock and changes nothing itself.
+    """
+    directory, env = operations.exec_context(_home(ctx))
+    sys.stdout.flush()
+    try:
+        os.chdir(directory)
+        os.execvpe(command[0], command, env)
+    except FileNotFoundError:
+        raise PlugboxError(f"{command[0]!a}: command not found on this host", code=COMMAND_NOT_FOUND) from None
+    except OSError as error:
+        raise PlugboxError(f"could not run {command[0]!a}: {error.strerror}", code=COMMAND_NOT_RUN) from None
 
 
 def main() -> None:

@@ -13,6 +13,9 @@ USAGE = 2
 BUSY = 3         # another plugbox command holds the lock on deploy/
 HOOK_FAILED = 4  # a hook failed; nothing was switched, or live was switched back
 REVERT_FAILED = 5  # a hook failed and bringing the previous version back failed too
+# `plugbox exec` could not start its command: the statuses a shell gives.
+COMMAND_NOT_RUN = 126
+COMMAND_NOT_FOUND = 127
 
 
 class PlugboxError(Exception):
@@ -48,6 +51,7 @@ _PLUG_COMMANDS = {
     "plugbox check": "plug check",
     "plugbox check --repair": "plug check --repair",
     "plugbox rollback-to VERSION": "plug rollback VERSION",
+    "plugbox upgrade-to VERSION": "plug deploy",
 }
 
 

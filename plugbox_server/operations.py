@@ -352,6 +352,19 @@ def check(home: Path, repair: bool = False) -> tuple[list[str], list[str]]:
     return left, done
 
 
+def exec_context(home: Path) -> tuple[Path, dict[str, str]]:
+    """Where `plugbox exec` runs a command, and with what environment: the live
+    version's directory and the environment its hooks get. Reads; takes no lock."""
+    store = Store(home)
+    chain = store.read()
+    live = chain.live_version()
+    if live is None:
+        raise PlugboxError(f"no live version in {store.deploy} to run the command in",
+                           "deploy one first: `plugbox upgrade-to VERSION`")
+    directory = store.version_dir(live)
+    return directory, hooks.environment(store.home, live, directory, chain.previous(live))
+
+
 def log(home: Path) -> list[list[str]]:
     return Store(home).read_log()
 

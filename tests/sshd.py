@@ -166,6 +166,11 @@ class Sshd:
             "LogLevel VERBOSE",
             "Subsystem sftp internal-sftp",
         ]
+        if os.geteuid() != 0:
+            # Only root may give a session a terminal: sshd must chown the pty to the
+            # tty group, and as anybody else that kills the session. Refused instead,
+            # `ssh -t` goes on without one (the tests of `plug ssh` allow for that).
+            lines.append("PermitTTY no")
         if self.env:
             pairs = " ".join(config_quote(f"{k}={v}") for k, v in self.env.items())
             lines.append(f"SetEnv {pairs}")

@@ -64,9 +64,23 @@ def test_plugbox_args_put_home_first():
     assert A.plugbox_args(None, ["log"]) == ["log"]
 
 
-def test_remote_install():
-    assert A.remote_install("/h") == ["sh", "-c", A.INSTALL_PLUGBOX, "plug-bootstrap", "/h"]
-    assert A.remote_install(None)[-1] == ""
+def test_remote_install_goes_to_the_login_unless_told_home():
+    assert A.remote_install("/h") == ["sh", "-c", A.INSTALL_PLUGBOX, "plug-bootstrap", "/h", "login"]
+    assert A.remote_install("/h", into_home=True) == ["sh", "-c", A.INSTALL_PLUGBOX, "plug-bootstrap", "/h", "home"]
+    assert A.remote_install(None)[-2:] == ["", "login"]
+
+
+def test_remote_locate_and_shell():
+    assert A.remote_locate("/h") == ["sh", "-c", A.LOCATE_PLUGBOX, "plug-locate", "/h"]
+    assert A.remote_shell(None) == ["sh", "-c", A.SHELL_IN_LIVE, "plug-ssh", ""]
+    assert A.remote_has_live("/a b") == ["sh", "-c", A.HAS_LIVE, "plug-ssh", "/a b"]
+
+
+def test_ssh_terminal_asks_for_a_tty_over_the_master():
+    base = A.ssh_base(CP, ("bastion",), ["-p", "2222"])
+    assert A.ssh_terminal(base, "hello@host", A.remote_shell("/srv/my home")) == [
+        "ssh", "-o", "ControlMaster=no", "-t", *base[1:],
+        "--", "hello@host", shlex.join(["sh", "-c", A.SHELL_IN_LIVE, "plug-ssh", "/srv/my home"])]
 
 
 def test_rsync_rsh_rides_the_master_and_keeps_quoting():

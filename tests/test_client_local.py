@@ -18,7 +18,9 @@ from pathlib import Path
 import pytest
 
 from plugbox_client import argv as A
+from plugbox_server import __version__
 from plugbox_server.names import is_version_name
+from terminal import on_terminal
 
 TIMEOUT = 120
 
@@ -470,10 +472,20 @@ def test_init_refuses_bad_values(tmp_path):
 
 # ---------------------------------------------------------------- bootstrap
 
-def test_bootstrap_installs_a_zipapp_that_runs_without_site_packages(project, home):
-    result = ok(plug(project, "bootstrap"))
+@pytest.fixture
+def login(tmp_path) -> Path:
+    """The login's home, $HOME of plug here: bootstrap installs into its .local/bin."""
+    login = tmp_path / "login"
+    login.mkdir()
+    return login
+
+
+def test_bootstrap_installs_a_zipapp_that_runs_without_site_packages(project, home, login):
+    result = ok(plug(project, "bootstrap", "--into-home", env={"HOME": str(login)}))
     installed = home / ".local" / "bin" / "plugbox"
     assert f"installed on this machine as {home}/.local/bin/plugbox" in result.stdout
+    assert f"it serves the service in {home} alone" in result.stdout
+    assert list(login.iterdir()) == []
     assert os.access(installed, os.X_OK)
     assert all((home / d).is_dir() for d in ("deploy", "shared", "config"))
     assert not home.joinpath("live").exists()
@@ -487,16 +499,41 @@ def test_bootstrap_installs_a_zipapp_that_runs_without_site_packages(project, ho
     # plug now runs the installed plugbox, and deploys with it
     version = deployed(project, home)
     assert f"deploy {version}" in ok(plug(project, "log")).stdout
-    # bootstrap again replaces it in place
+    # bootstrap again replaces it in place; without --into-home, the login gets a
+    # copy and this home's own, which plug runs first, is upgraded too
     inode = installed.stat().st_ino
-    ok(plug(project, "bootstrap"))
+    again = ok(plug(project, "bootstrap", env={"HOME": str(login)}))
     assert installed.stat().st_ino != inode
+    assert f"as {installed}\n" in again.stdout and f"as {login}/.local/bin/plugbox\n" in again.stdout
     assert live(home) == version
     ok(plug(project, "status"))
 
 
+def test_bootstrap_installs_once_per_login(tmp_path, project, home, login):
+    result = ok(plug(project, "bootstrap", env={"HOME": str(login)}))
+    installed = login / ".local" / "bin" / "plugbox"
+    assert result.stdout.splitlines()[:2] == [
+        f"plugbox {__version__} installed on this machine as {installed}",
+        "it serves every service of this ssh login whose home has no plugbox of its own",
+    ]
+    assert os.access(installed, os.X_OK)
+    assert sorted(os.listdir(home)) == ["config", "deploy", "shared"]
+    # plug runs the login's copy, for this home and for another service's of the same
+    # login: seen through a wrapper that says so and runs the real one
+    installed.rename(installed.with_name("plugbox.real"))
+    installed.write_text(f'#!/bin/sh\necho "login\'s plugbox" >&2\nexec "$0.real" "$@"\n')
+    installed.chmod(0o755)
+    other = tmp_path / "other"
+    shutil.copytree(project, other)
+    write_config(other, tmp_path / "other-home")
+    for each, its_home in ((project, home), (other, tmp_path / "other-home")):
+        result = ok(plug(each, "deploy", env={"HOME": str(login)}))
+        assert "login's plugbox" in result.stderr
+        assert live(its_home) is not None
+
+
 def test_bootstrap_zipapp_runs_in_a_venv_without_packages(tmp_path, project, home):
-    ok(plug(project, "bootstrap"))
+    ok(plug(project, "bootstrap", "--into-home"))
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=TIMEOUT)
     result = subprocess.run([str(venv / "bin" / "python"), str(home / ".local" / "bin" / "plugbox"), "--help"],
@@ -517,10 +554,29 @@ def test_find_plugbox_prefers_the_installed_copy_then_path(tmp_path):
                          cwd=tmp_path)
     assert run.stdout == f"plug|{user}|--home|{tmp_path / 'h'}|rollback-to|a b|"
     assert not (tmp_path / "pwned").exists()
+    # Not found: the status says so, and plug, not the host, tells the user.
     missing = subprocess.run(["/bin/sh", *A.remote_plugbox(str(tmp_path / "none"), ["log"], "alice")[1:]],
-                             capture_output=True, text=True, env={"PATH": "/nonexistent"}, timeout=TIMEOUT)
-    assert missing.returncode == A.NOT_INSTALLED
-    assert "plugbox is not installed on this host" in missing.stderr
+                             capture_output=True, text=True, env={"PATH": "/nonexistent", "HOME": str(tmp_path)},
+                             timeout=TIMEOUT)
+    assert (missing.returncode, missing.stdout, missing.stderr) == (A.NOT_INSTALLED, "", "")
+    located = subprocess.run(["/bin/sh", *A.remote_locate(str(tmp_path / "none"))[1:]], capture_output=True,
+                             text=True, env={"PATH": "/nonexistent", "HOME": str(tmp_path)}, timeout=TIMEOUT)
+    assert (located.returncode, located.stdout, located.stderr) == (A.NOT_INSTALLED, "", "")
+
+
+def test_find_plugbox_then_looks_in_the_logins_local_bin(tmp_path):
+    login = tmp_path / "login"
+    fake = login / ".local" / "bin" / "plugbox"
+    fake.parent.mkdir(parents=True)
+    fake.write_text('#!/bin/sh\necho "login copy: $*"\n')
+    fake.chmod(0o755)
+    environ = {"PATH": "/nonexistent", "HOME": str(login)}
+    for home in (str(tmp_path / "svc2"), ""):  # another service's home; the login's own
+        run = subprocess.run(["/bin/sh", *A.remote_plugbox(home or None, ["log"], "alice")[1:]],
+                             capture_output=True, text=True, env=environ, timeout=TIMEOUT)
+        assert run.stdout == f"login copy: {'--home ' + home + ' ' if home else ''}log\n"
+        located = subprocess.run(["/bin/sh", *A.remote_locate(home or None)[1:]], env=environ, timeout=TIMEOUT)
+        assert located.returncode == 0
 
 
 def test_unreachable_host_is_a_connection_failure(tmp_path):
@@ -568,3 +624,43 @@ def test_deploy_on_a_terminal_shows_progress_and_passes_output_through(project, 
     assert f"version {live(home)} is live" in text
     assert "started\r\n" in text
     assert "Traceback" not in text
+
+
+# ---------------------------------------------------------------- plug exec, plug ssh
+
+def test_exec_runs_in_the_live_version_with_the_hooks_environment(project, home):
+    refused = plug(project, "exec", "--", "true")
+    assert refused.returncode == 1
+    assert refused.stderr.splitlines() == [
+        f"plugbox: no live version in {home}/deploy to run the command in; deploy one first: `plug deploy`"]
+    assert not (home / "deploy").exists() or versions(home) == []
+    first = deployed(project, home)
+    second = deployed(project, home)
+    script = ('pwd; echo "$PLUGBOX_HOME|$PLUGBOX_VERSION|$PLUGBOX_VERSION_DIR|$PLUGBOX_PREVIOUS"; '
+              'echo "to stderr" >&2; cat; exit 3')
+    run = subprocess.run([sys.executable, "-m", "plugbox_client", "exec", "--", "sh", "-c", script],
+                         cwd=project, input="typed in\n", capture_output=True, text=True, timeout=TIMEOUT,
+                         env={k: v for k, v in os.environ.items() if not k.startswith(("PLUG_", "PLUGBOX_"))})
+    directory = home / "deploy" / second
+    assert run.returncode == 3
+    assert run.stdout == f"{directory}\n{home}|{second}|{directory}|{first}\ntyped in\n"
+    assert run.stderr == "to stderr\n"
+    # Options after the command are the command's; a missing one is the host's one line.
+    assert ok(plug(project, "exec", "ls", "-a", "app")).stdout.split() == [".", "..", "main.py", "pkg"]
+    missing = plug(project, "exec", "--", "no-such-command")
+    assert (missing.returncode, missing.stderr) == (
+        127, "plugbox: 'no-such-command': command not found on this host\n")
+
+
+def test_ssh_opens_a_login_shell_in_live(project, home, tmp_path):
+    environ = {k: v for k, v in os.environ.items() if not k.startswith(("PLUG_", "PLUGBOX_"))}
+    environ.update(SHELL="/bin/sh", HOME=str(tmp_path))
+    argv = [sys.executable, "-m", "plugbox_client", "ssh"]
+    before = on_terminal(argv, "", env=environ, cwd=project)
+    assert before.code == 1
+    assert before.shown.strip() == (f"plug: no live version on this machine: {home}/live does not exist; "
+                                    "deploy one first with `plug deploy`")
+    deployed(project, home)
+    session = on_terminal(argv, "echo \"[$(pwd)]\"; exit 4\n", env=environ, cwd=project)
+    assert session.code == 4
+    assert f"[{home}/live]\r\n" in session.shown

@@ -25,6 +25,7 @@ from pathlib import Path
 import pytest
 
 from sshd import Sshd, free_port, login_user, write_client_config
+from terminal import on_terminal
 
 # The console script installed next to the python running the tests (pip install -e .).
 PLUG = Path(sys.executable).parent / "plug"
@@ -636,7 +637,7 @@ def test_unreachable_host(app: Path, service_home: Path, ssh_config: Path, tmp_p
 
 
 def test_bootstrap_then_deploy_on_a_bare_host(
-    project_dir: Path, service_home: Path, bare_host
+    project_dir: Path, service_home: Path, tmp_path: Path, bare_host
 ) -> None:
     plug = Plug(project_dir, bare_host.ssh_config)
     write_app(project_dir, {"app/a.txt": "a\n"})
@@ -644,25 +645,113 @@ def test_bootstrap_then_deploy_on_a_bare_host(
 
     before = plug("deploy")
     assert before.code == 1
-    message = one_line_error(before)
-    assert message == "plug: plugbox is not installed on plugbox-bare; run `plug bootstrap`"
+    # One line, plug's own: the host's script says nothing.
+    assert before.err == "plug: plugbox is not installed on plugbox-bare; run `plug bootstrap`\n"
     assert versions(service_home) == []
+    refused = plug("exec", "--", "true")
+    assert (refused.code, refused.err) == (1, before.err)
 
     run = plug.ok("bootstrap")
 
-    installed = service_home / ".local" / "bin" / "plugbox"
-    assert f"installed on plugbox-bare as {installed}" in run.out
+    # Once per login: into the login's ~/.local/bin, and it says so.
+    installed = bare_host.login_home / ".local" / "bin" / "plugbox"
+    assert f"installed on plugbox-bare as {installed}\n" in run.out
+    assert "every service of this ssh login" in run.out
     assert os.access(installed, os.X_OK)
-    assert sorted(os.listdir(service_home)) == [".local", "config", "deploy", "shared"]
+    assert sorted(os.listdir(service_home)) == ["config", "deploy", "shared"]
     # Its PATH has neither ~/.local/bin nor any plugbox: deploy finds the bootstrapped one.
     assert ".local" not in bare_host.path
     version = plug.deploy()
     assert live(service_home) == version
     assert plug.ok("status").out.split()[:2] == [version, "live"]
+    # A second service of the same login finds it too, without a bootstrap of its own.
+    second = tmp_path / "second"
+    (second / "home").mkdir(parents=True)
+    write_app(second, {"app/b.txt": "b\n"})
+    write_config(second, second / "home", host="plugbox-bare")
+    other = Plug(second, bare_host.ssh_config).deploy()
+    assert live(second / "home") == other
     # Bootstrapping again upgrades in place and keeps the versions.
+    inode = installed.stat().st_ino
     plug.ok("bootstrap")
+    assert installed.stat().st_ino != inode
     assert live(service_home) == version
-    assert list((bare_host.login_home).iterdir()) == []
+    assert not (service_home / ".local").exists()
+
+
+def test_bootstrap_into_home_serves_that_home_first(
+    project_dir: Path, service_home: Path, bare_host
+) -> None:
+    plug = Plug(project_dir, bare_host.ssh_config)
+    write_app(project_dir, {"app/a.txt": "a\n"})
+    write_config(project_dir, service_home, host="plugbox-bare")
+
+    run = plug.ok("bootstrap", "--into-home")
+
+    installed = service_home / ".local" / "bin" / "plugbox"
+    assert f"installed on plugbox-bare as {installed}\n" in run.out
+    assert f"it serves the service in {service_home} alone" in run.out
+    assert list(bare_host.login_home.iterdir()) == []
+    version = plug.deploy()
+    assert live(service_home) == version
+
+
+# -- plug exec, plug ssh ------------------------------------------------------------
+
+
+def test_exec_runs_in_the_live_version_over_ssh(plug: Plug, app: Path, service_home: Path, sshd: Sshd) -> None:
+    refused = plug("exec", "--", "true")
+    assert (refused.code, refused.err) == (
+        1, f"plugbox: no live version in {service_home}/deploy to run the command in; deploy one first: "
+           "`plug deploy`\n")
+    first = plug.deploy()
+    second = plug.deploy()
+    logins = sshd.logins()
+
+    script = ('pwd; echo "$PLUGBOX_HOME|$PLUGBOX_VERSION|$PLUGBOX_VERSION_DIR|$PLUGBOX_PREVIOUS"; '
+              'echo "to stderr" >&2; exit 3')
+    run = plug("exec", "--", "sh", "-c", script)
+
+    directory = service_home / "deploy" / second
+    assert (run.code, run.out, run.err) == (3, f"{directory}\n{service_home}|{second}|{directory}|{first}\n",
+                                            "to stderr\n")
+    assert sshd.logins() == logins + 1
+    # The command's own 127 is its own, not a plugbox that is missing.
+    run = plug("exec", "--", "sh", "-c", "exit 127")
+    assert (run.code, run.err) == (127, "")
+    assert plug.ok("exec", "cat", "app/sub/c.txt").out == "c\n"
+    # What plug reads reaches the command, none of it lost to plug's own steps.
+    piped = subprocess.run([str(PLUG), "exec", "--", "cat"], cwd=app, input="typed in\n", capture_output=True,
+                           text=True, timeout=120, env={**os.environ, "PLUG_SSH_CONFIG": str(plug.ssh_config)})
+    assert (piped.returncode, piped.stdout) == (0, "typed in\n")
+
+
+def test_ssh_opens_a_shell_in_live_through_a_jump_host(
+    plug: Plug, app: Path, service_home: Path, sshd: Sshd, jump_sshd: Sshd, tmp_path: Path
+) -> None:
+    write_config(app, service_home, jump=["plugbox-jump"])
+    environ = {**os.environ, "PLUG_SSH_CONFIG": str(plug.ssh_config)}
+    environ.pop("PLUG_SSH_OPTIONS", None)
+    refused = on_terminal([str(PLUG), "ssh"], "", env=environ, cwd=app)
+    assert refused.code == 1
+    assert refused.shown.strip() == (f"plug: no live version on plugbox-test: {service_home}/live does not "
+                                     "exist; deploy one first with `plug deploy`")
+    plug.deploy()
+    logins = sshd.logins(), jump_sshd.logins()
+
+    session = on_terminal([str(PLUG), "ssh"], 'echo "[$(pwd)] [$(tty)]"; exit 4\n', env=environ, cwd=app)
+
+    assert session.code == 4, session.shown
+    assert f"[{service_home}/live] [" in session.shown
+    if os.geteuid() == 0:  # see PermitTTY in tests/sshd.py: only root's sshd gives a terminal
+        assert f"[{service_home}/live] [/dev/pts/" in session.shown
+    assert (sshd.logins(), jump_sshd.logins()) == (logins[0] + 1, logins[1] + 1)
+    # plug exec -t: a command that wants a terminal gets one, and its status comes back.
+    session = on_terminal([str(PLUG), "exec", "-t", "--", "sh", "-c", 'echo "[$(tty)]"; exit 6'], "",
+                          env=environ, cwd=app)
+    assert session.code == 6, session.shown
+    if os.geteuid() == 0:
+        assert "[/dev/pts/" in session.shown
 
 
 # -- names that a shell would mangle ----------------------------------------------

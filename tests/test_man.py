@@ -121,3 +121,99 @@ def test_bold_words_reads_what_roff_sets_in_bold(mandoc: str, tmp_path: Path) ->
                     "Removes, like \\fBremove \\-v\\fR after \\fBpost_upload\\fR; see the log.\n")
     assert bold_words(mandoc, page) >= {"prune", "--keep", "remove", "-v", "post_upload"}
     assert not {"log", "N", "Removes"} & bold_words(mandoc, page)
+
+
+# -- what a reader sees on each command's line ------------------------------------
+
+def rendered(mandoc: str, page: Path) -> list[str]:
+    """The page as `mandoc -T utf8` sets it at its usual width, bold and underline dropped."""
+    text = subprocess.run([mandoc, "-T", "utf8", str(page)], capture_output=True,
+                          text=True, check=True).stdout
+    return re.sub(r".\x08", "", text).splitlines()
+
+
+def section(lines: list[str], title: str) -> list[str]:
+    """The lines of one section: after its title, up to the next title."""
+    inside, found = False, []
+    for line in lines:
+        if line and not line[0].isspace():
+            inside = line.strip() == title
+        elif inside:
+            found.append(line)
+    return found
+
+
+def balanced(line: str) -> bool:
+    depth = 0
+    for char in line:
+        depth += {"[": 1, "]": -1}.get(char, 0)
+        if depth < 0:
+            return False
+    return depth == 0
+
+
+TAG = re.compile(r" {7}(\S.*)")  # a tag of .TP, or a synopsis line: at the page's own indent
+
+
+def spills(mandoc: str, page: Path, commands: list[str], prog: str) -> list[str]:
+    """Where a command's synopsis line, or its tag under COMMANDS, does not render whole.
+
+    Each command must have a line of its own in SYNOPSIS (`PROG ... COMMAND ...`) and a
+    tag under COMMANDS that starts with it, and each of those lines must close every
+    bracket it opens: a tag broken across two input lines sets its tail in the body.
+    """
+    lines = rendered(mandoc, page)
+    found = []
+    synopsis = [m.group(1) for m in map(TAG.fullmatch, section(lines, "SYNOPSIS")) if m]
+    tags = [m.group(1) for m in map(TAG.fullmatch, section(lines, "COMMANDS")) if m]
+    for command in commands:
+        mine = [line for line in synopsis if line.startswith(prog + " ")
+                and command in line.split()]
+        if not mine:
+            found.append(f"SYNOPSIS has no line for {command!r}")
+        found += [f"SYNOPSIS: {line!r}" for line in mine if not balanced(line)]
+        tag = [line for line in tags if line.split()[0] == command]
+        if not tag:
+            found.append(f"COMMANDS has no tag for {command!r}")
+        found += [f"COMMANDS: {line!r}" for line in tag if not balanced(line.split("  ")[0])]
+    return found
+
+
+@pytest.mark.parametrize(("name", "module"), CLI_PAGES, ids=[page for page, _ in CLI_PAGES])
+def test_each_command_renders_whole_on_its_lines(mandoc: str, name: str, module: str) -> None:
+    commands = [name for where, name in cli_names(module) if where == "command"]
+    prog = name.split(".")[0]
+    assert commands
+    assert spills(mandoc, MAN / name, commands, prog) == []
+
+
+def test_spills_catches_a_tag_broken_across_lines(mandoc: str, tmp_path: Path) -> None:
+    # The fault plug.1 once had: `[--keep` on the tag line, `N]` in the body.
+    page = tmp_path / "t.1"
+    page.write_text(".TH T 1 2026-01-01 T \"User Commands\"\n.SH NAME\nt \\- a page\n"
+                    ".SH SYNOPSIS\n.B t prune\n.RB [ \\-\\-keep\n.IR N ]\n"
+                    ".SH COMMANDS\n.TP\n.BR prune \" [\" \\-\\-keep\n.IR N ]\nDelete versions.\n")
+    assert spills(mandoc, page, ["prune"], "t") == ["COMMANDS: 'prune [--keep'"]
+
+
+def test_every_page_is_installed_with_the_package() -> None:
+    # pyproject.toml's data-files put each page in share/man/manN of the environment
+    # plugbox is installed into, where man(1) finds it when that bin/ is on PATH.
+    import tomllib
+
+    data_files = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["data-files"]
+    installed = {(directory, Path(path).name) for directory, paths in data_files.items() for path in paths}
+    expected = {(f"share/man/man{name[-1]}", name) for name in PAGES}
+    assert installed == expected
+
+
+@pytest.mark.parametrize(("name", "module"), CLI_PAGES, ids=[page for page, _ in CLI_PAGES])
+def test_every_option_that_takes_a_value_names_it(name: str, module: str) -> None:
+    # Without a metavar, --help shows typer's own placeholder (`--host <str>`, TEXT);
+    # the page and --help should both say what goes there (`--host HOST`).
+    root = typer.main.get_command(importlib.import_module(module).app)
+    unnamed = [f"{command} {param.opts[0]}"
+               for command, sub in getattr(root, "commands", {}).items()
+               for param in [*root.params, *sub.params]
+               if param.param_type_name == "option" and not param.is_flag and not param.metavar]
+    assert unnamed == []

@@ -83,7 +83,7 @@ def env_hooks() -> dict[str, list[str]]:
             ("post_upload", "stop", "start", "check")}
 
 
-def test_hooks_get_the_environment_and_run_where_the_spec_says(host: Host) -> None:
+def test_hooks_get_the_environment_and_run_where_plugbox_1_says(host: Host) -> None:
     first = host.deploy_version(toml_of(env_hooks()))
     second = host.deploy_version(toml_of(env_hooks()))
 
@@ -671,3 +671,35 @@ def test_a_shared_path_outside_the_version_or_owned_by_plugbox_is_refused(
     assert host.live() == old
     assert not (host.home / "shared").exists()
     assert host.trace() == []
+
+
+# -- plugbox exec: a command in the live version, with the hooks' environment ------
+
+
+def test_exec_runs_in_the_live_version_with_the_hooks_environment(host: Host) -> None:
+    refused = host.run("exec", "--", "true")
+    assert (refused.returncode, refused.stdout) == (1, "")
+    assert refused.stderr == (f"plugbox: no live version in {host.home}/deploy to run the command in; "
+                              "deploy one first: `plugbox upgrade-to VERSION`\n")
+    first = host.deploy_version()
+    second = host.deploy_version()
+    script = 'pwd; echo "$PLUGBOX_HOME|$PLUGBOX_VERSION|$PLUGBOX_VERSION_DIR|$PLUGBOX_PREVIOUS|$CTL"; exit 5'
+
+    done = host.run("exec", "--", "sh", "-c", script)
+
+    directory = host.deploy / second
+    assert (done.returncode, done.stderr) == (5, "")
+    assert done.stdout == f"{directory}\n{host.home}|{second}|{directory}|{first}|{host.ctl}\n"
+    # It changes nothing: the log has only the deploys.
+    assert "exec" not in host.ok("log").stdout
+
+
+@pytest.mark.parametrize(("command", "code", "said"), [
+    ("no-such-command", 127, "plugbox: 'no-such-command': command not found on this host\n"),
+    ("./app", 126, "plugbox: could not run './app': Permission denied\n"),  # a directory
+])
+def test_exec_says_when_the_command_cannot_run(host: Host, command: str, code: int, said: str) -> None:
+    version = host.deploy_version()
+    (host.deploy / version / "app").mkdir()
+    done = host.run("exec", "--", command)
+    assert (done.returncode, done.stdout, done.stderr) == (code, "", said)

@@ -92,7 +92,7 @@ class Model:
         self.live = name
 
     def remove(self, name):
-        """Re-point past `name`, as SPEC section 3 says remove does."""
+        """Re-point past `name`, as plugbox(1) says remove does."""
         previous, after = self.links.pop(name)
         for other, pair in self.links.items():
             if pair[0] == name:

@@ -269,7 +269,7 @@ def test_ssh_session_killed_mid_upload_the_host_cleans_up(client: Client, home: 
         os.kill(pid, signal.SIGKILL)
 
     assert process.wait(TIMEOUT) == 255, log.read_text()
-    assert "failed: lost the connection" in log.read_text()
+    assert "failed: lost the connection (rsync exited with" in log.read_text()
     assert "nothing changed on plugbox-gated" in log.read_text()
     wait_for(lambda: staging(home) == [], "the host to remove the staging directory", PATIENCE)
     assert versions(home) == [first] and live(home) == first

@@ -1,0 +1,55 @@
+"""Run a command on a terminal of its own (a pty), type into it, read what it shows.
+
+For what a person types into: `plug ssh`. A library, not a test module. Every wait
+is bounded; a command that outlives the bound is killed and the test fails.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import pty
+import select
+import subprocess
+import termios
+from dataclasses import dataclass
+from pathlib import Path
+
+TIMEOUT = 60  # seconds: a bound on the wait, never an assertion
+
+
+@dataclass
+class Session:
+    code: int
+    shown: str  # everything the terminal showed, \r\n line ends and all
+
+
+def on_terminal(argv: list[str], typed: str, *, env: dict[str, str], cwd: Path) -> Session:
+    """Start argv with a pty as stdin, stdout and stderr, type `typed`, read until it ends."""
+    main, terminal = pty.openpty()
+    child = subprocess.Popen(argv, cwd=cwd, env=env, stdin=terminal, stdout=terminal, stderr=terminal,
+                             start_new_session=True, preexec_fn=_controlling_terminal)
+    os.close(terminal)
+    # Typed ahead: the terminal keeps it until the program reads it.
+    os.write(main, typed.encode())
+    shown = b""
+    while True:  # ends when the child and its children have closed the terminal
+        if not select.select([main], [], [], TIMEOUT)[0]:
+            child.kill()
+            child.wait(timeout=TIMEOUT)
+            os.close(main)
+            raise AssertionError(f"{argv[0]} showed nothing for {TIMEOUT} s: {shown!r}")
+        try:
+            chunk = os.read(main, 65536)
+        except OSError:  # EIO: no writer left
+            break
+        if not chunk:
+            break
+        shown += chunk
+    os.close(main)
+    return Session(child.wait(timeout=TIMEOUT), shown.decode(errors="replace"))
+
+
+def _controlling_terminal() -> None:
+    """In the child, after setsid: the pty becomes its controlling terminal, as a login's is."""
+    fcntl.ioctl(0, termios.TIOCSCTTY, 0)
