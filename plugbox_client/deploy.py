@@ -44,7 +44,7 @@ def _version_argument(name: str) -> str:
     try:
         return validate_version(name)
     except PlugboxError as error:
-        raise PlugboxError(error.message, "see `plug status` for the versions") from None
+        raise PlugboxError(error.message, "see `plug status` for the versions", code=2) from None
 
 
 def rollback(config: Config, version: str | None, refresh: bool) -> int:

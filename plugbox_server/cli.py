@@ -7,13 +7,14 @@ annotation, as a string, at each start (about 2 ms of every run of plugbox).
 import functools
 import json
 import os
+import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
 from plugbox_server import __version__, operations
-from plugbox_server.errors import PlugboxError, for_caller
+from plugbox_server.errors import USAGE, PlugboxError, for_caller
 from plugbox_server.output import say
 
 app = typer.Typer(
@@ -29,7 +30,21 @@ app = typer.Typer(
 
 
 def _home(ctx: typer.Context) -> Path:
-    return ctx.obj
+    """The home: --home, else PLUGBOX_HOME, else HOME; an empty one is refused, never
+    taken for the current directory or for /."""
+    given = ctx.obj
+    if given is None and os.environ.get("PLUGBOX_HOME") == "":
+        raise PlugboxError("PLUGBOX_HOME is set but empty", "set it to the service's home, or unset it")
+    if given is None:
+        given = os.environ.get("HOME")
+        if given == "":
+            raise PlugboxError("HOME is empty, and neither --home nor PLUGBOX_HOME is given",
+                               "give the service's home with --home DIR")
+        if given is None:
+            return Path.home()
+    if given == "":
+        raise PlugboxError("--home is empty", "give the service's home: --home DIR", code=USAGE)
+    return Path(given)
 
 
 def reports_errors(command):
@@ -62,14 +77,15 @@ def _show_version(value: bool) -> None:
 @app.callback()
 def main_options(
     ctx: typer.Context,
-    home: Annotated[Optional[Path], typer.Option(
+    home: Annotated[Optional[str], typer.Option(
         "--home", metavar="DIR", envvar="PLUGBOX_HOME",
         help="The service's home, which holds deploy/ [default: $HOME].")] = None,
     version: Annotated[bool, typer.Option(
         "--version", callback=_show_version, is_eager=True,
         help="Print plugbox's version and exit.")] = False,
 ) -> None:
-    ctx.obj = home or Path(os.environ.get("HOME") or Path.home())
+    # A string, not a Path: Path("") would be the current directory.
+    ctx.obj = home
 
 
 @app.command("next-version")
@@ -204,12 +220,26 @@ def check(
 
 @app.command("log")
 @reports_errors
-def log(ctx: typer.Context) -> None:
+def log(
+    ctx: typer.Context,
+    output: Annotated[bool, typer.Option(
+        "--output", help="Print instead what the hooks of past commands printed.")] = False,
+) -> None:
     """Print the history of operations: time, user, command, from, to, outcome.
 
     Reads deploy/.log, where every command that changes state adds one line.
-    Changes nothing.
+    With --output, prints the kept output of hooks (deploy/.output), each
+    command's part under a line with its time and command. Changes nothing.
     """
+    if output:
+        kept = operations.hook_output(_home(ctx))
+        if not kept:
+            print("no hook output kept")
+            return
+        sys.stdout.flush()
+        sys.stdout.buffer.write(kept)
+        sys.stdout.flush()
+        return
     entries = operations.log(_home(ctx))
     if not entries:
         print("no operations yet")
