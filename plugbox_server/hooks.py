@@ -336,12 +336,35 @@ def _run_line(line: str, cwd: Path, env: dict[str, str], deadline: float,
 def _end_group(pid: int, kill_at: float) -> None:
     """After a TERM: the rest of the hook's group has until `kill_at`, then KILL."""
     while time.monotonic() < kill_at:
-        try:
-            os.killpg(pid, 0)
-        except (ProcessLookupError, PermissionError):
+        if not _group_alive(pid):
             return
         time.sleep(0.05)
     _signal_group(pid, signal.SIGKILL)
+
+
+def _group_alive(pgid: int) -> bool:
+    """Whether a process of the group still runs. A zombie does not count: where
+    nothing reaps orphans (a container's init), it would otherwise count for ever."""
+    try:
+        os.killpg(pgid, 0)
+    except (ProcessLookupError, PermissionError):
+        return False
+    try:
+        entries = os.scandir("/proc")
+    except OSError:
+        return True
+    with entries:
+        for entry in entries:
+            if not entry.name.isdigit():
+                continue
+            try:
+                with open(f"/proc/{entry.name}/stat", "rb") as f:
+                    fields = f.read().rpartition(b")")[2].split()
+            except OSError:
+                continue
+            if len(fields) > 2 and int(fields[2]) == pgid and fields[0] != b"Z":
+                return True
+    return False
 
 
 def _signal_group(pid: int, signum: int) -> None:

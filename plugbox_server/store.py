@@ -90,18 +90,19 @@ class Store:
         The links are made durable before the first deletion, so a crash never
         leaves a link to a version already gone.
         """
-        touched: set[Path] = set()
+        links: set[Path] = set()
+        deleted: set[Path] = set()
         try:
             for op in ops:
                 if isinstance(op, c.SetLink):
-                    touched.add(self.set_link(op.path, op.target, sync=False))
+                    links.add(self.set_link(op.path, op.target, sync=False))
                 elif isinstance(op, c.Unlink):
-                    touched.add(self.unlink(op.path, sync=False))
+                    links.add(self.unlink(op.path, sync=False))
                 else:
-                    _fsync_all(touched)
-                    touched = {self.remove_tree(op.path, sync=False)}
+                    _fsync_all(links)  # empties it: the links are durable once
+                    deleted.add(self.remove_tree(op.path, sync=False))
         finally:
-            _fsync_all(touched)
+            _fsync_all(links | deleted)
 
     def set_link(self, path: str, target: str, sync: bool = True) -> Path:
         """Point deploy/`path` at `target` by renaming a fresh link over it."""

@@ -398,7 +398,7 @@ def test_rollback_with_refresh_runs_the_refresh_hook(project, home):
 @pytest.mark.parametrize("name", ["../etc", "live", "2026-11-21T09:00:00/..", "-v"])
 def test_version_arguments_are_validated_before_connecting(project, home, name):
     result = plug(project, "rollback", "--", name)
-    assert result.returncode == 1
+    assert result.returncode == 2  # bad usage: plug(1)
     assert "is not a version name" in result.stderr and "see `plug status`" in result.stderr
     assert not home.exists()
 
