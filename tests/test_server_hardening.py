@@ -425,3 +425,16 @@ def test_a_home_that_is_a_file_is_refused(tmp_path: Path, command: list[str]) ->
     assert one_line(done.stderr) == f"plugbox: {home}: the home is not a directory; " \
                                     "give the service's home with --home DIR or PLUGBOX_HOME"
     assert home.read_text() == "not a home\n"
+
+
+def test_messages_and_hook_output_can_go_to_stderr_leaving_stdout_to_data(
+        tmp_path: Path, monkeypatch, capfd) -> None:
+    from plugbox_server import output
+    monkeypatch.setattr(output, "_messages_to_stderr", False)
+    output.messages_to_stderr()
+    hooks.run("check", ["echo from the hook; echo to its stderr >&2"], version="V",
+              cwd=tmp_path, env=dict(os.environ))
+    out, err = capfd.readouterr()
+    assert out == ""
+    assert err == ("plugbox: check of V: echo from the hook; echo to its stderr >&2\n"
+                   "from the hook\nto its stderr\n")
