@@ -246,6 +246,21 @@ def test_rollback_whose_switch_fails_after_the_stop_starts_the_live_version_agai
     assert first in host.versions()
 
 
+def test_a_remove_that_cannot_re_point_on_a_full_disk_removes_nothing(
+        small_disk: Path, tmp_path: Path) -> None:
+    host = Host(small_disk / "home", tmp_path / "ctl")
+    first, middle, last = (host.deploy_version() for _ in range(3))
+    fill_inodes(small_disk / "filler", leave=0)
+
+    done = host.run("remove", "-v", middle)
+
+    assert done.returncode == 1
+    line = one_line(done.stderr)
+    assert "No space left on device; nothing removed" in line, line
+    assert host.versions() == {first, middle, last}
+    assert host.ok("check").stdout == "ok\n"
+
+
 # --- 5 and 6. hooks: time limits, daemons, callers that go away ----------------------------------
 
 
