@@ -146,14 +146,20 @@ def status(
 
 @app.command()
 @reports_errors
-def log(config: ConfigOption = None) -> int:
+def log(
+    output: Annotated[bool, typer.Option(
+        "--output", help="Print instead what the hooks of past commands printed, as the host kept it.")] = False,
+    config: ConfigOption = None,
+) -> int:
     """Print the history of operations on the host.
 
     One line each: time, user, command, live before, live after, outcome.
+    With --output, what the hooks printed (the host keeps it, whether or not
+    anyone was listening): how a deploy interrupted by Ctrl-C ended, say.
     """
     from plugbox_client import deploy as d
 
-    return d.server_command(_load(config), {"command": "log"})
+    return d.server_command(_load(config), {"command": "log", "output": output})
 
 
 @app.command()

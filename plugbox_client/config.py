@@ -27,6 +27,7 @@ KEYS = {
     "service": ("host", "jump", "home", "shared"),
     "build": ("prepare", "upload", "version_dir", "exclude"),
     "hooks": ("post_upload", "stop", "start", "refresh", "check"),
+    "timeouts": ("post_upload", "stop", "start", "refresh", "check"),
 }
 
 # An ssh destination as plug accepts it: [user@]host. Anything fancier (a port, an
@@ -113,6 +114,11 @@ def parse_config(text: str, path: Path) -> Config:
         tables[table] = value
 
     service, build, hooks = tables["service"], tables["build"], tables["hooks"]
+    # Read on the host, from the uploaded copy; here only checked.
+    for key, seconds in tables["timeouts"].items():
+        if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not seconds > 0:
+            raise check.error("timeouts", key, f"{seconds!r} is not a number of seconds above 0",
+                              "give the time limit in seconds, such as 300")
 
     if "host" not in service:
         raise check.error("service", "host", "missing", 'set it to an ssh destination, or "local"')

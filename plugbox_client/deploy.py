@@ -319,7 +319,7 @@ def _staging(upload: dict, label: str) -> tuple[str, str | None, str]:
 def _interrupted(label: str, version: str | None, uploaded: bool) -> tuple[str, str]:
     if uploaded:
         return (f"interrupted after the upload of {version}",
-                f"{label} finishes the deploy by itself: follow it with `plug status` and `plug log`")
+                f"{label} finishes the deploy by itself: follow it with `plug status` and `plug log --output`")
     return ("interrupted before the upload was complete", f"nothing changed on {label}")
 
 

@@ -390,8 +390,10 @@ class Session:
             return self._not_matching(f"plugbox on {self.label} does not speak plug's protocol")
         if before_hello:
             self._greeted()
-        return HostGone(f"lost the connection to {self.label}" + (f": {last}" if last and code == 255 else "")
-                        + (f" (exit {code})" if code not in (None, 255) else ""))
+        if code == CONNECTION_FAILED or code is None:
+            return HostGone(f"lost the connection to {self.label}" + (f": {last}" if last else ""))
+        return HostGone(f"plugbox on {self.label} stopped without finishing (exit {code})"
+                        + (f": {last}" if last else ""))
 
     def request(self, message: dict) -> dict:
         """Send one request and return the host's next message."""

@@ -11,6 +11,11 @@ The invariants (INVARIANTS in plugbox(1)), checked by `problems()`:
 3. If V's next is W, then W's previous is V.
 4. Following previous from live ends; it never cycles.
 5. A version disappears only through remove or prune.
+6. Nothing outside HOME is ever written: store.py opens its files without
+   following links and refuses deploy/ or a bookkeeping file that is a link;
+   hooks.link_shared walks shared paths without following links.
+7. The service is never left stopped by a failure of plugbox's own
+   (operations.py starts the live version again).
 
 The order of writes, which keeps them true across a kill at any instant:
 
@@ -26,6 +31,8 @@ The order of writes, which keeps them true across a kill at any instant:
   point), then re-points the links that named it past it, then deletes it.
   `check --repair` finishes whatever it finds half done: re-pointing is
   idempotent, and the directory goes only after every link is re-pointed.
+  Several versions (prune) are removed in one pass: all renamed, one fsync;
+  all links re-pointed past them, one fsync per directory; all deleted.
 """
 
 from __future__ import annotations
@@ -38,6 +45,8 @@ from plugbox_server.names import is_version_name
 # Bookkeeping entries in deploy/, all starting with a dot.
 LOCK = ".lock"
 LOG = ".log"
+OUTPUT = ".output"             # the kept output of hooks; rotated to .output.1
+BOOKKEEPING_FILES = (LOCK, LOG, OUTPUT, OUTPUT + ".1")
 TMP_LINK = ".link-"
 NEW = ".new-"
 REMOVING = ".removing-"
@@ -66,6 +75,7 @@ class Chain:
     home_live_is_link: bool = True
     removing: dict[str, Links] = field(default_factory=dict)  # .removing-NAME dirs
     leftovers: list[str] = field(default_factory=list)        # .link-* and .new-* entries
+    odd_files: list[str] = field(default_factory=list)        # .lock, .log, ... not regular files
 
     # --- reading the links ------------------------------------------------
 
@@ -155,22 +165,57 @@ def link_to(name: str) -> str:
     return f"../{name}"
 
 
-def _repoint(name: str, links: Links, chain: Chain) -> list[Op]:
-    """Re-point every link that names `name` past it, at its own previous/next."""
+def _past(raw: str | None, kind: str, chain: Chain) -> str | None:
+    """The version a link means once versions being removed are skipped along `kind`."""
+    seen: set[str] = set()
+    while raw is not None and raw.startswith("../"):
+        name = raw[3:]
+        if name in chain.versions:
+            return name
+        if name not in chain.removing or name in seen:
+            return None
+        seen.add(name)
+        raw = getattr(chain.removing[name], kind)
+    return None
+
+
+def plan_finish_removes(chain: Chain, only: str | None = None) -> list[Op]:
+    """What remains of removing every .removing-NAME (or `only` that one), in one pass.
+
+    Each link that names a version being removed is re-pointed past it: past
+    every version being removed, along the same kind of link, to the first that
+    stays (or removed when there is none). Then the directories go. One walk
+    over the versions, whatever the number removed: prune uses it for thousands.
+    """
+    doomed = set(chain.removing) if only is None else {only}
     ops: list[Op] = []
-    for kind, replacement in (("previous", links.previous), ("next", links.next)):
-        # The replacement counts only if it still names an existing version.
-        new = chain.target(replacement)
+    for kind in ("previous", "next"):
         for other, other_links in sorted(chain.versions.items()):
-            if getattr(other_links, kind) == link_to(name):
-                path = f"{other}/{kind}"
-                ops.append(SetLink(path, link_to(new)) if new and new != other else Unlink(path))
-    return ops
+            raw = getattr(other_links, kind)
+            if raw is None or not raw.startswith("../") or raw[3:] not in doomed:
+                continue
+            new = _past(getattr(chain.removing[raw[3:]], kind), kind, chain)
+            path = f"{other}/{kind}"
+            ops.append(SetLink(path, link_to(new)) if new and new != other else Unlink(path))
+    return ops + [RemoveTree(REMOVING + name) for name in sorted(doomed)]
 
 
 def plan_finish_remove(name: str, chain: Chain) -> list[Op]:
     """What remains of removing `name` once it has been renamed to .removing-NAME."""
-    return [*_repoint(name, chain.removing[name], chain), RemoveTree(REMOVING + name)]
+    return plan_finish_removes(chain, only=name)
+
+
+def plan_remove(chain: Chain, names: list[str]) -> tuple[Chain, list[Op]]:
+    """The chain once `names` are renamed to .removing-NAME, and what then remains to do."""
+    gone = set(names)
+    after = Chain(
+        versions={n: l for n, l in chain.versions.items() if n not in gone},
+        live=chain.live, live_is_link=chain.live_is_link,
+        home_live=chain.home_live, home_live_is_link=chain.home_live_is_link,
+        removing={**chain.removing, **{n: chain.versions[n] for n in names}},
+        leftovers=list(chain.leftovers), odd_files=list(chain.odd_files),
+    )
+    return after, plan_finish_removes(after)
 
 
 def plan_prune(chain: Chain, keep: int) -> list[str]:
@@ -191,11 +236,20 @@ def problems(chain: Chain) -> list[Problem]:
     """Every broken invariant and leftover, each with the ops that repair it."""
     found: list[Problem] = []
 
-    for name in sorted(chain.removing):
+    if len(chain.removing) == 1:
+        (name,) = chain.removing
+        found.append(Problem(f"deploy/{REMOVING}{name}: an interrupted remove of {name}",
+                             tuple(plan_finish_removes(chain))))
+    elif chain.removing:
+        # One problem for them all: an interrupted prune may leave thousands, and
+        # finishing them together is one walk over the versions, not one per name.
+        names = sorted(chain.removing)
         found.append(Problem(
-            f"deploy/{REMOVING}{name}: an interrupted remove of {name}",
-            tuple(plan_finish_remove(name, chain)),
-        ))
+            f"deploy/{REMOVING}*: an interrupted remove of {len(names)} versions, "
+            f"{names[0]} to {names[-1]}", tuple(plan_finish_removes(chain))))
+    for entry in chain.odd_files:
+        found.append(Problem(f"deploy/{entry} is not a regular file; move it out of deploy/ "
+                             "(plugbox never writes through a link)"))
     for entry in sorted(chain.leftovers):
         kind = "temporary link" if entry.startswith(TMP_LINK) else "unfinished new version"
         found.append(Problem(f"deploy/{entry}: a leftover {kind}", (RemoveTree(entry),)))

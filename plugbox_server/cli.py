@@ -30,7 +30,7 @@ app = typer.Typer(
 
 
 def _home(ctx: typer.Context) -> Path:
-    return ctx.obj
+    return operations.home_from(ctx.obj)
 
 
 def reports_errors(command):
@@ -63,14 +63,15 @@ def _show_version(value: bool) -> None:
 @app.callback()
 def main_options(
     ctx: typer.Context,
-    home: Annotated[Optional[Path], typer.Option(
+    home: Annotated[Optional[str], typer.Option(
         "--home", metavar="DIR", envvar="PLUGBOX_HOME",
         help="The service's home, which holds deploy/ [default: $HOME].")] = None,
     version: Annotated[bool, typer.Option(
         "--version", callback=_show_version, is_eager=True,
         help="Print plugbox's version and exit.")] = False,
 ) -> None:
-    ctx.obj = operations.home_from(home)
+    # A string, not a Path: Path("") would be the current directory.
+    ctx.obj = home
 
 
 @app.command("next-version")
@@ -181,13 +182,18 @@ def check(
 
 @app.command("log")
 @reports_errors
-def log(ctx: typer.Context) -> None:
+def log(
+    ctx: typer.Context,
+    output: Annotated[bool, typer.Option(
+        "--output", help="Print instead what the hooks of past commands printed.")] = False,
+) -> None:
     """Print the history of operations: time, user, command, from, to, outcome.
 
     Reads deploy/.log, where every command that changes state adds one line.
-    Changes nothing.
+    With --output, prints the kept output of hooks (deploy/.output), each
+    command's part under a line with its time and command. Changes nothing.
     """
-    report.log(_home(ctx), sys.stdout)
+    report.log(_home(ctx), sys.stdout, output)
 
 
 @app.command("exec", context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})

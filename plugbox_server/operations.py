@@ -15,7 +15,7 @@ from pathlib import Path
 
 from plugbox_server import chain as c
 from plugbox_server import hooks
-from plugbox_server.errors import REVERT_FAILED, Aborted, HookFailed, PlugboxError
+from plugbox_server.errors import REVERT_FAILED, USAGE, Aborted, HookFailed, PlugboxError
 from plugbox_server.names import new_version_name, validate_version
 from plugbox_server.output import keep_going_when_the_caller_goes, say
 from plugbox_server.store import Store
@@ -74,10 +74,12 @@ def _existing(chain: c.Chain, name: str) -> str:
 class _Service:
     """Runs the hooks of versions of one home, each from the version's own plugbox.toml."""
 
-    def __init__(self, store: Store, chain: c.Chain):
+    def __init__(self, store: Store, chain: c.Chain, command: str):
         self.store = store
         self.chain = chain
         self.configs: dict[str, hooks.VersionConfig] = {}
+        # What the hooks print is kept in deploy/.output, under this command's heading.
+        self.record = store.output_record(command)
 
     def config(self, name: str) -> hooks.VersionConfig:
         if name not in self.configs:
@@ -92,12 +94,30 @@ class _Service:
         directory = self.store.version_dir(name)
         cwd = directory if hook == "post_upload" else self.store.home
         env = hooks.environment(self.store.home, name, directory, self.chain.previous(name))
-        hooks.run(hook, lines, version=name, cwd=cwd, env=env)
+        hooks.run(hook, lines, version=name, cwd=cwd, env=env,
+                  timeout=self.config(name).timeout(hook), keep=self.record.write)
+
+    def close(self) -> None:
+        self.record.close()
 
 
-def home_from(given: str | os.PathLike | None) -> Path:
-    """The service's home: --home as given, else PLUGBOX_HOME, else $HOME."""
-    return Path(given or os.environ.get("PLUGBOX_HOME") or os.environ.get("HOME") or Path.home())
+def home_from(given: str | None) -> Path:
+    """The home: --home, else PLUGBOX_HOME, else HOME; an empty one is refused, never
+    taken for the current directory or for /."""
+    if given is None:
+        given = os.environ.get("PLUGBOX_HOME")
+        if given == "":
+            raise PlugboxError("PLUGBOX_HOME is set but empty", "set it to the service's home, or unset it")
+    if given is None:
+        given = os.environ.get("HOME")
+        if given == "":
+            raise PlugboxError("HOME is empty, and neither --home nor PLUGBOX_HOME is given",
+                               "give the service's home with --home DIR")
+        if given is None:
+            return Path.home()
+    if given == "":
+        raise PlugboxError("--home is empty", "give the service's home: --home DIR", code=USAGE)
+    return Path(given)
 
 
 # --- the commands ---------------------------------------------------------------
@@ -118,7 +138,8 @@ def next_version(home: Path) -> tuple[str, str | None]:
 def upgrade_to(home: Path, version: str, held: tuple[c.Chain, _Record] | None = None) -> None:
     """`held`: the chain and record of a command that holds the lock already (deploy)."""
     store = _existing_store(home)
-    with nullcontext(held) if held else _changing(store, f"upgrade-to {version}") as (chain, record):
+    command = f"upgrade-to {version}"
+    with nullcontext(held) if held else _changing(store, command) as (chain, record):
         _existing(chain, version)
         live = chain.live_version()
         if version == live:
@@ -129,35 +150,43 @@ def upgrade_to(home: Path, version: str, held: tuple[c.Chain, _Record] | None = 
             raise PlugboxError(
                 f"{version} was made {against}, but the live version is {live or 'none'}",
                 "deploy again to make a version against the live one")
-        service = _Service(store, chain)
-        config = service.config(version)
-        if live:
-            service.config(live)
-        shown = f"deploy/{version}"
-        hooks.link_shared(store.home, store.version_dir(version), config, shown)
+        service = _Service(store, chain, command)
         try:
-            service.run("post_upload", version)
-        except HookFailed as error:
-            raise HookFailed(f"{error.message}; nothing changed, "
-                             f"the live version is still {live or 'none'}") from None
+            _upgrade(service, record, live, version)
+        finally:
+            service.close()
 
-        if live:
-            store.set_link(f"{live}/next", c.link_to(version))
-        # Refresh reloads a running service; on a first deploy nothing runs yet.
-        refresh = live is not None and config.has("refresh")
-        if live and not refresh:
+
+def _upgrade(service: _Service, record: _Record, live: str | None, version: str) -> None:
+    store = service.store
+    config = service.config(version)
+    if live:
+        service.config(live)
+    shown = f"deploy/{version}"
+    hooks.link_shared(store.home, store.version_dir(version), config, shown)
+    try:
+        service.run("post_upload", version)
+    except HookFailed as error:
+        raise HookFailed(f"{error.message}; nothing changed, "
+                         f"the live version is still {live or 'none'}") from None
+
+    if live:
+        store.set_link(f"{live}/next", c.link_to(version))
+    # Refresh reloads a running service; on a first deploy nothing runs yet.
+    refresh = live is not None and config.has("refresh")
+    if live and not refresh:
+        try:
+            service.run("stop", live)
+        except HookFailed as error:
+            warn(f"{error.message}; starting {live} again")
             try:
-                service.run("stop", live)
-            except HookFailed as error:
-                warn(f"{error.message}; starting {live} again")
-                try:
-                    _bring_up(service, live, refresh=False)
-                except HookFailed as again:
-                    raise HookFailed(f"{error.message}; nothing switched, but {again.message}",
-                                     code=REVERT_FAILED) from None
-                raise HookFailed(f"{error.message}; nothing switched, "
-                                 f"the live version is still {live}") from None
-        _switch(service, record, live, version, refresh)
+                _bring_up(service, live, refresh=False)
+            except HookFailed as again:
+                raise HookFailed(f"{error.message}; nothing switched, but {again.message}",
+                                 code=REVERT_FAILED) from None
+            raise HookFailed(f"{error.message}; nothing switched, "
+                             f"the live version is still {live}") from None
+    _switch(service, record, live, version, refresh)
 
 
 def deploy(home: Path, upload: Callable[[str, Path, str | None], None], *,
@@ -189,7 +218,7 @@ def deploy(home: Path, upload: Callable[[str, Path, str | None], None], *,
             upgrade_to(home, name, held=(store.read(), record))
         except PlugboxError:
             if not record.switched:
-                _remove_one(store, name)
+                store.remove_versions(store.read(), [name])
                 say(f"removed {name}, which never went live")
             raise
         return name, live
@@ -212,21 +241,24 @@ def rollback_to(home: Path, version: str | None = None, refresh: bool = False,
         _existing(chain, version)
         if version == live:
             raise PlugboxError(f"{version} is already live", "see `plugbox status`")
-        service = _Service(store, chain)
-        # Read VERSION's plugbox.toml now: a malformed one must refuse before the stop.
-        config = service.config(version)
-        if refresh and not config.has("refresh"):
-            raise PlugboxError(f"{version} has no refresh hook",
-                               "roll back without --refresh")
-        if live and not refresh:
-            try:
-                service.run("stop", live)
-            except PlugboxError as error:
-                # The live version is assumed broken: its stop failing, or its
-                # plugbox.toml being unreadable, is no reason to stay on it.
-                warn(f"{error.message}; rolling back all the same")
-        _switch(service, record, live, version, refresh)
-        return version, live
+        service = _Service(store, chain, command)
+        try:
+            # Read VERSION's plugbox.toml now: a malformed one must refuse before the stop.
+            config = service.config(version)
+            if refresh and not config.has("refresh"):
+                raise PlugboxError(f"{version} has no refresh hook",
+                                   "roll back without --refresh")
+            if live and not refresh:
+                try:
+                    service.run("stop", live)
+                except PlugboxError as error:
+                    # The live version is assumed broken: its stop failing, or its
+                    # plugbox.toml being unreadable, is no reason to stay on it.
+                    warn(f"{error.message}; rolling back all the same")
+            _switch(service, record, live, version, refresh)
+            return version, live
+        finally:
+            service.close()
 
 
 def _switch(service: _Service, record: _Record, live: str | None, version: str,
@@ -234,7 +266,10 @@ def _switch(service: _Service, record: _Record, live: str | None, version: str,
     """Switch live to `version` and bring it up; on failure switch back and bring `live` up."""
     store = service.store
     record.switched = True
-    store.switch_live(version)
+    try:
+        store.switch_live(version)
+    except PlugboxError as error:
+        _unswitched(service, record, live, version, refresh, error)
     record.after = version
     say(f"live is now {version}")
     try:
@@ -247,7 +282,13 @@ def _switch(service: _Service, record: _Record, live: str | None, version: str,
                 service.run("stop", version)
             except HookFailed as stop_error:
                 warn(stop_error.message)
-        store.switch_live(live)
+        try:
+            store.switch_live(live)
+        except PlugboxError as switch_error:
+            raise HookFailed(f"{error.message}; could not switch back to {live}: "
+                             f"{switch_error.message}; {version} stays live",
+                             "free what is short (disk, inodes), then run "
+                             f"`plugbox rollback-to {live}`", code=REVERT_FAILED) from None
         record.after = live
         if live is None:
             raise HookFailed(f"{error.message}; there is no live version now") from None
@@ -259,6 +300,31 @@ def _switch(service: _Service, record: _Record, live: str | None, version: str,
             raise HookFailed(f"{error.message}; switched back to {live}, but "
                              f"{revert_error.message}", code=REVERT_FAILED) from None
         raise HookFailed(f"{error.message}; switched back to {live}, which is up again") from None
+
+
+def _unswitched(service: _Service, record: _Record, live: str | None, version: str,
+                refresh: bool, error: PlugboxError) -> None:
+    """Switching live failed (a full disk): make sure live is as it was, start it again
+    if it was stopped (invariant 7), and say so."""
+    store = service.store
+    if store.read_live() == version:  # deploy/live moved, but HOME/live could not follow
+        try:
+            store.switch_live(live)
+        except PlugboxError as again:
+            raise HookFailed(f"{error.message}; {version} is live but not up, and switching "
+                             f"back failed: {again.message}", REPAIR_HINT,
+                             code=REVERT_FAILED) from None
+    record.after = live
+    if live is None or refresh:
+        raise HookFailed(f"{error.message}; nothing switched, the live version is still "
+                         f"{live or 'none'}") from None
+    warn(f"{error.message}; starting {live} again")
+    try:
+        _bring_up(service, live, refresh=False)
+    except PlugboxError as again:
+        raise HookFailed(f"{error.message}; nothing switched, but {again.message}",
+                         code=REVERT_FAILED) from None
+    raise HookFailed(f"{error.message}; nothing switched, {live} is up again") from None
 
 
 def _bring_up(service: _Service, name: str, refresh: bool, stopped_version: str | None = None):
@@ -280,14 +346,10 @@ def remove(home: Path, versions: list[str]) -> None:
             if name == live:
                 raise PlugboxError(f"{name} is live and cannot be removed",
                                    "roll back or deploy first")
-        for name in dict.fromkeys(versions):
-            _remove_one(store, name)
+        names = list(dict.fromkeys(versions))
+        store.remove_versions(chain, names)
+        for name in names:
             say(f"removed {name}")
-
-
-def _remove_one(store: Store, name: str) -> None:
-    store.begin_remove(name)
-    store.apply(c.plan_finish_remove(name, store.read()))
 
 
 def prune(home: Path, keep: int = 5) -> tuple[list[str], int]:
@@ -299,8 +361,10 @@ def prune(home: Path, keep: int = 5) -> tuple[list[str], int]:
         return [], 0
     with _changing(store, f"prune --keep {keep}") as (chain, record):
         doomed = c.plan_prune(chain, keep)
+        # One pass over deploy/, read once above: what takes time is the deleting.
+        if doomed:
+            store.remove_versions(chain, doomed)
         for name in doomed:
-            _remove_one(store, name)
             say(f"removed {name}")
         return doomed, len(chain.versions) - len(doomed)
 
@@ -367,6 +431,11 @@ def exec_context(home: Path) -> tuple[Path, dict[str, str]]:
 
 def log(home: Path) -> list[list[str]]:
     return Store(home).read_log()
+
+
+def hook_output(home: Path) -> bytes:
+    """The kept output of the hooks of past commands, oldest first (deploy/.output)."""
+    return Store(home).read_output()
 
 
 def _existing_store(home: Path) -> Store:

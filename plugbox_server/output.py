@@ -1,19 +1,21 @@
-"""plugbox's own messages to its caller, who may go away in the middle of a command.
+"""plugbox's own messages, and its hooks' output, to a caller who may go away.
 
 A dropped ssh connection, or a Ctrl-C on plug, closes the pipes plugbox writes
 to. A command that changes state then goes on to its end (or switches back) in
 silence instead of dying between two of its steps with a service stopped: the
-log still records how it ended. From then on hooks write to /dev/null, since a
-hook writing to the closed pipe would die of SIGPIPE and count as failed.
+log still records how it ended, and the kept hook output what the hooks said.
+Hooks never write to the caller themselves: plugbox relays their output (see
+hooks.run), so a caller that goes away never kills a hook with SIGPIPE.
+
+Where messages go is one setting: stdout by default, stderr once
+`messages_to_stderr()` is called (a mode in which stdout carries data only).
+Errors (`say(..., err=True)`) always go to stderr.
 """
 
 import signal
-import subprocess
 import sys
 
 _caller_gone = False
-# In the machine-facing mode (serve.py) stdout carries the exchange with plug:
-# messages and hook output go to stderr, which plug passes on.
 _messages_to_stderr = False
 
 
@@ -23,24 +25,46 @@ def _gone(*_) -> None:
 
 
 def messages_to_stderr() -> None:
+    """From now on, say()'s messages and hook output go to stderr, not stdout."""
     global _messages_to_stderr
     _messages_to_stderr = True
 
 
-def caller_gone() -> None:
-    """The caller has gone away: say nothing more, hooks write to /dev/null."""
-    _gone()
+def _stream(err: bool = False):
+    # Looked up at each call: tests (and typer's runner) replace sys.stdout.
+    return sys.stderr if err or _messages_to_stderr else sys.stdout
 
 
 def say(message: str, err: bool = False) -> None:
     """`plugbox: message` on stdout (stderr with err), while anyone is reading."""
     if _caller_gone:
         return
-    stream = sys.stderr if err or _messages_to_stderr else sys.stdout
     try:
-        print(f"plugbox: {message}", file=stream, flush=True)
-    except OSError:  # EPIPE: nobody reads any more
+        print(f"plugbox: {message}", file=_stream(err), flush=True)
+    except (OSError, ValueError):  # EPIPE: nobody reads any more; ValueError: closed
         _gone()
+
+
+def relay(chunk: bytes) -> None:
+    """Pass a piece of hook output to the caller, while anyone is reading."""
+    if _caller_gone:
+        return
+    stream = _stream()
+    try:
+        binary = getattr(stream, "buffer", None)
+        if binary is not None:
+            stream.flush()
+            binary.write(chunk)
+            binary.flush()
+        else:
+            stream.write(chunk.decode(errors="replace"))
+            stream.flush()
+    except (OSError, ValueError):
+        _gone()
+
+
+def caller_gone() -> bool:
+    return _caller_gone
 
 
 def keep_going_when_the_caller_goes() -> None:
@@ -49,8 +73,6 @@ def keep_going_when_the_caller_goes() -> None:
     signal.signal(signal.SIGHUP, _gone)
 
 
-def hook_output():
-    """What a hook's stdout and stderr are: ours, or /dev/null once the caller has gone."""
-    if _caller_gone:
-        return subprocess.DEVNULL
-    return 2 if _messages_to_stderr else None
+def the_caller_went_away() -> None:
+    """Said by the machine-facing mode when its input ends: say nothing more."""
+    _gone()

@@ -50,7 +50,11 @@ def check(home: Path, repair: bool, out: TextIO) -> None:
         print("ok", file=out)
 
 
-def log(home: Path, out: TextIO) -> None:
+def log(home: Path, out: TextIO, output: bool = False) -> None:
+    if output:
+        kept = operations.hook_output(home)
+        print(kept.decode(errors="replace") if kept else "no hook output kept", file=out, end="" if kept else "\n")
+        return
     entries = operations.log(home)
     if not entries:
         print("no operations yet", file=out)

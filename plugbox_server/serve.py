@@ -41,7 +41,7 @@ def _send(message: dict) -> None:
         sys.stdout.write(json.dumps(message) + "\n")
         sys.stdout.flush()
     except OSError:  # the caller has gone; the command goes on regardless
-        output.caller_gone()
+        output.the_caller_went_away()
 
 
 def _receive() -> dict | None:
@@ -71,7 +71,7 @@ def _watch_for_the_caller_going(daemon: bool = True) -> None:
                 pass
         except OSError:
             pass
-        output.caller_gone()
+        output.the_caller_went_away()
 
     if not daemon:
         return watch()
@@ -116,7 +116,7 @@ COMMANDS = {
     "rollback": _rollback,
     "remove": _remove,
     "status": lambda home, request, out: report.status(home, bool(request.get("json")), out),
-    "log": lambda home, request, out: report.log(home, out),
+    "log": lambda home, request, out: report.log(home, out, bool(request.get("output"))),
     "prune": lambda home, request, out: report.prune(home, int(request.get("keep", 5)), out),
     "check": lambda home, request, out: report.check(home, bool(request.get("repair")), out),
     "hello": lambda home, request, out: {"home": str(home.absolute())},

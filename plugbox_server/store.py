@@ -15,10 +15,12 @@ import itertools
 import os
 import shutil
 import signal
+import stat
 import time
 from contextlib import contextmanager
 from pathlib import Path
 
+from plugbox_server import __version__
 from plugbox_server import chain as c
 from plugbox_server.errors import Busy, PlugboxError
 from plugbox_server.names import is_version_name
@@ -31,10 +33,19 @@ def os_error(what: str, error: OSError) -> PlugboxError:
     return PlugboxError(f"{what}: {error.strerror or error}")
 
 
+# Every file plugbox writes (or shows) is opened with these: never through a link,
+# never blocking on a FIFO put in its place, never inherited by hooks.
+_SAFE = os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+OUTPUT_LIMIT = 1 << 20  # bytes of kept hook output per file, .output and .output.1
+
+
 class Store:
     def __init__(self, home: Path):
         self.home = home.absolute()
         self.deploy = self.home / "deploy"
+        if self.home.exists() and not self.home.is_dir():
+            raise PlugboxError(f"{self.home}: the home is not a directory",
+                               "give the service's home with --home DIR or PLUGBOX_HOME")
 
     # --- reading ------------------------------------------------------------
 
@@ -57,9 +68,18 @@ class Store:
                     chain.removing[name[len(c.REMOVING):]] = _links(entry.path)
                 elif name.startswith((c.TMP_LINK, c.NEW)):
                     chain.leftovers.append(name)
+                elif name in c.BOOKKEEPING_FILES and not entry.is_file(follow_symlinks=False):
+                    chain.odd_files.append(name)
                 elif is_version_name(name) and entry.is_dir(follow_symlinks=False):
                     chain.versions[name] = _links(entry.path)
         return chain
+
+    def read_live(self) -> str | None:
+        """The text of deploy/live, or None."""
+        try:
+            return _readlink(self.deploy / c.LIVE)[0]
+        except OSError:
+            return None
 
     def version_dir(self, name: str) -> Path:
         return self.deploy / name
@@ -67,15 +87,26 @@ class Store:
     # --- writing --------------------------------------------------------------
 
     def apply(self, ops: list[c.Op]) -> None:
-        for op in ops:
-            if isinstance(op, c.SetLink):
-                self.set_link(op.path, op.target)
-            elif isinstance(op, c.Unlink):
-                self.unlink(op.path)
-            else:
-                self.remove_tree(op.path)
+        """Carry out `ops` in order, with one fsync per directory touched.
 
-    def set_link(self, path: str, target: str) -> None:
+        The links are made durable before the first deletion, so a crash never
+        leaves a link to a version already gone.
+        """
+        links: set[Path] = set()
+        deleted: set[Path] = set()
+        try:
+            for op in ops:
+                if isinstance(op, c.SetLink):
+                    links.add(self.set_link(op.path, op.target, sync=False))
+                elif isinstance(op, c.Unlink):
+                    links.add(self.unlink(op.path, sync=False))
+                else:
+                    _fsync_all(links)  # empties it: the links are durable once
+                    deleted.add(self.remove_tree(op.path, sync=False))
+        finally:
+            _fsync_all(links | deleted)
+
+    def set_link(self, path: str, target: str, sync: bool = True) -> Path:
         """Point deploy/`path` at `target` by renaming a fresh link over it."""
         final = self.deploy / path
         temporary = self.deploy / f"{c.TMP_LINK}{os.getpid()}-{next(_counter)}"
@@ -85,31 +116,73 @@ class Store:
         except OSError as error:
             _quietly_unlink(temporary)
             raise os_error(f"could not link {_shown(final, self.home)} -> {target}", error)
-        _fsync_dir(final.parent)
+        if sync:
+            _fsync_dir(final.parent)
+        return final.parent
 
-    def unlink(self, path: str) -> None:
+    def unlink(self, path: str, sync: bool = True) -> Path:
         final = self.deploy / path
         try:
             os.unlink(final)
         except FileNotFoundError:
-            return
+            return final.parent
         except OSError as error:
             raise os_error(f"could not remove {_shown(final, self.home)}", error)
-        _fsync_dir(final.parent)
+        if sync:
+            _fsync_dir(final.parent)
+        return final.parent
 
-    def remove_tree(self, path: str) -> None:
+    def remove_tree(self, path: str, sync: bool = True) -> Path:
         """Delete deploy/`path`; links inside are removed, never followed."""
         target = self.deploy / path
         try:
             if target.is_symlink() or not target.is_dir():
                 target.unlink(missing_ok=True)
             else:
+                # rmtree works from directory descriptors and never follows a link.
                 shutil.rmtree(target)
         except OSError as error:
             raise os_error(f"could not delete {_shown(target, self.home)}", error)
+        if sync:
+            _fsync_dir(self.deploy)
+        return self.deploy
+
+    def remove_versions(self, chain: c.Chain, names: list[str]) -> None:
+        """Remove `names` in one pass: rename all (the commit point), re-point, delete.
+
+        If the disk refuses before any link was re-pointed (a full disk: each
+        link needs an inode), the versions are renamed back and nothing changed.
+        """
+        renamed: list[str] = []
+        try:
+            for name in names:
+                os.rename(self.deploy / name, self.deploy / f"{c.REMOVING}{name}")
+                renamed.append(name)
+        except OSError as error:
+            self._rename_back(renamed)
+            raise os_error(f"could not remove deploy/{names[len(renamed)]}", error)
         _fsync_dir(self.deploy)
+        _, ops = c.plan_remove(chain, names)
+        links = [op for op in ops if not isinstance(op, c.RemoveTree)]
+        if links:
+            try:
+                self.apply(links[:1])
+            except PlugboxError as error:
+                self._rename_back(renamed)
+                raise PlugboxError(f"{error.message}; nothing removed") from None
+        self.apply(ops[1:] if links else ops)
+
+    def _rename_back(self, names: list[str]) -> None:
+        for name in names:
+            try:
+                os.rename(self.deploy / f"{c.REMOVING}{name}", self.deploy / name)
+            except OSError:
+                pass  # left for check --repair, which finishes the remove
+        if names:
+            _fsync_dir(self.deploy)
 
     def make_deploy(self) -> None:
+        self._refuse_links()
         try:
             self.deploy.mkdir(parents=True, exist_ok=True)
         except OSError as error:
@@ -128,6 +201,9 @@ class Store:
         building = self.staging_dir(name)
         try:
             building.mkdir()
+        except OSError as error:
+            raise os_error(f"could not create version deploy/{name}", error)
+        try:
             if previous:
                 os.symlink(c.link_to(previous), building / "previous")
             if config is not None:
@@ -167,6 +243,7 @@ class Store:
             _fsync_dir(building)
             os.rename(building, self.deploy / name)
         except OSError as error:
+            # Out of inodes, say: what this command made must not block the next one.
             self.remove_staging(name)
             raise os_error(f"could not create version deploy/{name}", error)
         _fsync_dir(self.deploy)
@@ -211,12 +288,9 @@ class Store:
     def lock(self, command: str, wait: float = 0):
         """Hold the exclusive lock on deploy/ for the whole command; if another
         command holds it, wait up to `wait` seconds for it, then fail."""
+        self._refuse_links()
         path = self.deploy / c.LOCK
-        try:
-            # O_CLOEXEC (Python's default) keeps the lock from services that hooks start.
-            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-        except OSError as error:
-            raise os_error(f"could not open {_shown(path, self.home)}", error)
+        fd = self._open_own(c.LOCK, os.O_RDWR | os.O_CREAT)
         waited_said = False
         try:
             deadline = time.monotonic() + wait
@@ -237,17 +311,53 @@ class Store:
                     say(f"waiting up to {wait:g} s for the lock: deploy/ is locked by {holder}")
                     waited_said = True
                 time.sleep(0.1)
-            os.ftruncate(fd, 0)
-            os.write(fd, f"pid {os.getpid()} (plugbox {command}) since {utc_now()}\n".encode())
+            for name in (c.LOG, c.OUTPUT):
+                self._refuse_odd(name)
+            try:
+                os.ftruncate(fd, 0)
+                os.write(fd, f"pid {os.getpid()} (plugbox {command}) since {utc_now()}\n".encode())
+            except OSError:
+                pass  # a full disk: the lock holds all the same, only its holder is unnamed
             yield
         finally:
             os.close(fd)
 
+    def _refuse_links(self) -> None:
+        """deploy/ must be a directory of the home, not a link to somewhere else."""
+        if self.deploy.is_symlink():
+            raise PlugboxError(f"{_shown(self.deploy, self.home)} is a symbolic link; "
+                               "plugbox writes nothing outside the home",
+                               "make it a directory (mount a disk there rather than link one)")
+
+    def _refuse_odd(self, name: str) -> None:
+        path = self.deploy / name
+        try:
+            mode = os.lstat(path).st_mode
+        except FileNotFoundError:
+            return
+        if not stat.S_ISREG(mode):
+            raise _not_regular(path, self.home, mode)
+
+    def _open_own(self, name: str, flags: int, what: str = "open") -> int:
+        """Open a bookkeeping file of deploy/: a regular file, never through a link."""
+        path = self.deploy / name
+        try:
+            fd = os.open(path, flags | _SAFE, 0o644)
+        except OSError as error:
+            if error.errno in (errno.ELOOP, errno.EISDIR, errno.ENXIO, errno.ENOTDIR):
+                raise _not_regular(path, self.home, None) from None
+            raise os_error(f"could not {what} {_shown(path, self.home)}", error)
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            os.close(fd)
+            raise _not_regular(path, self.home, mode)
+        return fd
+
     def holder(self) -> str | None:
         """Who holds the lock now, if anyone; takes nothing and creates nothing."""
         try:
-            fd = os.open(self.deploy / c.LOCK, os.O_RDONLY | os.O_CLOEXEC)
-        except OSError:
+            fd = self._open_own(c.LOCK, os.O_RDONLY)
+        except PlugboxError:
             return None
         try:
             fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
@@ -262,20 +372,87 @@ class Store:
         fields = [utc_now(), user, command, before or "-", after or "-", outcome]
         line = "\t".join(f.replace("\t", " ").replace("\n", " ") for f in fields) + "\n"
         try:
-            fd = os.open(self.deploy / c.LOG, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            fd = self._open_own(c.LOG, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
             try:
                 os.write(fd, line.encode())
             finally:
                 os.close(fd)
-        except OSError:
+        except (OSError, PlugboxError):
             pass  # the log is a record, never a reason to fail a command that succeeded
 
     def read_log(self) -> list[list[str]]:
-        try:
-            text = (self.deploy / c.LOG).read_text(errors="replace")
-        except FileNotFoundError:
-            return []
+        text = self._read_own(c.LOG).decode(errors="replace")
         return [line.split("\t") for line in text.splitlines() if line]
+
+    def _read_own(self, name: str) -> bytes:
+        try:
+            fd = self._open_own(name, os.O_RDONLY, "read")
+        except PlugboxError:
+            if not os.path.lexists(self.deploy / name):
+                return b""
+            raise
+        try:
+            with os.fdopen(fd, "rb") as f:
+                return f.read()
+        except OSError as error:
+            raise os_error(f"could not read deploy/{name}", error)
+
+    # --- the kept output of hooks -------------------------------------------------
+
+    def output_record(self, command: str) -> "OutputRecord":
+        return OutputRecord(self, command)
+
+    def read_output(self) -> bytes:
+        """The kept hook output, oldest first: deploy/.output.1, then deploy/.output."""
+        return self._read_own(c.OUTPUT + ".1") + self._read_own(c.OUTPUT)
+
+
+class OutputRecord:
+    """deploy/.output: what the hooks of commands printed, kept on the host.
+
+    Each command's part starts with a heading (time, command, plugbox's
+    version), written when its first hook runs. When the file passes
+    OUTPUT_LIMIT it becomes .output.1 (replacing the one before), so the record
+    stays under about twice that. Writing it never fails a command or a hook.
+    """
+
+    def __init__(self, store: Store, command: str):
+        self.store = store
+        self.command = command
+        self.fd: int | None = None
+        self.size = 0
+        self.broken = False
+
+    def write(self, data: bytes) -> None:
+        if self.broken:
+            return
+        try:
+            if self.fd is None:
+                self._open(f"=== {utc_now()} plugbox {self.command} (plugbox {__version__})\n")
+            elif self.size + len(data) > OUTPUT_LIMIT:
+                self.close()
+                os.replace(self.store.deploy / c.OUTPUT, self.store.deploy / (c.OUTPUT + ".1"))
+                self._open(f"=== {utc_now()} plugbox {self.command}, continued\n")
+            self.size += os.write(self.fd, data)
+        except (OSError, PlugboxError):
+            self.broken = True  # a full disk, say: the caller still sees the output
+            self.close()
+
+    def _open(self, heading: str) -> None:
+        self.fd = self.store._open_own(c.OUTPUT, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+        self.size = os.fstat(self.fd).st_size
+        if self.size > OUTPUT_LIMIT:
+            os.close(self.fd)
+            self.fd = None
+            os.replace(self.store.deploy / c.OUTPUT, self.store.deploy / (c.OUTPUT + ".1"))
+            self.fd = self.store._open_own(c.OUTPUT, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+            self.size = 0
+        self.size += os.write(self.fd, heading.encode())
+
+    def close(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
 
 
 def utc_now() -> str:
@@ -328,6 +505,20 @@ def _links(version: str) -> c.Links:
     previous, _ = _readlink(version + "/previous")
     after, _ = _readlink(version + "/next")
     return c.Links(previous, after)
+
+
+def _not_regular(path: Path, home: Path, mode: int | None) -> PlugboxError:
+    what = ("a symbolic link" if mode is None or stat.S_ISLNK(mode) else
+            "a directory" if stat.S_ISDIR(mode) else "not a regular file")
+    return PlugboxError(f"{_shown(path, home)} is {what}, not a file of plugbox's own; "
+                        "plugbox never writes through a link",
+                        f"move it out of deploy/ and run the command again")
+
+
+def _fsync_all(directories: set[Path]) -> None:
+    for directory in sorted(directories):
+        _fsync_dir(directory)
+    directories.clear()
 
 
 def _fsync_dir(path: Path) -> None:

@@ -14,7 +14,9 @@ from plugbox_server.chain import (
     SetLink,
     Unlink,
     plan_finish_remove,
+    plan_finish_removes,
     plan_prune,
+    plan_remove,
     problems,
 )
 
@@ -422,3 +424,32 @@ def test_prune_never_takes_live_nor_its_previous_and_keeps_at_most_n(pruned, kee
     for gone in doomed:
         for stays in kept:
             assert (RANK[states[gone]], gone) < (RANK[states[stays]], stays)
+
+
+# --- several removes at once (prune) ---------------------------------------------------
+
+
+def test_finishing_several_removes_re_points_past_all_of_them():
+    # A <- B <- C <- D <- E, live E; B, C and D removed together.
+    before = chain({A: links(None, B), E: links(D)}, live=E,
+                   removing={B: links(A, C), C: links(B, D), D: links(C, E)})
+    assert plan_finish_removes(before) == [
+        SetLink(f"{E}/previous", f"../{A}"), SetLink(f"{A}/next", f"../{E}"),
+        RemoveTree(f".removing-{B}"), RemoveTree(f".removing-{C}"), RemoveTree(f".removing-{D}")]
+
+
+def test_plan_remove_is_plan_finish_removes_once_renamed():
+    full = chain({A: links(None, B), B: links(A, C), C: links(B, D), D: links(C)}, live=D)
+    after, ops = plan_remove(full, [B, C])
+    assert set(after.versions) == {A, D} and set(after.removing) == {B, C}
+    assert ops == [SetLink(f"{D}/previous", f"../{A}"), SetLink(f"{A}/next", f"../{D}"),
+                   RemoveTree(f".removing-{B}"), RemoveTree(f".removing-{C}")]
+
+
+def test_an_interrupted_remove_of_many_is_one_problem():
+    broken = chain({A: links(None, B), E: links(D)}, live=E,
+                   removing={B: links(A, C), C: links(B, D), D: links(C, E)})
+    (problem,) = problems(broken)
+    assert problem.message == (f"deploy/.removing-*: an interrupted remove of 3 versions, "
+                               f"{B} to {D}")
+    assert list(problem.repair) == plan_finish_removes(broken)

@@ -242,7 +242,7 @@ def test_failed_post_upload_passes_plugbox_exit_status_through_and_leaves_nothin
     assert versions(home) == [first] and live(home) == first
     assert "cannot build" in result.stderr
     assert "post_upload of " in result.stderr and "which never went live" in result.stderr
-    bookkeeping = ("deploy/.lock", "deploy/.log", "deploy")  # the log says how it ended
+    bookkeeping = ("deploy/.lock", "deploy/.log", "deploy/.output", "deploy")  # the log says how it ended
     assert {k: v for k, v in snapshot(home).items() if k not in bookkeeping} == \
         {k: v for k, v in before.items() if k not in bookkeeping}
     assert "failed: post_upload of" in (home / "deploy" / ".log").read_text().splitlines()[-1]

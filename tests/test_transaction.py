@@ -328,7 +328,7 @@ def ctrl_c(client: Client, args: list[str], ready) -> tuple[int, str]:
 @pytest.mark.parametrize("hook", ["post_upload", "check"])
 def test_ctrl_c_after_the_upload_the_deploy_completes(client: Client, home: Path, hook: str) -> None:
     first = deploy_ok(client)
-    hooks_config(client, home, **{hook: [gate_hook(hook)]})
+    hooks_config(client, home, **{hook: [gate_hook(hook), "echo said after the gate"]})
     bump(client, "two\n")
 
     code, text = ctrl_c(client, ["deploy"], lambda: (client.ctl / f"{hook}-running").exists())
@@ -342,6 +342,9 @@ def test_ctrl_c_after_the_upload_the_deploy_completes(client: Client, home: Path
     assert versions(home) == [first, new] and staging(home) == []
     wait_for(lambda: not client.leftovers(), f"no ssh process nor temporary file ({client.leftovers()})",
              PATIENCE)
+    # Nobody was listening any more, but the host kept what the hook said.
+    assert "said after the gate" not in text
+    assert "said after the gate" in client.run("log", "--output").stdout
 
 
 def test_ctrl_c_during_the_upload_changes_nothing(client: Client, home: Path, gated) -> None:
