@@ -304,8 +304,11 @@ def render_config(
         "[hooks]",
         "# Shell lines run on the host, one after another; the first that fails stops.",
         "# post_upload runs in the new version's directory, the others in HOME.",
-        "# A virtualenv can't live in the version itself (its name has colons, which venv",
-        "# refuses): keep it in shared/, one per requirements.txt, and link it as env.",
+        "# A virtualenv in the version itself (`uv venv env && uv pip install -p env -r",
+        "# requirements.txt` makes this fast):",
+        '# post_upload = ["python3 -m venv env", "env/bin/pip install -q -r requirements.txt"]',
+        "# or one in shared/ per requirements.txt, linked as env, so that an unchanged",
+        "# requirements.txt installs nothing:",
         '# post_upload = ["v=../../shared/venvs/$(sha256sum < requirements.txt | cut -c1-16) && '
         '{ test -x $v/bin/python || python3 -m venv $v; } && ln -sfn $v env",',
         '#                "env/bin/pip install -q -r requirements.txt"]',

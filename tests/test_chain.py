@@ -18,8 +18,8 @@ from plugbox_server.chain import (
     problems,
 )
 
-A, B, C, D, E, F = (f"2026-11-2{day}T09:00:00" for day in range(1, 7))
-Z = "2026-01-01T00:00:00"  # a version name that is not in deploy/
+A, B, C, D, E, F = (f"2026112{day}T090000Z" for day in range(1, 7))
+Z = "20260101T000000Z"  # a version name that is not in deploy/
 
 
 def links(previous: str | None = None, next: str | None = None) -> Links:
@@ -390,7 +390,7 @@ def chains(draw):
     versions: dict[str, Links] = {}
     live = None
     for second in range(draw(st.integers(0, 8))):
-        name = f"2026-11-21T09:00:{second:02d}"
+        name = f"20261121T0900{second:02d}Z"
         versions[name] = links(live)             # next-version
         action = draw(st.sampled_from(["leave pending", "upgrade-to", "rollback-to"]))
         if action == "upgrade-to":

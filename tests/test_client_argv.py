@@ -59,7 +59,7 @@ def test_rsync_rsh_rides_the_master_and_keeps_quoting():
 
 
 def test_version_path_and_destination():
-    assert A.version_path("/srv/hello", "2026-11-21T09:00:00") == "/srv/hello/deploy/2026-11-21T09:00:00/"
+    assert A.version_path("/srv/hello", "20261121T090000Z") == "/srv/hello/deploy/20261121T090000Z/"
     assert A.destination("hello@host", "/srv/x/") == "hello@host:/srv/x/"
     assert A.destination(None, "/srv/x/") == "/srv/x/"
 

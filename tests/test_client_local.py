@@ -242,6 +242,21 @@ def test_failed_hook_passes_plugbox_exit_status_through_and_keeps_the_version(pr
     assert f"`plug remove {second}` deletes it" in result.stderr
 
 
+def test_a_virtualenv_in_the_version_works_as_written(project, home):
+    # The simple form of the docs: the version's name has no colon, so venv accepts
+    # its path and the env's bin/ can go on PATH.
+    write_config(project, home, extra=(
+        '[hooks]\npost_upload = ["python3 -m venv env"]\n'
+        'check = [\'PATH="$PLUGBOX_VERSION_DIR/env/bin:$PATH" python -c '
+        '"import sys; print(\\"python in\\", sys.prefix)"\']\n'))
+    result = ok(plug(project, "deploy"))
+    version = live(home)
+    env = home / "deploy" / version / "env"
+    assert (env / "bin" / "python").exists() and (env / "pyvenv.cfg").is_file()
+    assert f"python in {env.resolve()}" in result.stdout
+    assert ":" not in version
+
+
 # ---------------------------------------------------------------- failures before the switch
 
 def test_prepare_failure_changes_nothing(project, home):
@@ -395,7 +410,7 @@ def test_rollback_with_refresh_runs_the_refresh_hook(project, home):
     assert f"refreshed {first}" in result.stdout
 
 
-@pytest.mark.parametrize("name", ["../etc", "live", "2026-11-21T09:00:00/..", "-v"])
+@pytest.mark.parametrize("name", ["../etc", "live", "20261121T090000Z/..", "-v"])
 def test_version_arguments_are_validated_before_connecting(project, home, name):
     result = plug(project, "rollback", "--", name)
     assert result.returncode == 1

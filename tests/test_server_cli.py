@@ -28,7 +28,7 @@ from plugbox_server.names import is_version_name
 COMMAND = typer.main.get_command(app)
 RUNNER = CliRunner()
 BOOKKEEPING = {".lock", ".log"}
-Z = "2026-01-01T00:00:00"  # a well-formed name no version has
+Z = "20260101T000000Z"  # a well-formed name no version has
 
 
 @dataclass
@@ -346,7 +346,7 @@ def test_check_reports_and_repair_fixes(home):
     previous = home / "deploy" / second / "previous"
     previous.unlink()
     previous.symlink_to(home / "deploy" / first)      # absolute
-    os.symlink("../2026-01-01T00:00:00", home / "deploy" / ".link-99-0")
+    os.symlink("../20260101T000000Z", home / "deploy" / ".link-99-0")
     ran = plugbox(home, "check")
     assert ran.exit_code == 1 and ran.exception is None
     assert ran.stdout.splitlines() == [
@@ -417,7 +417,7 @@ def lived(home):
 @pytest.mark.parametrize("command", [["upgrade-to"], ["rollback-to"], ["remove", "-v"]])
 def test_a_bad_version_name_is_refused(lived, command, name):
     line = refused(lived, *command, name)
-    assert line == (f"plugbox: {name!a} is not a version name (YYYY-MM-DDTHH:MM:SS); "
+    assert line == (f"plugbox: {name!a} is not a version name: a name is YYYYMMDDTHHMMSSZ, such as 20261121T090000Z; "
                     "see `plugbox status` for the versions\n")
 
 
@@ -646,7 +646,7 @@ def test_an_unknown_command_is_bad_usage(home):
 # --- read-only commands on a fake filesystem ------------------------------------
 
 FAKE = "/srv/svc"
-V1, V2, V3 = "2026-11-20T10:00:00", "2026-11-21T09:00:00", "2026-11-22T08:00:00"
+V1, V2, V3 = "20261120T100000Z", "20261121T090000Z", "20261122T080000Z"
 
 
 @pytest.fixture
@@ -689,7 +689,7 @@ def test_fake_status_json(fake_home):
 
 def test_fake_status_ignores_what_is_not_a_version(fake_home):
     fake_home.create_dir(f"{FAKE}/deploy/notes")
-    fake_home.create_file(f"{FAKE}/deploy/2026-11-23T00:00:00")      # a file, not a version
+    fake_home.create_file(f"{FAKE}/deploy/20261123T000000Z")      # a file, not a version
     assert len(ok(FAKE, "status").splitlines()) == 3
 
 
@@ -714,8 +714,8 @@ def test_fake_check_ok(fake_home):
      f"following previous from live cycles at deploy/{V1}/previous"),
     (lambda fs: fs.create_symlink(f"{FAKE}/deploy/.link-7-0", V1),
      "deploy/.link-7-0: a leftover temporary link"),
-    (lambda fs: fs.create_dir(f"{FAKE}/deploy/.new-2026-11-23T00:00:00"),
-     "deploy/.new-2026-11-23T00:00:00: a leftover unfinished new version"),
+    (lambda fs: fs.create_dir(f"{FAKE}/deploy/.new-20261123T000000Z"),
+     "deploy/.new-20261123T000000Z: a leftover unfinished new version"),
 ])
 def test_fake_check_finds_each_problem(fake_home, breakage, problem):
     breakage(fake_home)

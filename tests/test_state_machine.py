@@ -34,7 +34,7 @@ PROFILE = settings.get_profile("ci" if os.environ.get("CI") else "local")
 # What the upload leaves in a version; HOME/live must always lead to one that has it.
 COMPLETE = "complete"
 
-UNKNOWN = "2000-01-01T00:00:00"  # a version name no version has
+UNKNOWN = "20000101T000000Z"  # a version name no version has
 
 WRITES = ("mkdir", "symlink", "rename", "replace", "unlink", "rmdir")
 
