@@ -134,7 +134,7 @@ def synthetic_home(home: Path, count: int) -> None:
     deploy = home / "deploy"
     deploy.mkdir(parents=True)
     start = datetime.datetime(2020, 1, 1, tzinfo=datetime.timezone.utc)
-    names = [(start + datetime.timedelta(seconds=i)).strftime("%Y-%m-%dT%H:%M:%S") for i in range(count)]
+    names = [(start + datetime.timedelta(seconds=i)).strftime("%Y%m%dT%H%M%SZ") for i in range(count)]
     for i, name in enumerate(names):
         version = deploy / name
         version.mkdir()

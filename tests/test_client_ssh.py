@@ -30,7 +30,7 @@ from sshd import Sshd, free_port, login_user, write_client_config
 PLUG = Path(sys.executable).parent / "plug"
 if not PLUG.exists():
     PLUG = Path(shutil.which("plug") or PLUG)
-NAME = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{3})?"
+NAME = r"\d{8}T\d{6}Z(\.\d{3})?"
 
 
 @dataclass
