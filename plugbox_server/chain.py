@@ -173,10 +173,14 @@ def plan_finish_remove(name: str, chain: Chain) -> list[Op]:
     return [*_repoint(name, chain.removing[name], chain), RemoveTree(REMOVING + name)]
 
 
-def plan_prune(chain: Chain, keep: int) -> list[str]:
-    """Versions to remove so that at most `keep` remain: never-live ones first, then the oldest."""
+def plan_prune(chain: Chain, keep: int, in_use: "set[str] | frozenset[str]" = frozenset()) -> list[str]:
+    """Versions to remove so that at most `keep` remain: never-live ones first, then the oldest.
+
+    Never live, nor live's previous, nor a version in `in_use` (one a running
+    process uses): the next candidate is taken in its place.
+    """
     live = chain.live_version()
-    protected = {live, chain.previous(live) if live else None}
+    protected = {live, chain.previous(live) if live else None, *in_use}
     states = chain.states()
     rank = {"pending": 0, "detached": 1, "previous": 2}
     candidates = sorted(

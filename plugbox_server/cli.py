@@ -131,7 +131,9 @@ def remove(
 ) -> None:
     """Delete versions, re-pointing the links that named them past them.
 
-    Refuses the live version. Deletes nothing outside the version's directory.
+    Refuses the live version, and a version a running process uses (its cwd,
+    executable, a mapped or open file, as /proc shows), naming the process.
+    Deletes nothing outside the version's directory.
     """
     operations.remove(_home(ctx), versions)
 
@@ -170,7 +172,8 @@ def prune(
 ) -> None:
     """Remove versions until at most N remain: never-live ones first, then the oldest.
 
-    Never removes the live version nor its previous.
+    Never removes the live version nor its previous, nor a version a running
+    process uses: it says so and takes the next one.
     """
     removed, left = operations.prune(_home(ctx), keep)
     if not removed:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from plugbox_server import chain as c
-from plugbox_server import hooks
+from plugbox_server import hooks, inuse
 from plugbox_server.errors import REVERT_FAILED, HookFailed, PlugboxError
 from plugbox_server.names import new_version_name, validate_version
 from plugbox_server.output import keep_going_when_the_caller_goes, say
@@ -231,9 +231,17 @@ def remove(home: Path, versions: list[str]) -> None:
             if name == live:
                 raise PlugboxError(f"{name} is live and cannot be removed",
                                    "roll back or deploy first")
+        for name, processes in sorted(inuse.users(str(store.deploy), versions).items()):
+            raise PlugboxError(f"{name} is in use by {_listed(processes)}",
+                               "stop it first; nothing was removed")
         for name in dict.fromkeys(versions):
             _remove_one(store, name)
             say(f"removed {name}")
+
+
+def _listed(processes: list[inuse.User]) -> str:
+    shown = ", ".join(str(p) for p in processes[:3])
+    return shown + (f" and {len(processes) - 3} more" if len(processes) > 3 else "")
 
 
 def _remove_one(store: Store, name: str) -> None:
@@ -249,7 +257,10 @@ def prune(home: Path, keep: int = 5) -> tuple[list[str], int]:
     if not store.exists():
         return [], 0
     with _changing(store, f"prune --keep {keep}") as (chain, record):
-        doomed = c.plan_prune(chain, keep)
+        using = inuse.users(str(store.deploy), chain.versions)
+        doomed = c.plan_prune(chain, keep, in_use=set(using))
+        for name in sorted(set(c.plan_prune(chain, keep)) - set(doomed)):
+            say(f"kept {name}: in use by {_listed(using[name])}")
         for name in doomed:
             _remove_one(store, name)
             say(f"removed {name}")

@@ -380,6 +380,19 @@ def test_prune_without_a_live_version_takes_the_oldest():
     assert plan_prune(chain({A: links(), B: links(), C: links()}), 1) == [A, B]
 
 
+def test_prune_skips_a_version_in_use_and_takes_the_next_in_its_place():
+    # FULL's oldest would go first; in use, it stays and the next one goes.
+    without = plan_prune(FULL, len(FULL.versions) - 1)
+    [first] = without
+    [instead] = plan_prune(FULL, len(FULL.versions) - 1, in_use={first})
+    assert instead != first and instead in FULL.versions
+
+
+def test_prune_with_every_candidate_in_use_removes_nothing():
+    candidates = set(FULL.versions) - {FULL.live_version(), FULL.previous(FULL.live_version())}
+    assert plan_prune(FULL, 1, in_use=candidates) == []
+
+
 def test_prune_keeps_the_previous_of_live_even_at_keep_1():
     assert plan_prune(chain({A: links(None, B), B: links(A)}, live=B), 1) == []
 
