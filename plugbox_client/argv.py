@@ -122,7 +122,8 @@ def rsync_upload(
     """rsync a version: `sources` into `dest`, unchanged files hard-linked from `link_dest`.
 
     Filter rules apply first match first, so their order is the design:
-    previous/next are protected from --delete (plugbox wrote them there);
+    previous/next and the record in .plugbox/ are protected from --delete
+    (plugbox wrote them there);
     plugbox.toml is always sent, whatever the user's excludes say; shared paths
     are never sent (and, being excluded, never deleted); then the user's excludes.
     The output is one itemized line per file (`-ii` lists the hard-linked ones
@@ -139,7 +140,8 @@ def rsync_upload(
         argv.append("--dry-run")
     if link_dest is not None:
         argv.append(f"--link-dest={link_dest}")
-    argv += ["--filter=P /previous", "--filter=P /next", "--include=/plugbox.toml"]
+    argv += ["--filter=P /previous", "--filter=P /next", "--filter=P /.plugbox",
+             "--include=/plugbox.toml"]
     argv += [f"--exclude=/{path}" for path in shared]
     argv += [f"--exclude={pattern}" for pattern in exclude]
     return [*argv, "--", *sources, dest]

@@ -19,9 +19,9 @@ from plugbox_server.errors import USAGE, PlugboxError
 FILENAME = "plugbox.toml"
 LOCAL = "local"
 
-# Names the version directory owns itself: the links plugbox writes, and the
-# config that travels with every version.
-RESERVED = ("previous", "next")
+# Top-level names plugbox owns in a version directory: the links it writes and
+# the record it keeps (.plugbox/); an upload may not bring its own.
+RESERVED = ("previous", "next", ".plugbox")
 
 KEYS = {
     "service": ("host", "jump", "home", "shared"),
@@ -176,7 +176,7 @@ def parse_config(text: str, path: Path) -> Config:
             if name in ("", ".", ".."):
                 raise check.error("build", "upload", f"{p!r} has no name of its own", 'use version_dir = "." to upload a whole directory')
             if name in RESERVED:
-                raise check.error("build", "upload", f"{p!r} would land as the version's own {name!r} link", "rename it")
+                raise check.error("build", "upload", f"{p!r} would land as the version's own {name!r}, which plugbox owns", "rename it")
         check.unique("build", "upload", names, what="names")
     else:
         version_dir = check.relative("build", "version_dir", check.string("build", "version_dir", build["version_dir"]), allow_dot=True)

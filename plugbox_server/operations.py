@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from plugbox_server import chain as c
-from plugbox_server import hooks, inuse
+from plugbox_server import hooks, inuse, record
 from plugbox_server.errors import REVERT_FAILED, HookFailed, PlugboxError
 from plugbox_server.names import new_version_name, validate_version
 from plugbox_server.output import keep_going_when_the_caller_goes, say
@@ -26,7 +26,7 @@ def warn(message: str) -> None:
 
 
 @dataclass
-class _Record:
+class _Logged:
     """What a command tells the log: the live version before and after."""
 
     before: str | None = None
@@ -38,15 +38,15 @@ def _changing(store: Store, command: str):
     """Lock deploy/, check the chain is sound, and log the outcome whatever it is."""
     keep_going_when_the_caller_goes()
     with store.lock(command):
-        record = _Record()
+        logged = _Logged()
         outcome = "failed"
         try:
             chain = store.read()
             broken = c.problems(chain)
             if broken:
                 raise PlugboxError(f"deploy/ needs repair: {broken[0].message}", REPAIR_HINT)
-            record.before = record.after = chain.live_version()
-            yield chain, record
+            logged.before = logged.after = chain.live_version()
+            yield chain, logged
             outcome = "ok"
         except PlugboxError as error:
             verdict = "failed" if isinstance(error, HookFailed) else "refused"
@@ -56,7 +56,7 @@ def _changing(store: Store, command: str):
             outcome = f"interrupted: {type(error).__name__}"
             raise
         finally:
-            store.append_log(command, record.before, record.after, outcome)
+            store.append_log(command, logged.before, logged.after, outcome)
 
 
 def _existing(chain: c.Chain, name: str) -> str:
@@ -93,21 +93,27 @@ class _Service:
 # --- the commands ---------------------------------------------------------------
 
 
-def next_version(home: Path) -> tuple[str, str | None]:
-    """Make the next version; return its name and its previous (the live version, if any)."""
+def next_version(home: Path, *, origin: dict | None = None) -> tuple[str, str | None]:
+    """Make the next version; return its name and its previous (the live version, if any).
+
+    `origin` is who made it and from what source, as plug sends it (see
+    record.create); by hand, the user is PLUGBOX_USER or the login.
+    """
+    origin = record.checked_origin(origin or {})  # refuse before anything is made
     store = Store(home)
     store.make_deploy()
-    with _changing(store, "next-version") as (chain, record):
+    with _changing(store, "next-version") as (chain, logged):
         name = new_version_name(list(chain.versions) + list(chain.removing))
         live = chain.live_version()
-        store.make_version(name, live)
-        record.after = name
+        store.make_version(name, live,
+                           fill=lambda directory: record.create(store, name, origin, directory=directory))
+        logged.after = name
         return name, live
 
 
 def upgrade_to(home: Path, version: str) -> None:
     store = _existing_store(home)
-    with _changing(store, f"upgrade-to {version}") as (chain, record):
+    with _changing(store, f"upgrade-to {version}") as (chain, logged):
         _existing(chain, version)
         live = chain.live_version()
         if version == live:
@@ -122,13 +128,20 @@ def upgrade_to(home: Path, version: str) -> None:
         config = service.config(version)
         if live:
             service.config(live)
+        # The upload is complete: what is in the version now is what was uploaded.
+        # (A deploy seals it first; by hand, upgrade-to does, re-creating a record
+        # that an rsync --delete of the user's own removed.)
+        if not (record.load(store, version) or {}).get("sealed"):
+            record.seal(store, version, previous=live)
         shown = f"deploy/{version}"
         hooks.link_shared(store.home, store.version_dir(version), config, shown)
         try:
             service.run("post_upload", version)
         except HookFailed as error:
+            record.event(store, version, "failed", command="upgrade-to", hook="post_upload")
             raise HookFailed(f"{error.message}; nothing changed, "
                              f"the live version is still {live or 'none'}") from None
+        record.after_post_upload(store, version)
 
         if live:
             store.set_link(f"{live}/next", c.link_to(version))
@@ -146,13 +159,13 @@ def upgrade_to(home: Path, version: str) -> None:
                                      code=REVERT_FAILED) from None
                 raise HookFailed(f"{error.message}; nothing switched, "
                                  f"the live version is still {live}") from None
-        _switch(service, record, live, version, refresh)
+        _switch(service, logged, live, version, refresh, "upgrade-to")
 
 
 def rollback_to(home: Path, version: str | None = None, refresh: bool = False) -> None:
     store = _existing_store(home)
     command = f"rollback-to {version or ''}".strip() + (" --refresh" if refresh else "")
-    with _changing(store, command) as (chain, record):
+    with _changing(store, command) as (chain, logged):
         live = chain.live_version()
         if version is None:
             if live is None:
@@ -178,20 +191,26 @@ def rollback_to(home: Path, version: str | None = None, refresh: bool = False) -
                 # The live version is assumed broken: its stop failing, or its
                 # plugbox.toml being unreadable, is no reason to stay on it.
                 warn(f"{error.message}; rolling back all the same")
-        _switch(service, record, live, version, refresh)
+        _switch(service, logged, live, version, refresh, "rollback-to")
 
 
-def _switch(service: _Service, record: _Record, live: str | None, version: str,
-            refresh: bool) -> None:
+def _switch(service: _Service, logged: _Logged, live: str | None, version: str,
+            refresh: bool, command: str) -> None:
     """Switch live to `version` and bring it up; on failure switch back and bring `live` up."""
     store = service.store
     store.switch_live(version)
-    record.after = version
+    logged.after = version
+    if live:
+        record.event(store, live, "away", command=command)
+    record.event(store, version, "live", command=command)
     say(f"live is now {version}")
+    hook = "refresh" if refresh else "start"
     try:
-        service.run("refresh" if refresh else "start", version)
-        service.run("check", version)
+        service.run(hook, version)
+        hook = "check"
+        service.run(hook, version)
     except HookFailed as error:
+        record.event(store, version, "failed", command=command, hook=hook)
         warn(f"{error.message}; switching back to {live or 'no live version'}")
         if not refresh:
             try:
@@ -199,7 +218,10 @@ def _switch(service: _Service, record: _Record, live: str | None, version: str,
             except HookFailed as stop_error:
                 warn(stop_error.message)
         store.switch_live(live)
-        record.after = live
+        logged.after = live
+        record.event(store, version, "away", command=command)
+        if live:
+            record.event(store, live, "live", command=command)
         if live is None:
             raise HookFailed(f"{error.message}; there is no live version now") from None
         say(f"live is back at {live}")
@@ -224,7 +246,7 @@ def _bring_up(service: _Service, name: str, refresh: bool, stopped_version: str 
 
 def remove(home: Path, versions: list[str]) -> None:
     store = _existing_store(home)
-    with _changing(store, "remove " + " ".join(versions)) as (chain, record):
+    with _changing(store, "remove " + " ".join(versions)) as (chain, logged):
         live = chain.live_version()
         for name in versions:
             _existing(chain, name)
@@ -256,7 +278,7 @@ def prune(home: Path, keep: int = 5) -> tuple[list[str], int]:
     store = Store(home)
     if not store.exists():
         return [], 0
-    with _changing(store, f"prune --keep {keep}") as (chain, record):
+    with _changing(store, f"prune --keep {keep}") as (chain, logged):
         using = inuse.users(str(store.deploy), chain.versions)
         doomed = c.plan_prune(chain, keep, in_use=set(using))
         for name in sorted(set(c.plan_prune(chain, keep)) - set(doomed)):

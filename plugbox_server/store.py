@@ -113,13 +113,15 @@ class Store:
         except OSError as error:
             raise os_error(f"could not create {self.deploy}", error)
 
-    def make_version(self, name: str, previous: str | None) -> None:
-        """Create the version `name`, whole, with its previous link."""
+    def make_version(self, name: str, previous: str | None, fill=None) -> None:
+        """Create the version `name`, whole, with its previous link (and what `fill(dir)` writes)."""
         building = self.deploy / f"{c.NEW}{name}"
         try:
             building.mkdir()
             if previous:
                 os.symlink(c.link_to(previous), building / "previous")
+            if fill:
+                fill(building)
             _fsync_dir(building)
             os.rename(building, self.deploy / name)
         except OSError as error:

@@ -64,7 +64,7 @@ def test_version_path_and_destination():
     assert A.destination(None, "/srv/x/") == "/srv/x/"
 
 
-FILTERS = ["--filter=P /previous", "--filter=P /next", "--include=/plugbox.toml"]
+FILTERS = ["--filter=P /previous", "--filter=P /next", "--filter=P /.plugbox", "--include=/plugbox.toml"]
 HEAD = ["rsync", "-a", "--delete", "--modify-window=-1", "-ii", "--out-format=%i %l %n%L", "--stats"]
 
 
@@ -86,7 +86,8 @@ def test_rsync_upload_over_ssh_with_everything():
 
 def test_protections_come_before_the_users_excludes():
     argv = A.rsync_upload(["/s"], "/d/", exclude=("*",), shared=("media",))
-    order = [argv.index(a) for a in ("--filter=P /previous", "--filter=P /next", "--include=/plugbox.toml",
+    order = [argv.index(a) for a in ("--filter=P /previous", "--filter=P /next", "--filter=P /.plugbox",
+                                      "--include=/plugbox.toml",
                                       "--exclude=/media", "--exclude=*")]
     assert order == sorted(order)
 

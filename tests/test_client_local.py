@@ -108,7 +108,7 @@ def test_first_deploy_uploads_each_path_under_its_name_with_the_config(project, 
     assert live(home) == version
     assert os.readlink(home / "live") == "deploy/live"
     tree = home / "live"
-    assert sorted(p.name for p in tree.iterdir()) == ["app", "plugbox.toml", "requirements.txt"]
+    assert sorted(p.name for p in tree.iterdir()) == [".plugbox", "app", "plugbox.toml", "requirements.txt"]
     assert (tree / "app" / "main.py").read_text() == "print('hello')\n"
     assert not (tree / "app" / "pkg" / "skip.pyc").exists()  # excluded
     assert (tree / "plugbox.toml").read_text() == (project / "plugbox.toml").read_text()
@@ -167,7 +167,7 @@ def test_version_dir_contents_become_the_version_and_the_project_config_wins(pro
                                       '"echo stale > dist/plugbox.toml"]')
     result = ok(plug(project, "deploy"))
     tree = home / "live"
-    assert sorted(p.name for p in tree.iterdir()) == ["bin", "plugbox.toml"]
+    assert sorted(p.name for p in tree.iterdir()) == [".plugbox", "bin", "plugbox.toml"]
     assert (tree / "bin" / "run").read_text() == "v1\n"
     assert (tree / "plugbox.toml").read_text() == (project / "plugbox.toml").read_text()
     assert (dist / "plugbox.toml").read_text() == "stale\n"
@@ -175,8 +175,8 @@ def test_version_dir_contents_become_the_version_and_the_project_config_wins(pro
 
 
 @pytest.mark.parametrize("build, tree", [
-    ('version_dir = "."', ["app", "notes.txt", "plugbox.toml", "previous", "requirements.txt"]),
-    ('upload = ["app"]', ["app", "plugbox.toml", "previous"]),
+    ('version_dir = "."', [".plugbox", "app", "notes.txt", "plugbox.toml", "previous", "requirements.txt"]),
+    ('upload = ["app"]', [".plugbox", "app", "plugbox.toml", "previous"]),
 ])
 def test_a_local_home_inside_the_upload_is_left_out_of_it(project, build, tree):
     # plug init --host local --home demo writes version_dir = "." and a home in the project.
@@ -281,7 +281,7 @@ def test_missing_upload_path_changes_nothing(project, home):
     assert snapshot(home) == before
 
 
-@pytest.mark.parametrize("name", ["previous", "next"])
+@pytest.mark.parametrize("name", ["previous", "next", ".plugbox"])
 def test_upload_with_its_own_top_level_link_name_is_refused_before_anything_is_sent(project, home, name):
     first = deployed(project, home)
     before = snapshot(home)
@@ -300,7 +300,7 @@ def test_upload_list_naming_a_link_is_a_config_error(project, home):
     write_config(project, home, build='upload = ["build/next"]')
     result = plug(project, "deploy")
     assert result.returncode == 2
-    assert "[build] upload: 'build/next' would land as the version's own 'next' link" in result.stderr
+    assert "[build] upload: 'build/next' would land as the version's own 'next', which plugbox owns" in result.stderr
     assert not home.exists()
 
 
