@@ -124,7 +124,9 @@ def status(
 ) -> int:
     """List the versions on the host.
 
-    Newest first, each with its state (live, previous, pending, detached) and links.
+    Newest first, each with its state (live, previous, retired, failed,
+    pending), revision, who made it, when, and the deploy message; --json has
+    each version's links and whole record.
     """
     from plugbox_client import deploy as d
 

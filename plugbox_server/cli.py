@@ -4,9 +4,11 @@ No `from __future__ import annotations` here: typer would have to eval every
 annotation, as a string, at each start (about 2 ms of every run of plugbox).
 """
 
+import calendar
 import functools
 import json
 import os
+import time
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -144,10 +146,12 @@ def status(
     ctx: typer.Context,
     as_json: Annotated[bool, typer.Option("--json", help="Print the state as JSON.")] = False,
 ) -> None:
-    """List every version, newest first: its state and its links. Changes nothing.
+    """List every version, newest first: state, revision, who, when, message.
 
-    States: live; previous (in live's previous chain); pending (made, never
-    switched to); detached (any other, such as a version rolled back from).
+    States: live; previous (in live's previous chain); retired (was live once,
+    no longer in that chain); failed (a hook failed and plugbox switched back);
+    pending (made, never live). With --json, each version's links and whole
+    record. Changes nothing.
     """
     live, rows = operations.status(_home(ctx))
     if as_json:
@@ -157,11 +161,33 @@ def status(
     if not rows:
         print("no versions")
         return
-    width = max(len(row.name) for row in rows)
-    for row in rows:
-        links = "".join(f"  {kind} {target}" for kind, target in
-                        (("previous", row.previous), ("next", row.next)) if target)
-        print(f"{row.name:<{width}}  {row.state:<8}{links}".rstrip())
+    now = time.time()
+    table = [[row.name, row.state, *_described(row.record, now)] for row in rows]
+    widths = [max(len(cells[i]) for cells in table) for i in range(len(table[0]) - 1)]
+    for cells in table:
+        print(("  ".join(cell.ljust(w) for cell, w in zip(cells, widths)) + "  " + cells[-1]).rstrip())
+
+
+def _described(record: Optional[dict], now: float) -> list[str]:
+    """Revision (+ when uncommitted changes), who (user@machine), how long ago, message."""
+    record = record or {}
+    revision = str(record.get("revision") or "-")[:7] + ("+" if record.get("dirty") else "")
+    who = str(record.get("user") or "-") + (f"@{record['machine']}" if record.get("machine") else "")
+    message = " ".join(str(record.get("message") or "").split())
+    if len(message) > 60:
+        message = message[:57] + "..."
+    return [revision, who, _ago(record.get("created"), now), message]
+
+
+def _ago(created: Optional[str], now: float) -> str:
+    try:
+        seconds = now - calendar.timegm(time.strptime(created, "%Y-%m-%dT%H:%M:%SZ"))
+    except (TypeError, ValueError):
+        return "-"
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{int(seconds // size)}{unit} ago"
+    return "just now"
 
 
 @app.command("prune")

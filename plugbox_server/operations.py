@@ -200,9 +200,11 @@ def _switch(service: _Service, logged: _Logged, live: str | None, version: str,
     store = service.store
     store.switch_live(version)
     logged.after = version
+    # The history is written after the fact: a kill right after the switch may
+    # leave it one event short, never claim a switch that did not happen.
+    record.event(store, version, "live", command=command)
     if live:
         record.event(store, live, "away", command=command)
-    record.event(store, version, "live", command=command)
     say(f"live is now {version}")
     hook = "refresh" if refresh else "start"
     try:
@@ -280,8 +282,9 @@ def prune(home: Path, keep: int = 5) -> tuple[list[str], int]:
         return [], 0
     with _changing(store, f"prune --keep {keep}") as (chain, logged):
         using = inuse.users(str(store.deploy), chain.versions)
-        doomed = c.plan_prune(chain, keep, in_use=set(using))
-        for name in sorted(set(c.plan_prune(chain, keep)) - set(doomed)):
+        _, histories = _histories(store, chain)
+        doomed = c.plan_prune(chain, keep, in_use=set(using), histories=histories)
+        for name in sorted(set(c.plan_prune(chain, keep, histories=histories)) - set(doomed)):
             say(f"kept {name}: in use by {_listed(using[name])}")
         for name in doomed:
             _remove_one(store, name)
@@ -295,12 +298,21 @@ class Row:
     state: str
     previous: str | None
     next: str | None
+    record: dict | None = None
+
+
+def _histories(store: Store, chain: c.Chain) -> tuple[dict[str, dict], dict[str, list]]:
+    """The records of the versions that have one, and their histories."""
+    records = {name: r for name in chain.versions if (r := record.load(store, name)) is not None}
+    return records, {name: r["history"] for name, r in records.items()}
 
 
 def status(home: Path) -> tuple[str | None, list[Row]]:
-    chain = Store(home).read()
-    states = chain.states()
-    rows = [Row(name, states[name], chain.previous(name), chain.next(name))
+    store = Store(home)
+    chain = store.read()
+    records, histories = _histories(store, chain)
+    states = chain.states(histories)
+    rows = [Row(name, states[name], chain.previous(name), chain.next(name), records.get(name))
             for name in sorted(chain.versions, reverse=True)]
     return chain.live_version(), rows
 

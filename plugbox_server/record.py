@@ -151,25 +151,6 @@ def load(store, name: str) -> dict | None:
     return record
 
 
-def state(history: list[dict]) -> str:
-    """failed, retired or pending, from a history (live and previous come from the chain).
-
-    A version counts as having been live when it went live and did not fail
-    right after; failed, when the last thing that happened to it was a failed
-    hook.
-    """
-    was_live = failed = False
-    for i, entry in enumerate(history):
-        what = entry.get("event") if isinstance(entry, dict) else None
-        if what == "live":
-            after = history[i + 1] if i + 1 < len(history) else None
-            if not (isinstance(after, dict) and after.get("event") == "failed"):
-                was_live, failed = True, False
-        elif what == "failed":
-            failed = True
-    return "failed" if failed else "retired" if was_live else "pending"
-
-
 # --- verify -----------------------------------------------------------------------
 
 def verify(store, name: str) -> dict:

@@ -14,6 +14,7 @@ from plugbox_server.chain import (
     SetLink,
     Unlink,
     plan_finish_remove,
+    history_state,
     plan_prune,
     problems,
 )
@@ -51,16 +52,16 @@ HEALTHY = chain({
     pytest.param(HEALTHY, {A: "previous", B: "previous", C: "live", D: "pending"},
                  id="previous chain and a pending version"),
     pytest.param(chain({A: links(None, B), B: links(A)}, live=A),
-                 {A: "live", B: "detached"}, id="rolled back from B"),
+                 {A: "live", B: "retired"}, id="rolled back from B"),
     pytest.param(chain({A: links(None, B), B: links(A, C), C: links(B)}, live=A),
-                 {A: "live", B: "detached", C: "detached"}, id="rolled back two versions"),
+                 {A: "live", B: "retired", C: "retired"}, id="rolled back two versions"),
     pytest.param(chain({A: links(None, C), B: links(A), C: links(A)}, live=C),
                  {A: "previous", B: "pending", C: "live"},
                  id="made against A but another went live"),
     pytest.param(chain({A: links(None, B), B: links(A)}),
-                 {A: "pending", B: "detached"}, id="no live version"),
+                 {A: "pending", B: "retired"}, id="no live version"),
     pytest.param(chain({A: links(None, B), B: links(A)}, live=B, live_is_link=False),
-                 {A: "pending", B: "detached"}, id="deploy/live not a link"),
+                 {A: "pending", B: "retired"}, id="deploy/live not a link"),
     pytest.param(chain({A: links(), B: links(A)}, live=Z),
                  {A: "pending", B: "pending"}, id="deploy/live dangling"),
     pytest.param(chain({A: Links(None, "/srv/svc/deploy/" + B), B: links(A)}, live=A),
@@ -362,13 +363,50 @@ FULL = chain({
     (10, []),
     (6, []),
     (5, [F]),              # the pending version first
-    (4, [E, F]),           # then the detached one
-    (3, [A, E, F]),        # then the oldest previous
+    (4, [A, F]),           # then the oldest, whatever its state
+    (3, [A, B, F]),
     (2, [A, B, E, F]),
     (1, [A, B, E, F]),     # never live (D) nor its previous (C)
 ])
 def test_plan_prune(keep, doomed):
     assert plan_prune(FULL, keep) == doomed
+
+
+# What the records say of FULL's versions: E was live and failed its check.
+FAILED_E = {E: [{"event": "live"}, {"event": "failed", "hook": "check"}, {"event": "away"}],
+            F: []}
+
+
+def test_prune_takes_failed_versions_with_the_pending_ones_first():
+    assert plan_prune(FULL, 4, histories=FAILED_E) == [E, F]
+    assert plan_prune(FULL, 3, histories=FAILED_E) == [A, E, F]
+
+
+@pytest.mark.parametrize("history, state", [
+    ([], "pending"),
+    ([{"event": "failed", "hook": "post_upload"}], "failed"),
+    ([{"event": "live"}, {"event": "away"}], "retired"),
+    ([{"event": "live"}, {"event": "failed", "hook": "start"}, {"event": "away"}], "failed"),
+    ([{"event": "live"}, {"event": "failed", "hook": "check"}, {"event": "away"}], "failed"),
+    # rolled back to later, and up this time: was live once
+    ([{"event": "live"}, {"event": "failed", "hook": "check"}, {"event": "away"},
+      {"event": "live"}, {"event": "away"}], "retired"),
+    # live once, then a rollback to it failed
+    ([{"event": "live"}, {"event": "away"}, {"event": "live"},
+      {"event": "failed", "hook": "check"}, {"event": "away"}], "failed"),
+])
+def test_history_state(history, state):
+    assert history_state(history) == state
+
+
+def test_a_version_rolled_back_from_is_retired_not_pending_after_a_new_deploy():
+    # deploy A, deploy B, rollback, deploy C: B's links alone look pending.
+    after = chain({A: links(None, C), B: links(A), C: links(A)}, live=C)
+    assert after.states()[B] == "pending"
+    histories = {A: [{"event": "live"}], B: [{"event": "live"}, {"event": "away"}],
+                 C: [{"event": "live"}]}
+    assert after.states(histories) == {A: "previous", B: "retired", C: "live"}
+    assert plan_prune(after, 2, histories=histories) == [B]  # the oldest but live's previous
 
 
 def test_prune_takes_a_pending_version_before_an_older_previous_one():
@@ -415,7 +453,7 @@ def chains(draw):
     return chain(versions, live=live)
 
 
-RANK = {"pending": 0, "detached": 1, "previous": 2}
+RANK = {"pending": 0, "failed": 0, "retired": 1, "previous": 1}
 
 
 @given(chains(), st.integers(1, 10))
@@ -429,7 +467,7 @@ def test_prune_never_takes_live_nor_its_previous_and_keeps_at_most_n(pruned, kee
     total = len(pruned.versions)
     left = total - len(doomed)
     assert left == (total if total <= keep else max(keep, len(protected)))
-    # pending before detached before previous, and the oldest first within each
+    # pending (and failed) first, then the oldest
     states = pruned.states()
     kept = set(pruned.versions) - set(doomed) - protected
     for gone in doomed:

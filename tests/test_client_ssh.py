@@ -307,20 +307,21 @@ def test_status_and_json(plug: Plug, app: Path, service_home: Path) -> None:
 
     lines = plug.ok("status").out.splitlines()
 
-    assert lines[0].split() == [second, "live", "previous", first]
-    assert lines[1].split() == [first, "previous", "next", second]
     state = status_json(plug)
-    assert state == {
-        "home": str(service_home),
-        "live": second,
-        "versions": [
-            {"name": second, "state": "live", "previous": first, "next": None},
-            {"name": first, "state": "previous", "previous": None, "next": second},
-        ],
-    }
+    # name, state, revision (plug sends none yet), who ran plug
+    user = state["versions"][0]["record"]["user"]
+    assert user and "@" not in user
+    assert lines[0].split()[:4] == [second, "live", "-", user]
+    assert lines[1].split()[:4] == [first, "previous", "-", user]
+    assert [{k: v for k, v in version.items() if k != "record"} for version in state["versions"]] == [
+        {"name": second, "state": "live", "previous": first, "next": None},
+        {"name": first, "state": "previous", "previous": None, "next": second},
+    ]
+    assert (state["home"], state["live"]) == (str(service_home), second)
+    assert state["versions"][0]["record"]["digest"].startswith("sha256:")
     plug.ok("rollback")
     assert [(v["name"], v["state"]) for v in status_json(plug)["versions"]] == [
-        (second, "detached"),
+        (second, "retired"),
         (first, "live"),
     ]
 
