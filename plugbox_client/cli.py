@@ -178,6 +178,25 @@ def prune(
 
 @app.command()
 @reports_errors
+def verify(
+    version: Annotated[Optional[str], typer.Argument(
+        metavar="[VERSION]", help="The version to verify [default: the live one].", show_default=False)] = None,
+    config: ConfigOption = None,
+) -> int:
+    """Compare a version on the host with what was uploaded.
+
+    Names every file changed, added or removed since the upload (a hard-linked
+    file written in place changes every version sharing it); exits 1 when
+    anything differs.
+    """
+    from plugbox_client import deploy as d
+
+    return d.server_command(_load(config), ["verify", *([version] if version else [])],
+                            [version] if version else [])
+
+
+@app.command()
+@reports_errors
 def check(
     repair: Annotated[bool, typer.Option("--repair", help="Fix what can be fixed without losing a version.")] = False,
     config: ConfigOption = None,

@@ -14,7 +14,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from plugbox_server import __version__, operations
+from plugbox_server import __version__, operations, record
 from plugbox_server.errors import PlugboxError, for_caller
 from plugbox_server.output import say
 
@@ -205,6 +205,36 @@ def prune(
     if not removed:
         why = "live and its previous are never pruned" if left > keep else f"--keep {keep}"
         print(f"nothing to prune: {left} version{'' if left == 1 else 's'} left ({why})")
+
+
+@app.command("verify")
+@reports_errors
+def verify(
+    ctx: typer.Context,
+    version: Annotated[Optional[str], typer.Argument(metavar="[VERSION]", help="Default: the live version.", show_default=False)] = None,
+) -> None:
+    """Compare a version with what was uploaded; name every file that differs.
+
+    Hashes every uploaded file again and compares with the version's manifest:
+    prints each path changed, added or removed since the upload (a hard-linked
+    file written in place changes every version that shares it), then what
+    post_upload made and has changed since (compared by size and mtime only).
+    Exits 1 when anything differs. Changes nothing.
+    """
+    name, result = operations.verify(_home(ctx), version)
+    for key, label in (("changed", "changed"), ("added", "added"), ("removed", "removed"),
+                       ("post_upload_changed", "changed since post_upload"),
+                       ("post_upload_removed", "removed since post_upload")):
+        for path in result[key]:
+            print(f"{label}: {path if path.isprintable() else ascii(path)}")
+    if record.differs(result) or result["digest"] != result["recorded"]:
+        count = sum(len(result[k]) for k in ("changed", "added", "removed",
+                                              "post_upload_changed", "post_upload_removed"))
+        raise PlugboxError(f"{name} differs from its upload in {count} "
+                           f"path{'' if count == 1 else 's'} (digest {result['digest']}, "
+                           f"recorded {result['recorded']})",
+                           "deploy again to get a clean version")
+    print(f"{name}: as uploaded ({result['digest']})")
 
 
 @app.command("check")

@@ -317,6 +317,18 @@ def status(home: Path) -> tuple[str | None, list[Row]]:
     return chain.live_version(), rows
 
 
+def verify(home: Path, version: str | None = None) -> tuple[str, dict]:
+    """Compare `version` (default: live) with its record; see record.verify. Changes nothing."""
+    store = _existing_store(home)
+    chain = store.read()
+    if version is None:
+        version = chain.live_version()
+        if version is None:
+            raise PlugboxError("there is no live version to verify", "name one: `plugbox verify VERSION`")
+    _existing(chain, version)
+    return version, record.verify(store, version)
+
+
 def check(home: Path, repair: bool = False) -> tuple[list[str], list[str]]:
     """(problems left, repairs made); problems are printed by the caller."""
     store = Store(home)

@@ -379,6 +379,21 @@ def test_dry_run_reads_the_host_and_changes_nothing(project, home):
 
 # ---------------------------------------------------------------- server commands
 
+def test_verify_names_what_changed_on_the_host_since_the_upload(project, home):
+    first = deployed(project, home)
+    assert ok(plug(project, "verify")).stdout.startswith(f"{first}: as uploaded (sha256:")
+    second = deployed(project, home)
+    with open(home / "live" / "app" / "pkg" / "data.txt", "r+") as f:
+        f.write("DATA")  # in place: a hard link shared with the first version
+    for args in ([], [first]):
+        result = plug(project, "verify", *args)
+        assert result.returncode == 1
+        assert result.stdout == "changed: app/pkg/data.txt\n"
+        assert result.stderr.startswith(f"plugbox: {args[0] if args else second} differs from its upload")
+    result = plug(project, "verify", "../x")
+    assert result.returncode == 1 and "'../x' is not a version name" in result.stderr
+
+
 def test_status_log_check_pass_plugbox_output_through(project, home):
     first = deployed(project, home)
     second = deployed(project, home)
