@@ -184,7 +184,7 @@ def test_first_deploy_makes_a_live_version(plug: Plug, app: Path, service_home: 
     assert (tree / "app" / "sub" / "c.txt").read_text() == "c\n"
     # The config travels with the version; a first version has no previous.
     assert (tree / "plugbox.toml").read_text() == (app / "plugbox.toml").read_text()
-    assert sorted(os.listdir(tree)) == ["app", "plugbox.toml"]
+    assert sorted(os.listdir(tree)) == [".plugbox", "app", "plugbox.toml"]
 
 
 def test_redeploy_hard_links_unchanged_files(plug: Plug, app: Path, service_home: Path) -> None:
@@ -224,7 +224,7 @@ def test_version_dir_contents_become_the_version(
     second = plug.deploy()
 
     tree = service_home / "deploy" / second
-    assert sorted(os.listdir(tree)) == ["index.html", "plugbox.toml", "previous", "static"]
+    assert sorted(os.listdir(tree)) == [".plugbox", "index.html", "plugbox.toml", "previous", "static"]
     assert (service_home / "live" / "index.html").read_text() == "v2\n"
     assert inode(tree / "static" / "x.css") == inode(
         service_home / "deploy" / first / "static" / "x.css"
@@ -557,10 +557,10 @@ def test_failing_post_upload_keeps_live(plug: Plug, app: Path, service_home: Pat
     assert "from the hook" in run.err  # hook output reaches the user
     assert "nothing changed, the live version is still " + first in run.err
     message = one_line_error(run)
-    pending = [v for v in versions(service_home) if v != first]
-    assert len(pending) == 1 and f"`plug remove {pending[0]}` deletes it" in message
+    failed = [v for v in versions(service_home) if v != first]
+    assert len(failed) == 1 and f"`plug remove {failed[0]}` deletes it" in message
     assert live(service_home) == first
-    assert plug.ok("status").out.split()[:2] == [pending[0], "pending"]
+    assert plug.ok("status").out.split()[:2] == [failed[0], "failed"]
 
 
 # -- bad and missing configs -------------------------------------------------------
