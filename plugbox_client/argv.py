@@ -199,8 +199,9 @@ def rsync_upload(
     """rsync a version: `sources` into `dest`, unchanged files hard-linked from `link_dest`.
 
     Filter rules apply first match first, so their order is the design:
-    previous/next are protected from --delete (plugbox wrote them there);
-    plugbox.toml is never sent (plugbox writes it); shared paths
+    previous/next and the record in .plugbox/ are protected from --delete
+    (plugbox wrote them there); plugbox.toml is never sent (plugbox writes
+    it); shared paths
     are never sent (and, being excluded, never deleted); then the user's excludes.
     The output is one itemized line per file (`-ii` lists the hard-linked ones
     too) followed by --stats, which deploy.py counts.
@@ -218,7 +219,8 @@ def rsync_upload(
         argv.append(f"--link-dest={link_dest}")
     # plugbox.toml is written by the host itself from the project's file, which
     # may be named otherwise (-c FILE); excluded, it is also protected from --delete.
-    argv += ["--filter=P /previous", "--filter=P /next", "--exclude=/plugbox.toml"]
+    argv += ["--filter=P /previous", "--filter=P /next", "--filter=P /.plugbox",
+             "--exclude=/plugbox.toml"]
     argv += [f"--exclude=/{path}" for path in shared]
     argv += [f"--exclude={pattern}" for pattern in exclude]
     return [*argv, "--", *sources, dest]

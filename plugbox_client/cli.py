@@ -137,7 +137,9 @@ def status(
 ) -> int:
     """List the versions on the host.
 
-    Newest first, each with its state (live, previous, pending, detached) and links.
+    Newest first, each with its state (live, previous, retired, failed,
+    pending), revision, who made it, when, and the deploy message; --json has
+    each version's links and whole record.
     """
     from plugbox_client import deploy as d
 
@@ -191,6 +193,25 @@ def prune(
     from plugbox_client import deploy as d
 
     return d.server_command(_load(config), {"command": "prune", "keep": keep})
+
+
+@app.command()
+@reports_errors
+def verify(
+    version: Annotated[Optional[str], typer.Argument(
+        metavar="[VERSION]", help="The version to verify [default: the live one].", show_default=False)] = None,
+    config: ConfigOption = None,
+) -> int:
+    """Compare a version on the host with what was uploaded.
+
+    Names every file changed, added or removed since the upload (a hard-linked
+    file written in place changes every version sharing it); exits 1 when
+    anything differs.
+    """
+    from plugbox_client import deploy as d
+
+    return d.server_command(_load(config), {"command": "verify", "version": version},
+                            [version] if version else [])
 
 
 @app.command()

@@ -19,9 +19,9 @@ from plugbox_server.errors import USAGE, PlugboxError
 FILENAME = "plugbox.toml"
 LOCAL = "local"
 
-# Names the version directory owns itself: the links plugbox writes, and the
-# config that travels with every version.
-RESERVED = ("previous", "next")
+# Top-level names plugbox owns in a version directory: the links it writes and
+# the record it keeps (.plugbox/); an upload may not bring its own.
+RESERVED = ("previous", "next", ".plugbox")
 
 KEYS = {
     "service": ("host", "jump", "home", "shared"),
@@ -182,7 +182,7 @@ def parse_config(text: str, path: Path) -> Config:
             if name in ("", ".", ".."):
                 raise check.error("build", "upload", f"{p!r} has no name of its own", 'use version_dir = "." to upload a whole directory')
             if name in RESERVED:
-                raise check.error("build", "upload", f"{p!r} would land as the version's own {name!r} link", "rename it")
+                raise check.error("build", "upload", f"{p!r} would land as the version's own {name!r}, which plugbox owns", "rename it")
         check.unique("build", "upload", names, what="names")
     else:
         version_dir = check.relative("build", "version_dir", check.string("build", "version_dir", build["version_dir"]), allow_dot=True)
@@ -310,8 +310,11 @@ def render_config(
         "[hooks]",
         "# Shell lines run on the host, one after another; the first that fails stops.",
         "# post_upload runs in the new version's directory, the others in HOME.",
-        "# A virtualenv can't live in the version itself (its name has colons, which venv",
-        "# refuses): keep it in shared/, one per requirements.txt, and link it as env.",
+        "# A virtualenv in the version itself (`uv venv env && uv pip install -p env -r",
+        "# requirements.txt` makes this fast):",
+        '# post_upload = ["python3 -m venv env", "env/bin/pip install -q -r requirements.txt"]',
+        "# or one in shared/ per requirements.txt, linked as env, so that an unchanged",
+        "# requirements.txt installs nothing:",
         '# post_upload = ["v=../../shared/venvs/$(sha256sum < requirements.txt | cut -c1-16) && '
         '{ test -x $v/bin/python || python3 -m venv $v; } && ln -sfn $v env",',
         '#                "env/bin/pip install -q -r requirements.txt"]',

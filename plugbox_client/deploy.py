@@ -10,6 +10,7 @@ session holds the lock while rsync fills the new version and the switch runs.
 """
 
 import json
+import os
 import re
 import sys
 import tempfile
@@ -18,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from plugbox_client import argv as A
-from plugbox_client import transport
+from plugbox_client import source, transport
 from plugbox_client.config import FILENAME, RESERVED, Config
 from plugbox_server.errors import USAGE, PlugboxError
 from plugbox_server.names import new_version_name, validate_version
@@ -246,9 +247,12 @@ def deploy(config: Config, message: str | None = None, wait_lock: float = 0) -> 
                                        f"nothing changed on {label}; fix the build and deploy again")
             sources = upload_sources(config)
             text = config.path.read_text(encoding="utf-8")
+            # Who, from where and why: the version's record keeps it (ssh is still connecting).
+            origin = {"user": transport.local_user(), "machine": os.uname().nodename,
+                      **source.describe(config.project), "message": message}
         with _step(steps, "connect"):
             answer = session.request(_request(config, {
-                "command": "deploy", "config": text, "message": message, "wait_lock": wait_lock}))
+                "command": "deploy", "config": text, "origin": origin, "wait_lock": wait_lock}))
         if "upload" not in answer:
             raise Quiet(_exit(answer))
         version, live, path = _staging(answer["upload"], label)

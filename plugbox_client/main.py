@@ -13,7 +13,7 @@ import signal
 import sys
 
 # The commands that talk to plugbox on the host through one session.
-_HOST_COMMANDS = {"deploy", "rollback", "status", "log", "remove", "prune", "check"}
+_HOST_COMMANDS = {"deploy", "rollback", "status", "log", "remove", "prune", "check", "verify"}
 _VALUE_OPTIONS = {"-c", "--config", "-m", "--message", "--wait-lock", "--keep"}
 
 
@@ -50,7 +50,7 @@ def start_ahead(argv: list[str]) -> None:
     command, config, arguments = _parse(argv)
     if command not in _HOST_COMMANDS:
         return
-    if command in ("rollback", "remove"):
+    if command in ("rollback", "remove", "verify"):
         from plugbox_server.names import is_version_name
 
         if not all(map(is_version_name, arguments)):

@@ -110,8 +110,16 @@ class Chain:
             seen.append(current)
         return seen
 
-    def states(self) -> dict[str, str]:
-        """Each version's state: live, previous, pending (never switched to) or detached."""
+    def states(self, histories: "dict[str, list[dict]] | None" = None) -> dict[str, str]:
+        """Each version's state: live, previous, retired, failed or pending.
+
+        live and previous (in live's previous chain) come from the links; the
+        others from the version's history (see history_state) when `histories`
+        has it. Without one, the links tell only this much: a version no next
+        link points at was never switched to (pending); one that some next
+        points at was upgraded to once (retired).
+        """
+        histories = histories or {}
         live = self.live_version()
         chain = set(self.previous_chain())
         targets = {self.next(n) for n in self.versions}
@@ -121,11 +129,33 @@ class Chain:
                 states[name] = "live"
             elif name in chain:
                 states[name] = "previous"
+            elif name in histories:
+                states[name] = history_state(histories[name])
             elif name not in targets:
                 states[name] = "pending"
             else:
-                states[name] = "detached"
+                states[name] = "retired"
         return states
+
+
+def history_state(history: list[dict]) -> str:
+    """failed, retired or pending, from a version's history (its record's "history").
+
+    A version was live once when it went live and did not fail right after, or
+    was switched away from other than after a failure (a kill may have cut the
+    event of its going live short); it is failed when the last thing that
+    happened to it was a failed hook.
+    """
+    events = [entry.get("event") if isinstance(entry, dict) else None for entry in history]
+    was_live = failed = False
+    for i, what in enumerate(events):
+        before = events[i - 1] if i else None
+        after = events[i + 1] if i + 1 < len(events) else None
+        if what == "failed":
+            failed = True
+        elif (what == "live" and after != "failed") or (what == "away" and before != "failed"):
+            was_live, failed = True, False
+    return "failed" if failed else "retired" if was_live else "pending"
 
 
 # --- operations on disk, carried out by store.apply() -------------------------
@@ -218,15 +248,20 @@ def plan_remove(chain: Chain, names: list[str]) -> tuple[Chain, list[Op]]:
     return after, plan_finish_removes(after)
 
 
-def plan_prune(chain: Chain, keep: int) -> list[str]:
-    """Versions to remove so that at most `keep` remain: never-live ones first, then the oldest."""
+def plan_prune(chain: Chain, keep: int, in_use: "set[str] | frozenset[str]" = frozenset(),
+               histories: "dict[str, list[dict]] | None" = None) -> list[str]:
+    """Versions to remove so that at most `keep` remain: pending and failed ones
+    first, then the oldest (states as Chain.states tells them from `histories`).
+
+    Never live, nor live's previous, nor a version in `in_use` (one a running
+    process uses): the next candidate is taken in its place.
+    """
     live = chain.live_version()
-    protected = {live, chain.previous(live) if live else None}
-    states = chain.states()
-    rank = {"pending": 0, "detached": 1, "previous": 2}
+    protected = {live, chain.previous(live) if live else None, *in_use}
+    states = chain.states(histories)
     candidates = sorted(
         (n for n in chain.versions if n not in protected),
-        key=lambda n: (rank[states[n]], n),
+        key=lambda n: (states[n] not in ("pending", "failed"), n),
     )
     excess = len(chain.versions) - keep
     return sorted(candidates[: max(excess, 0)])

@@ -133,7 +133,9 @@ def remove(
 ) -> None:
     """Delete versions, re-pointing the links that named them past them.
 
-    Refuses the live version. Deletes nothing outside the version's directory.
+    Refuses the live version, and a version a running process uses (its cwd,
+    executable, a mapped or open file, as /proc shows), naming the process.
+    Deletes nothing outside the version's directory.
     """
     operations.remove(_home(ctx), versions)
 
@@ -144,10 +146,12 @@ def status(
     ctx: typer.Context,
     as_json: Annotated[bool, typer.Option("--json", help="Print the state as JSON.")] = False,
 ) -> None:
-    """List every version, newest first: its state and its links. Changes nothing.
+    """List every version, newest first: state, revision, who, when, message.
 
-    States: live; previous (in live's previous chain); pending (made, never
-    switched to); detached (any other, such as a version rolled back from).
+    States: live; previous (in live's previous chain); retired (was live once,
+    no longer in that chain); failed (a hook failed and plugbox switched back);
+    pending (made, never live). With --json, each version's links and whole
+    record. Changes nothing.
     """
     report.status(_home(ctx), as_json, sys.stdout)
 
@@ -160,9 +164,27 @@ def prune(
 ) -> None:
     """Remove versions until at most N remain: never-live ones first, then the oldest.
 
-    Never removes the live version nor its previous.
+    Never removes the live version nor its previous, nor a version a running
+    process uses: it says so and takes the next one.
     """
     report.prune(_home(ctx), keep, sys.stdout)
+
+
+@app.command("verify")
+@reports_errors
+def verify(
+    ctx: typer.Context,
+    version: Annotated[Optional[str], typer.Argument(metavar="[VERSION]", help="Default: the live version.", show_default=False)] = None,
+) -> None:
+    """Compare a version with what was uploaded; name every file that differs.
+
+    Hashes every uploaded file again and compares with the version's manifest:
+    prints each path changed, added or removed since the upload (a hard-linked
+    file written in place changes every version that shares it), then what
+    post_upload made and has changed since (compared by size and mtime only).
+    Exits 1 when anything differs. Changes nothing.
+    """
+    report.verify(_home(ctx), version, sys.stdout)
 
 
 @app.command("check")

@@ -1,9 +1,13 @@
 """Version names: the one validator both sides use, and the making of new names.
 
-Pure, no I/O. A name is the UTC second the version was created,
-`YYYY-MM-DDTHH:MM:SS`; a version made in a second that already has one (or
-while the clock is behind the newest name) gets a three-digit suffix, `.001`,
-after the newest name, so plain string order stays creation order.
+Pure, no I/O. A name is the UTC second the version was created, in ISO 8601
+basic format, `YYYYMMDDTHHMMSSZ` (`20261121T090000Z`): no colon, so a path
+inside a version can go on PATH or PYTHONPATH, `python3 -m venv` accepts it,
+and rsync, scp and tar never read it as `host:path`. A version made in a second
+that already has one (or while the clock is behind the newest name) gets a
+three-digit suffix after the newest name, `20261121T090000Z.001`: a name sorts
+before its own extensions, and `Z.999` before the next second's digits, so plain
+string order stays creation order.
 """
 
 import re
@@ -12,8 +16,11 @@ from datetime import datetime, timezone
 from plugbox_server.errors import PlugboxError
 
 # ASCII: \d alone would also accept the digits of other scripts.
-PATTERN = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{3})?", re.ASCII)
-_SECOND = "%Y-%m-%dT%H:%M:%S"
+PATTERN = re.compile(r"\d{8}T\d{6}Z(\.\d{3})?", re.ASCII)
+# The colon form of earlier plugbox versions: refused, with a word on what changed.
+_OLD = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{3})?", re.ASCII)
+_SECOND = "%Y%m%dT%H%M%SZ"
+FORMAT = "YYYYMMDDTHHMMSSZ, such as 20261121T090000Z"
 
 
 def is_version_name(name: str) -> bool:
@@ -23,9 +30,10 @@ def is_version_name(name: str) -> bool:
 def validate_version(name: str) -> str:
     """Return `name` unchanged if it is a version name, else refuse; never clean it up."""
     if not is_version_name(name):
+        old = " (the old form with colons)" if _OLD.fullmatch(name) else ""
         # ascii(): one line, control characters escaped once ('a\nb', not 'a\\nb').
         raise PlugboxError(
-            f"{name!a} is not a version name (YYYY-MM-DDTHH:MM:SS)",
+            f"{name!a} is not a version name{old}: a name is {FORMAT}",
             "see `plugbox status` for the versions",
         )
     return name

@@ -14,7 +14,7 @@ from typing import Callable
 from pathlib import Path
 
 from plugbox_server import chain as c
-from plugbox_server import hooks
+from plugbox_server import hooks, inuse, record
 from plugbox_server.errors import REVERT_FAILED, USAGE, Aborted, HookFailed, PlugboxError
 from plugbox_server.names import new_version_name, validate_version
 from plugbox_server.output import keep_going_when_the_caller_goes, say
@@ -28,7 +28,7 @@ def warn(message: str) -> None:
 
 
 @dataclass
-class _Record:
+class _Logged:
     """What a command tells the log: the live version before and after."""
 
     before: str | None = None
@@ -42,15 +42,15 @@ def _changing(store: Store, command: str, wait: float = 0):
     """Lock deploy/, check the chain is sound, and log the outcome whatever it is."""
     keep_going_when_the_caller_goes()
     with store.lock(command, wait):
-        record = _Record()
+        logged = _Logged()
         outcome = "failed"
         try:
             chain = store.read()
             broken = c.problems(chain)
             if broken:
                 raise PlugboxError(f"deploy/ needs repair: {broken[0].message}", REPAIR_HINT)
-            record.before = record.after = chain.live_version()
-            yield chain, record
+            logged.before = logged.after = chain.live_version()
+            yield chain, logged
             outcome = "ok"
         except PlugboxError as error:
             verdict = ("failed" if isinstance(error, HookFailed) else
@@ -61,7 +61,7 @@ def _changing(store: Store, command: str, wait: float = 0):
             outcome = f"interrupted: {type(error).__name__}"
             raise
         finally:
-            store.append_log(record.command or command, record.before, record.after, outcome)
+            store.append_log(logged.command or command, logged.before, logged.after, outcome)
 
 
 def _existing(chain: c.Chain, name: str) -> str:
@@ -79,7 +79,8 @@ class _Service:
         self.chain = chain
         self.configs: dict[str, hooks.VersionConfig] = {}
         # What the hooks print is kept in deploy/.output, under this command's heading.
-        self.record = store.output_record(command)
+        self.command = command.split()[0]  # what a version's history says did it
+        self.kept = store.output_record(command)
 
     def config(self, name: str) -> hooks.VersionConfig:
         if name not in self.configs:
@@ -95,10 +96,10 @@ class _Service:
         cwd = directory if hook == "post_upload" else self.store.home
         env = hooks.environment(self.store.home, name, directory, self.chain.previous(name))
         hooks.run(hook, lines, version=name, cwd=cwd, env=env,
-                  timeout=self.config(name).timeout(hook), keep=self.record.write)
+                  timeout=self.config(name).timeout(hook), keep=self.kept.write)
 
     def close(self) -> None:
-        self.record.close()
+        self.kept.close()
 
 
 def home_from(given: str | None) -> Path:
@@ -123,23 +124,29 @@ def home_from(given: str | None) -> Path:
 # --- the commands ---------------------------------------------------------------
 
 
-def next_version(home: Path) -> tuple[str, str | None]:
-    """Make the next version; return its name and its previous (the live version, if any)."""
+def next_version(home: Path, *, origin: dict | None = None) -> tuple[str, str | None]:
+    """Make the next version; return its name and its previous (the live version, if any).
+
+    `origin` is who made it and from what source, as plug sends it (see
+    record.create); by hand, the user is PLUGBOX_USER or the login.
+    """
+    origin = record.checked_origin(origin or {})  # refuse before anything is made
     store = Store(home)
     store.make_deploy()
-    with _changing(store, "next-version") as (chain, record):
+    with _changing(store, "next-version") as (chain, logged):
         name = new_version_name(list(chain.versions) + list(chain.removing))
         live = chain.live_version()
-        store.make_version(name, live)
-        record.after = name
+        store.make_version(name, live,
+                           fill=lambda directory: record.create(store, name, origin, directory=directory))
+        logged.after = name
         return name, live
 
 
-def upgrade_to(home: Path, version: str, held: tuple[c.Chain, _Record] | None = None) -> None:
-    """`held`: the chain and record of a command that holds the lock already (deploy)."""
+def upgrade_to(home: Path, version: str, held: tuple[c.Chain, _Logged] | None = None) -> None:
+    """`held`: the chain and log entry of a command that holds the lock already (deploy)."""
     store = _existing_store(home)
     command = f"upgrade-to {version}"
-    with nullcontext(held) if held else _changing(store, command) as (chain, record):
+    with nullcontext(held) if held else _changing(store, command) as (chain, logged):
         _existing(chain, version)
         live = chain.live_version()
         if version == live:
@@ -152,23 +159,30 @@ def upgrade_to(home: Path, version: str, held: tuple[c.Chain, _Record] | None = 
                 "deploy again to make a version against the live one")
         service = _Service(store, chain, command)
         try:
-            _upgrade(service, record, live, version)
+            _upgrade(service, logged, live, version)
         finally:
             service.close()
 
 
-def _upgrade(service: _Service, record: _Record, live: str | None, version: str) -> None:
+def _upgrade(service: _Service, logged: _Logged, live: str | None, version: str) -> None:
     store = service.store
     config = service.config(version)
     if live:
         service.config(live)
+    # The upload is complete: what is in the version now is what was uploaded.
+    # (A deploy's version is sealed here too; by hand, this re-creates a record
+    # that an rsync --delete of the user's own removed.)
+    if not (record.load(store, version) or {}).get("sealed"):
+        record.seal(store, version, previous=live)
     shown = f"deploy/{version}"
     hooks.link_shared(store.home, store.version_dir(version), config, shown)
     try:
         service.run("post_upload", version)
     except HookFailed as error:
+        record.event(store, version, "failed", command=service.command, hook="post_upload")
         raise HookFailed(f"{error.message}; nothing changed, "
                          f"the live version is still {live or 'none'}") from None
+    record.after_post_upload(store, version)
 
     if live:
         store.set_link(f"{live}/next", c.link_to(version))
@@ -186,11 +200,11 @@ def _upgrade(service: _Service, record: _Record, live: str | None, version: str)
                                  code=REVERT_FAILED) from None
             raise HookFailed(f"{error.message}; nothing switched, "
                              f"the live version is still {live}") from None
-    _switch(service, record, live, version, refresh)
+    _switch(service, logged, live, version, refresh)
 
 
 def deploy(home: Path, upload: Callable[[str, Path, str | None], None], *,
-           config: bytes | None = None, message: str | None = None, wait: float = 0) -> tuple[str, str | None]:
+           config: bytes | None = None, origin: dict | None = None, wait: float = 0) -> tuple[str, str | None]:
     """The whole of a deploy under one lock; returns the new version and the one it replaced.
 
     Makes the version in deploy/.new-NAME (its previous link and `config`, the
@@ -200,24 +214,28 @@ def deploy(home: Path, upload: Callable[[str, Path, str | None], None], *,
     leaves deploy/ as it was; a failure before the switch (post_upload, the live
     version's stop) removes the new version again; after the switch, the
     upgrade finishes or switches back whatever happens to the caller.
+    `origin` is who deploys, from what source, and why (see record.create).
     """
+    origin = record.checked_origin(origin or {})  # refuse before anything is made
+    message = origin.get("message")
     store = Store(home)
     store.make_deploy()
-    with _changing(store, "deploy", wait) as (chain, record):
+    with _changing(store, "deploy", wait) as (chain, logged):
         name = new_version_name(list(chain.versions) + list(chain.removing))
         live = chain.live_version()
-        record.command = f"deploy {name}" + (f" -m {message}" if message else "")
+        logged.command = f"deploy {name}" + (f" -m {message}" if message else "")
         staging = store.make_staging(name, live, config)
         try:
+            record.create(store, name, origin, directory=staging)
             upload(name, staging, live)
             store.commit_staging(name)
         except BaseException:
             store.remove_staging(name)
             raise
         try:
-            upgrade_to(home, name, held=(store.read(), record))
+            upgrade_to(home, name, held=(store.read(), logged))
         except PlugboxError:
-            if not record.switched:
+            if not logged.switched:
                 store.remove_versions(store.read(), [name])
                 say(f"removed {name}, which never went live")
             raise
@@ -228,7 +246,7 @@ def rollback_to(home: Path, version: str | None = None, refresh: bool = False,
                 wait: float = 0) -> tuple[str, str | None]:
     store = _existing_store(home)
     command = f"rollback-to {version or ''}".strip() + (" --refresh" if refresh else "")
-    with _changing(store, command, wait) as (chain, record):
+    with _changing(store, command, wait) as (chain, logged):
         live = chain.live_version()
         if version is None:
             if live is None:
@@ -255,27 +273,35 @@ def rollback_to(home: Path, version: str | None = None, refresh: bool = False,
                     # The live version is assumed broken: its stop failing, or its
                     # plugbox.toml being unreadable, is no reason to stay on it.
                     warn(f"{error.message}; rolling back all the same")
-            _switch(service, record, live, version, refresh)
+            _switch(service, logged, live, version, refresh)
             return version, live
         finally:
             service.close()
 
 
-def _switch(service: _Service, record: _Record, live: str | None, version: str,
+def _switch(service: _Service, logged: _Logged, live: str | None, version: str,
             refresh: bool) -> None:
     """Switch live to `version` and bring it up; on failure switch back and bring `live` up."""
     store = service.store
-    record.switched = True
+    logged.switched = True
     try:
         store.switch_live(version)
     except PlugboxError as error:
-        _unswitched(service, record, live, version, refresh, error)
-    record.after = version
+        _unswitched(service, logged, live, version, refresh, error)
+    logged.after = version
+    # The history is written after the fact: a kill right after the switch may
+    # leave it one event short, never claim a switch that did not happen.
+    record.event(store, version, "live", command=service.command)
+    if live:
+        record.event(store, live, "away", command=service.command)
     say(f"live is now {version}")
+    hook = "refresh" if refresh else "start"
     try:
-        service.run("refresh" if refresh else "start", version)
-        service.run("check", version)
+        service.run(hook, version)
+        hook = "check"
+        service.run(hook, version)
     except HookFailed as error:
+        record.event(store, version, "failed", command=service.command, hook=hook)
         warn(f"{error.message}; switching back to {live or 'no live version'}")
         if not refresh:
             try:
@@ -289,7 +315,10 @@ def _switch(service: _Service, record: _Record, live: str | None, version: str,
                              f"{switch_error.message}; {version} stays live",
                              "free what is short (disk, inodes), then run "
                              f"`plugbox rollback-to {live}`", code=REVERT_FAILED) from None
-        record.after = live
+        logged.after = live
+        record.event(store, version, "away", command=service.command)
+        if live:
+            record.event(store, live, "live", command=service.command)
         if live is None:
             raise HookFailed(f"{error.message}; there is no live version now") from None
         say(f"live is back at {live}")
@@ -302,7 +331,7 @@ def _switch(service: _Service, record: _Record, live: str | None, version: str,
         raise HookFailed(f"{error.message}; switched back to {live}, which is up again") from None
 
 
-def _unswitched(service: _Service, record: _Record, live: str | None, version: str,
+def _unswitched(service: _Service, logged: _Logged, live: str | None, version: str,
                 refresh: bool, error: PlugboxError) -> None:
     """Switching live failed (a full disk): make sure live is as it was, start it again
     if it was stopped (invariant 7), and say so."""
@@ -314,7 +343,7 @@ def _unswitched(service: _Service, record: _Record, live: str | None, version: s
             raise HookFailed(f"{error.message}; {version} is live but not up, and switching "
                              f"back failed: {again.message}", REPAIR_HINT,
                              code=REVERT_FAILED) from None
-    record.after = live
+    logged.after = live
     if live is None or refresh:
         raise HookFailed(f"{error.message}; nothing switched, the live version is still "
                          f"{live or 'none'}") from None
@@ -339,17 +368,25 @@ def _bring_up(service: _Service, name: str, refresh: bool, stopped_version: str 
 
 def remove(home: Path, versions: list[str]) -> None:
     store = _existing_store(home)
-    with _changing(store, "remove " + " ".join(versions)) as (chain, record):
+    with _changing(store, "remove " + " ".join(versions)) as (chain, logged):
         live = chain.live_version()
         for name in versions:
             _existing(chain, name)
             if name == live:
                 raise PlugboxError(f"{name} is live and cannot be removed",
                                    "roll back or deploy first")
+        for name, processes in sorted(inuse.users(str(store.deploy), versions).items()):
+            raise PlugboxError(f"{name} is in use by {_listed(processes)}",
+                               "stop it first; nothing was removed")
         names = list(dict.fromkeys(versions))
         store.remove_versions(chain, names)
         for name in names:
             say(f"removed {name}")
+
+
+def _listed(processes: list[inuse.User]) -> str:
+    shown = ", ".join(str(p) for p in processes[:3])
+    return shown + (f" and {len(processes) - 3} more" if len(processes) > 3 else "")
 
 
 def prune(home: Path, keep: int = 5) -> tuple[list[str], int]:
@@ -359,8 +396,12 @@ def prune(home: Path, keep: int = 5) -> tuple[list[str], int]:
     store = Store(home)
     if not store.exists():
         return [], 0
-    with _changing(store, f"prune --keep {keep}") as (chain, record):
-        doomed = c.plan_prune(chain, keep)
+    with _changing(store, f"prune --keep {keep}") as (chain, logged):
+        using = inuse.users(str(store.deploy), chain.versions)
+        _, histories = _histories(store, chain)
+        doomed = c.plan_prune(chain, keep, in_use=set(using), histories=histories)
+        for name in sorted(set(c.plan_prune(chain, keep, histories=histories)) - set(doomed)):
+            say(f"kept {name}: in use by {_listed(using[name])}")
         # One pass over deploy/, read once above: what takes time is the deleting.
         if doomed:
             store.remove_versions(chain, doomed)
@@ -375,14 +416,35 @@ class Row:
     state: str
     previous: str | None
     next: str | None
+    record: dict | None = None
+
+
+def _histories(store: Store, chain: c.Chain) -> tuple[dict[str, dict], dict[str, list]]:
+    """The records of the versions that have one, and their histories."""
+    records = {name: r for name in chain.versions if (r := record.load(store, name)) is not None}
+    return records, {name: r["history"] for name, r in records.items()}
 
 
 def status(home: Path) -> tuple[str | None, list[Row]]:
-    chain = Store(home).read()
-    states = chain.states()
-    rows = [Row(name, states[name], chain.previous(name), chain.next(name))
+    store = Store(home)
+    chain = store.read()
+    records, histories = _histories(store, chain)
+    states = chain.states(histories)
+    rows = [Row(name, states[name], chain.previous(name), chain.next(name), records.get(name))
             for name in sorted(chain.versions, reverse=True)]
     return chain.live_version(), rows
+
+
+def verify(home: Path, version: str | None = None) -> tuple[str, dict]:
+    """Compare `version` (default: live) with its record; see record.verify. Changes nothing."""
+    store = _existing_store(home)
+    chain = store.read()
+    if version is None:
+        version = chain.live_version()
+        if version is None:
+            raise PlugboxError("there is no live version to verify", "name one: `plugbox verify VERSION`")
+    _existing(chain, version)
+    return version, record.verify(store, version)
 
 
 def check(home: Path, repair: bool = False) -> tuple[list[str], list[str]]:

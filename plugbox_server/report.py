@@ -6,28 +6,72 @@ mode (serve.py) sends the same text to plug. Standard library only.
 
 from __future__ import annotations
 
+import calendar
 import json
+import time
 from pathlib import Path
 from typing import TextIO
 
-from plugbox_server import operations
+from plugbox_server import operations, record
 from plugbox_server.errors import PlugboxError, for_caller
 
 
-def status(home: Path, as_json: bool, out: TextIO) -> None:
+def status(home: Path, as_json: bool, out: TextIO) -> str | None:
+    """Print the versions; return the live one."""
     live, rows = operations.status(home)
     if as_json:
         print(json.dumps({"home": str(home.absolute()), "live": live,
                           "versions": [vars(row) for row in rows]}, indent=2), file=out)
-        return
+        return live
     if not rows:
         print("no versions", file=out)
-        return
-    width = max(len(row.name) for row in rows)
-    for row in rows:
-        links = "".join(f"  {kind} {target}" for kind, target in
-                        (("previous", row.previous), ("next", row.next)) if target)
-        print(f"{row.name:<{width}}  {row.state:<8}{links}".rstrip(), file=out)
+        return live
+    now = time.time()
+    table = [[row.name, row.state, *_described(row.record, now)] for row in rows]
+    widths = [max(len(cells[i]) for cells in table) for i in range(len(table[0]) - 1)]
+    for cells in table:
+        print(("  ".join(cell.ljust(w) for cell, w in zip(cells, widths)) + "  " + cells[-1]).rstrip(),
+              file=out)
+    return live
+
+
+def _described(record: dict | None, now: float) -> list[str]:
+    """Revision (+ when uncommitted changes), who (user@machine), how long ago, message."""
+    record = record or {}
+    revision = str(record.get("revision") or "-")[:7] + ("+" if record.get("dirty") else "")
+    who = str(record.get("user") or "-") + (f"@{record['machine']}" if record.get("machine") else "")
+    message = " ".join(str(record.get("message") or "").split())
+    if len(message) > 60:
+        message = message[:57] + "..."
+    return [revision, who, _ago(record.get("created"), now), message]
+
+
+def _ago(created: str | None, now: float) -> str:
+    try:
+        seconds = now - calendar.timegm(time.strptime(created, "%Y-%m-%dT%H:%M:%SZ"))
+    except (TypeError, ValueError):
+        return "-"
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{int(seconds // size)}{unit} ago"
+    return "just now"
+
+
+def verify(home: Path, version: str | None, out: TextIO) -> None:
+    name, result = operations.verify(home, version)
+    for key, label in (("changed", "changed"), ("added", "added"), ("removed", "removed"),
+                       ("post_upload_changed", "changed since post_upload"),
+                       ("post_upload_removed", "removed since post_upload")):
+        for path in result[key]:
+            print(f"{label}: {path if path.isprintable() else ascii(path)}", file=out)
+    if record.differs(result) or result["digest"] != result["recorded"]:
+        count = sum(len(result[k]) for k in ("changed", "added", "removed",
+                                              "post_upload_changed", "post_upload_removed"))
+        raise PlugboxError(f"{name} differs from its upload in {count} "
+                           f"path{'' if count == 1 else 's'} (digest {result['digest']}, "
+                           f"recorded {result['recorded']})",
+                           "deploy again to get a clean version")
+    print(f"{name}: as uploaded ({result['digest']})", file=out)
 
 
 def prune(home: Path, keep: int, out: TextIO) -> None:

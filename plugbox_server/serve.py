@@ -94,7 +94,7 @@ def _deploy(home: Path, request: dict, out) -> dict:
     config = request.get("config")
     name, live = operations.deploy(
         home, upload, config=config.encode() if isinstance(config, str) else None,
-        message=_text(request.get("message")), wait=_seconds(request.get("wait_lock")))
+        origin=request.get("origin"), wait=_seconds(request.get("wait_lock")))
     return {"name": name, "was": live}
 
 
@@ -115,7 +115,8 @@ COMMANDS = {
     "deploy": _deploy,
     "rollback": _rollback,
     "remove": _remove,
-    "status": lambda home, request, out: report.status(home, bool(request.get("json")), out),
+    "status": lambda home, request, out: {"live": report.status(home, bool(request.get("json")), out)},
+    "verify": lambda home, request, out: report.verify(home, _text(request.get("version")), out),
     "log": lambda home, request, out: report.log(home, out, bool(request.get("output"))),
     "prune": lambda home, request, out: report.prune(home, int(request.get("keep", 5)), out),
     "check": lambda home, request, out: report.check(home, bool(request.get("repair")), out),

@@ -188,9 +188,15 @@ class Store:
         except OSError as error:
             raise os_error(f"could not create {self.deploy}", error)
 
-    def make_version(self, name: str, previous: str | None) -> None:
-        """Create the version `name`, whole, with its previous link."""
-        self.make_staging(name, previous)
+    def make_version(self, name: str, previous: str | None, fill=None) -> None:
+        """Create the version `name`, whole, with its previous link (and what `fill(dir)` writes)."""
+        building = self.make_staging(name, previous)
+        if fill:
+            try:
+                fill(building)
+            except BaseException:
+                self.remove_staging(name)
+                raise
         self.commit_staging(name)
 
     def staging_dir(self, name: str) -> Path:

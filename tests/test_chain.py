@@ -14,14 +14,15 @@ from plugbox_server.chain import (
     SetLink,
     Unlink,
     plan_finish_remove,
+    history_state,
     plan_finish_removes,
     plan_prune,
     plan_remove,
     problems,
 )
 
-A, B, C, D, E, F = (f"2026-11-2{day}T09:00:00" for day in range(1, 7))
-Z = "2026-01-01T00:00:00"  # a version name that is not in deploy/
+A, B, C, D, E, F = (f"2026112{day}T090000Z" for day in range(1, 7))
+Z = "20260101T000000Z"  # a version name that is not in deploy/
 
 
 def links(previous: str | None = None, next: str | None = None) -> Links:
@@ -53,16 +54,16 @@ HEALTHY = chain({
     pytest.param(HEALTHY, {A: "previous", B: "previous", C: "live", D: "pending"},
                  id="previous chain and a pending version"),
     pytest.param(chain({A: links(None, B), B: links(A)}, live=A),
-                 {A: "live", B: "detached"}, id="rolled back from B"),
+                 {A: "live", B: "retired"}, id="rolled back from B"),
     pytest.param(chain({A: links(None, B), B: links(A, C), C: links(B)}, live=A),
-                 {A: "live", B: "detached", C: "detached"}, id="rolled back two versions"),
+                 {A: "live", B: "retired", C: "retired"}, id="rolled back two versions"),
     pytest.param(chain({A: links(None, C), B: links(A), C: links(A)}, live=C),
                  {A: "previous", B: "pending", C: "live"},
                  id="made against A but another went live"),
     pytest.param(chain({A: links(None, B), B: links(A)}),
-                 {A: "pending", B: "detached"}, id="no live version"),
+                 {A: "pending", B: "retired"}, id="no live version"),
     pytest.param(chain({A: links(None, B), B: links(A)}, live=B, live_is_link=False),
-                 {A: "pending", B: "detached"}, id="deploy/live not a link"),
+                 {A: "pending", B: "retired"}, id="deploy/live not a link"),
     pytest.param(chain({A: links(), B: links(A)}, live=Z),
                  {A: "pending", B: "pending"}, id="deploy/live dangling"),
     pytest.param(chain({A: Links(None, "/srv/svc/deploy/" + B), B: links(A)}, live=A),
@@ -364,13 +365,50 @@ FULL = chain({
     (10, []),
     (6, []),
     (5, [F]),              # the pending version first
-    (4, [E, F]),           # then the detached one
-    (3, [A, E, F]),        # then the oldest previous
+    (4, [A, F]),           # then the oldest, whatever its state
+    (3, [A, B, F]),
     (2, [A, B, E, F]),
     (1, [A, B, E, F]),     # never live (D) nor its previous (C)
 ])
 def test_plan_prune(keep, doomed):
     assert plan_prune(FULL, keep) == doomed
+
+
+# What the records say of FULL's versions: E was live and failed its check.
+FAILED_E = {E: [{"event": "live"}, {"event": "failed", "hook": "check"}, {"event": "away"}],
+            F: []}
+
+
+def test_prune_takes_failed_versions_with_the_pending_ones_first():
+    assert plan_prune(FULL, 4, histories=FAILED_E) == [E, F]
+    assert plan_prune(FULL, 3, histories=FAILED_E) == [A, E, F]
+
+
+@pytest.mark.parametrize("history, state", [
+    ([], "pending"),
+    ([{"event": "failed", "hook": "post_upload"}], "failed"),
+    ([{"event": "live"}, {"event": "away"}], "retired"),
+    ([{"event": "live"}, {"event": "failed", "hook": "start"}, {"event": "away"}], "failed"),
+    ([{"event": "live"}, {"event": "failed", "hook": "check"}, {"event": "away"}], "failed"),
+    # rolled back to later, and up this time: was live once
+    ([{"event": "live"}, {"event": "failed", "hook": "check"}, {"event": "away"},
+      {"event": "live"}, {"event": "away"}], "retired"),
+    # live once, then a rollback to it failed
+    ([{"event": "live"}, {"event": "away"}, {"event": "live"},
+      {"event": "failed", "hook": "check"}, {"event": "away"}], "failed"),
+])
+def test_history_state(history, state):
+    assert history_state(history) == state
+
+
+def test_a_version_rolled_back_from_is_retired_not_pending_after_a_new_deploy():
+    # deploy A, deploy B, rollback, deploy C: B's links alone look pending.
+    after = chain({A: links(None, C), B: links(A), C: links(A)}, live=C)
+    assert after.states()[B] == "pending"
+    histories = {A: [{"event": "live"}], B: [{"event": "live"}, {"event": "away"}],
+                 C: [{"event": "live"}]}
+    assert after.states(histories) == {A: "previous", B: "retired", C: "live"}
+    assert plan_prune(after, 2, histories=histories) == [B]  # the oldest but live's previous
 
 
 def test_prune_takes_a_pending_version_before_an_older_previous_one():
@@ -380,6 +418,19 @@ def test_prune_takes_a_pending_version_before_an_older_previous_one():
 
 def test_prune_without_a_live_version_takes_the_oldest():
     assert plan_prune(chain({A: links(), B: links(), C: links()}), 1) == [A, B]
+
+
+def test_prune_skips_a_version_in_use_and_takes_the_next_in_its_place():
+    # FULL's oldest would go first; in use, it stays and the next one goes.
+    without = plan_prune(FULL, len(FULL.versions) - 1)
+    [first] = without
+    [instead] = plan_prune(FULL, len(FULL.versions) - 1, in_use={first})
+    assert instead != first and instead in FULL.versions
+
+
+def test_prune_with_every_candidate_in_use_removes_nothing():
+    candidates = set(FULL.versions) - {FULL.live_version(), FULL.previous(FULL.live_version())}
+    assert plan_prune(FULL, 1, in_use=candidates) == []
 
 
 def test_prune_keeps_the_previous_of_live_even_at_keep_1():
@@ -392,7 +443,7 @@ def chains(draw):
     versions: dict[str, Links] = {}
     live = None
     for second in range(draw(st.integers(0, 8))):
-        name = f"2026-11-21T09:00:{second:02d}"
+        name = f"20261121T0900{second:02d}Z"
         versions[name] = links(live)             # next-version
         action = draw(st.sampled_from(["leave pending", "upgrade-to", "rollback-to"]))
         if action == "upgrade-to":
@@ -404,7 +455,7 @@ def chains(draw):
     return chain(versions, live=live)
 
 
-RANK = {"pending": 0, "detached": 1, "previous": 2}
+RANK = {"pending": 0, "failed": 0, "retired": 1, "previous": 1}
 
 
 @given(chains(), st.integers(1, 10))
@@ -418,7 +469,7 @@ def test_prune_never_takes_live_nor_its_previous_and_keeps_at_most_n(pruned, kee
     total = len(pruned.versions)
     left = total - len(doomed)
     assert left == (total if total <= keep else max(keep, len(protected)))
-    # pending before detached before previous, and the oldest first within each
+    # pending (and failed) first, then the oldest
     states = pruned.states()
     kept = set(pruned.versions) - set(doomed) - protected
     for gone in doomed:

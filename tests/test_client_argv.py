@@ -90,12 +90,12 @@ def test_rsync_rsh_rides_the_master_and_keeps_quoting():
 
 
 def test_version_path_and_destination():
-    assert A.version_path("/srv/hello", "2026-11-21T09:00:00") == "/srv/hello/deploy/2026-11-21T09:00:00/"
+    assert A.version_path("/srv/hello", "20261121T090000Z") == "/srv/hello/deploy/20261121T090000Z/"
     assert A.destination("hello@host", "/srv/x/") == "hello@host:/srv/x/"
     assert A.destination(None, "/srv/x/") == "/srv/x/"
 
 
-FILTERS = ["--filter=P /previous", "--filter=P /next", "--exclude=/plugbox.toml"]
+FILTERS = ["--filter=P /previous", "--filter=P /next", "--filter=P /.plugbox", "--exclude=/plugbox.toml"]
 HEAD = ["rsync", "-a", "--delete", "--modify-window=-1", "-ii", "--out-format=%i %l %n%L", "--stats"]
 
 
@@ -117,7 +117,8 @@ def test_rsync_upload_over_ssh_with_everything():
 
 def test_protections_come_before_the_users_excludes():
     argv = A.rsync_upload(["/s"], "/d/", exclude=("*",), shared=("media",))
-    order = [argv.index(a) for a in ("--filter=P /previous", "--filter=P /next", "--exclude=/plugbox.toml",
+    order = [argv.index(a) for a in ("--filter=P /previous", "--filter=P /next", "--filter=P /.plugbox",
+                                      "--exclude=/plugbox.toml",
                                       "--exclude=/media", "--exclude=*")]
     assert order == sorted(order)
 

@@ -110,7 +110,7 @@ def test_first_deploy_uploads_each_path_under_its_name_with_the_config(project, 
     assert live(home) == version
     assert os.readlink(home / "live") == "deploy/live"
     tree = home / "live"
-    assert sorted(p.name for p in tree.iterdir()) == ["app", "plugbox.toml", "requirements.txt"]
+    assert sorted(p.name for p in tree.iterdir()) == [".plugbox", "app", "plugbox.toml", "requirements.txt"]
     assert (tree / "app" / "main.py").read_text() == "print('hello')\n"
     assert not (tree / "app" / "pkg" / "skip.pyc").exists()  # excluded
     assert (tree / "plugbox.toml").read_text() == (project / "plugbox.toml").read_text()
@@ -169,7 +169,7 @@ def test_version_dir_contents_become_the_version_and_the_project_config_wins(pro
                                       '"echo stale > dist/plugbox.toml"]')
     result = ok(plug(project, "deploy"))
     tree = home / "live"
-    assert sorted(p.name for p in tree.iterdir()) == ["bin", "plugbox.toml"]
+    assert sorted(p.name for p in tree.iterdir()) == [".plugbox", "bin", "plugbox.toml"]
     assert (tree / "bin" / "run").read_text() == "v1\n"
     assert (tree / "plugbox.toml").read_text() == (project / "plugbox.toml").read_text()
     assert (dist / "plugbox.toml").read_text() == "stale\n"
@@ -177,8 +177,8 @@ def test_version_dir_contents_become_the_version_and_the_project_config_wins(pro
 
 
 @pytest.mark.parametrize("build, tree", [
-    ('version_dir = "."', ["app", "notes.txt", "plugbox.toml", "previous", "requirements.txt"]),
-    ('upload = ["app"]', ["app", "plugbox.toml", "previous"]),
+    ('version_dir = "."', [".plugbox", "app", "notes.txt", "plugbox.toml", "previous", "requirements.txt"]),
+    ('upload = ["app"]', [".plugbox", "app", "plugbox.toml", "previous"]),
 ])
 def test_a_local_home_inside_the_upload_is_left_out_of_it(project, build, tree):
     # plug init --host local --home demo writes version_dir = "." and a home in the project.
@@ -248,6 +248,21 @@ def test_failed_post_upload_passes_plugbox_exit_status_through_and_leaves_nothin
     assert "failed: post_upload of" in (home / "deploy" / ".log").read_text().splitlines()[-1]
 
 
+def test_a_virtualenv_in_the_version_works_as_written(project, home):
+    # The simple form of the docs: the version's name has no colon, so venv accepts
+    # its path and the env's bin/ can go on PATH.
+    write_config(project, home, extra=(
+        '[hooks]\npost_upload = ["python3 -m venv env"]\n'
+        'check = [\'PATH="$PLUGBOX_VERSION_DIR/env/bin:$PATH" python -c '
+        '"import sys; print(\\"python in\\", sys.prefix)"\']\n'))
+    result = ok(plug(project, "deploy"))
+    version = live(home)
+    env = home / "deploy" / version / "env"
+    assert (env / "bin" / "python").exists() and (env / "pyvenv.cfg").is_file()
+    assert f"python in {env.resolve()}" in result.stdout
+    assert ":" not in version
+
+
 # ---------------------------------------------------------------- failures before the switch
 
 def test_prepare_failure_changes_nothing(project, home):
@@ -272,7 +287,7 @@ def test_missing_upload_path_changes_nothing(project, home):
     assert snapshot(home) == before
 
 
-@pytest.mark.parametrize("name", ["previous", "next"])
+@pytest.mark.parametrize("name", ["previous", "next", ".plugbox"])
 def test_upload_with_its_own_top_level_link_name_is_refused_before_anything_is_sent(project, home, name):
     first = deployed(project, home)
     before = snapshot(home)
@@ -291,7 +306,7 @@ def test_upload_list_naming_a_link_is_a_config_error(project, home):
     write_config(project, home, build='upload = ["build/next"]')
     result = plug(project, "deploy")
     assert result.returncode == 2
-    assert "[build] upload: 'build/next' would land as the version's own 'next' link" in result.stderr
+    assert "[build] upload: 'build/next' would land as the version's own 'next', which plugbox owns" in result.stderr
     assert not home.exists()
 
 
@@ -371,6 +386,21 @@ def test_dry_run_reads_the_host_and_changes_nothing(project, home):
 
 # ---------------------------------------------------------------- server commands
 
+def test_verify_names_what_changed_on_the_host_since_the_upload(project, home):
+    first = deployed(project, home)
+    assert ok(plug(project, "verify")).stdout.startswith(f"{first}: as uploaded (sha256:")
+    second = deployed(project, home)
+    with open(home / "live" / "app" / "pkg" / "data.txt", "r+") as f:
+        f.write("DATA")  # in place: a hard link shared with the first version
+    for args in ([], [first]):
+        result = plug(project, "verify", *args)
+        assert result.returncode == 1
+        assert result.stdout == "changed: app/pkg/data.txt\n"
+        assert result.stderr.startswith(f"plugbox: {args[0] if args else second} differs from its upload")
+    result = plug(project, "verify", "../x")
+    assert result.returncode == 1 and "'../x' is not a version name" in result.stderr
+
+
 def test_status_log_check_pass_plugbox_output_through(project, home):
     first = deployed(project, home)
     second = deployed(project, home)
@@ -403,7 +433,7 @@ def test_rollback_with_refresh_runs_the_refresh_hook(project, home):
     assert result.stdout.startswith(f"version {first} is live (was ")
 
 
-@pytest.mark.parametrize("name", ["../etc", "live", "2026-11-21T09:00:00/..", "-v"])
+@pytest.mark.parametrize("name", ["../etc", "live", "20261121T090000Z/..", "-v"])
 def test_version_arguments_are_validated_before_connecting(project, home, name):
     result = plug(project, "rollback", "--", name)
     assert result.returncode == 2  # bad usage

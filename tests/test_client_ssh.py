@@ -31,7 +31,7 @@ from terminal import on_terminal
 PLUG = Path(sys.executable).parent / "plug"
 if not PLUG.exists():
     PLUG = Path(shutil.which("plug") or PLUG)
-NAME = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{3})?"
+NAME = r"\d{8}T\d{6}Z(\.\d{3})?"
 
 
 @dataclass
@@ -185,7 +185,7 @@ def test_first_deploy_makes_a_live_version(plug: Plug, app: Path, service_home: 
     assert (tree / "app" / "sub" / "c.txt").read_text() == "c\n"
     # The config travels with the version; a first version has no previous.
     assert (tree / "plugbox.toml").read_text() == (app / "plugbox.toml").read_text()
-    assert sorted(os.listdir(tree)) == ["app", "plugbox.toml"]
+    assert sorted(os.listdir(tree)) == [".plugbox", "app", "plugbox.toml"]
 
 
 def test_redeploy_hard_links_unchanged_files(plug: Plug, app: Path, service_home: Path) -> None:
@@ -226,7 +226,7 @@ def test_version_dir_contents_become_the_version(
     second = plug.deploy()
 
     tree = service_home / "deploy" / second
-    assert sorted(os.listdir(tree)) == ["index.html", "plugbox.toml", "previous", "static"]
+    assert sorted(os.listdir(tree)) == [".plugbox", "index.html", "plugbox.toml", "previous", "static"]
     assert (service_home / "live" / "index.html").read_text() == "v2\n"
     assert inode(tree / "static" / "x.css") == inode(
         service_home / "deploy" / first / "static" / "x.css"
@@ -310,20 +310,21 @@ def test_status_and_json(plug: Plug, app: Path, service_home: Path) -> None:
 
     lines = plug.ok("status").out.splitlines()
 
-    assert lines[0].split() == [second, "live", "previous", first]
-    assert lines[1].split() == [first, "previous", "next", second]
     state = status_json(plug)
-    assert state == {
-        "home": str(service_home),
-        "live": second,
-        "versions": [
-            {"name": second, "state": "live", "previous": first, "next": None},
-            {"name": first, "state": "previous", "previous": None, "next": second},
-        ],
-    }
+    # name, state, revision (plug sends none yet), who ran plug
+    user = state["versions"][0]["record"]["user"]
+    assert user and "@" not in user
+    assert lines[0].split()[:4] == [second, "live", "-", user]
+    assert lines[1].split()[:4] == [first, "previous", "-", user]
+    assert [{k: v for k, v in version.items() if k != "record"} for version in state["versions"]] == [
+        {"name": second, "state": "live", "previous": first, "next": None},
+        {"name": first, "state": "previous", "previous": None, "next": second},
+    ]
+    assert (state["home"], state["live"]) == (str(service_home), second)
+    assert state["versions"][0]["record"]["digest"].startswith("sha256:")
     plug.ok("rollback")
     assert [(v["name"], v["state"]) for v in status_json(plug)["versions"]] == [
-        (second, "detached"),
+        (second, "retired"),
         (first, "live"),
     ]
 

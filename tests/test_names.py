@@ -15,10 +15,10 @@ UTC = timezone.utc
 
 
 @pytest.mark.parametrize("name", [
-    "2026-11-21T09:00:00",
-    "2026-11-21T09:00:00.001",
-    "2026-11-21T09:00:00.999",
-    "1999-01-01T00:00:00",
+    "20261121T090000Z",
+    "20261121T090000Z.001",
+    "20261121T090000Z.999",
+    "19990101T000000Z",
 ])
 def test_a_version_name_is_accepted_unchanged(name):
     assert is_version_name(name)
@@ -33,35 +33,40 @@ def test_a_version_name_is_accepted_unchanged(name):
     "next",
     ".",
     "..",
-    "../2026-11-21T09:00:00",
-    "2026-11-21T09:00:00/..",
+    "../20261121T090000Z",
+    "20261121T090000Z/..",
     "/etc",
-    "/srv/svc/deploy/2026-11-21T09:00:00",
-    "deploy/2026-11-21T09:00:00",
-    "2026-11-21T09:00:00/",
-    "./2026-11-21T09:00:00",
-    "2026-11-21T09:00:00\n",
-    "2026-11-21T09:00:00\nrm -rf /",
-    "\n2026-11-21T09:00:00",
-    " 2026-11-21T09:00:00",
-    "2026-11-21T09:00:00 ",
-    "2026-11-21 09:00:00",
-    "2026-11-21t09:00:00",
+    "/srv/svc/deploy/20261121T090000Z",
+    "deploy/20261121T090000Z",
+    "20261121T090000Z/",
+    "./20261121T090000Z",
+    "20261121T090000Z\n",
+    "20261121T090000Z\nrm -rf /",
+    "\n20261121T090000Z",
+    " 20261121T090000Z",
+    "20261121T090000Z ",
+    "20261121 090000Z",
+    "20261121t090000Z",
+    "20261121T090000z",
+    "20261121T090000",
+    "20261121T0900Z",
+    "20261121",
+    "20261121T090000Z.1",
+    "20261121T090000Z.0001",
+    "20261121T090000Z.",
+    "20261121T090000Z.abc",
+    "20261121T090000.001Z",
+    "261121T090000Z",
+    "20261121T090000Z; rm -rf ~",
+    "-20261121T090000Z",
+    ".removing-20261121T090000Z",
+    ".new-20261121T090000Z",
+    "2026-11-21T090000Z",
+    # the extended form, with its colons, is not a name
     "2026-11-21T09:00:00Z",
-    "2026-11-21T09:00",
-    "2026-11-21",
-    "2026-11-21T09:00:00.1",
-    "2026-11-21T09:00:00.0001",
-    "2026-11-21T09:00:00.",
-    "2026-11-21T09:00:00.abc",
-    "26-11-21T09:00:00",
-    "2026-11-21T09:00:00; rm -rf ~",
-    "-2026-11-21T09:00:00",
-    ".removing-2026-11-21T09:00:00",
-    ".new-2026-11-21T09:00:00",
     # digits of another script match \d unless the pattern is ASCII-only
-    "\u0662\u0660\u0662\u0666-11-21T09:00:00",
-    "2026-11-21T09:00:0\uff10",
+    "\u0662\u0660\u0662\u06661121T090000Z",
+    "20261121T09000\uff10Z",
 ])
 def test_anything_else_is_refused_with_one_line(name):
     assert not is_version_name(name)
@@ -72,8 +77,24 @@ def test_anything_else_is_refused_with_one_line(name):
     text = f"plugbox: {error}"
     assert "\n" not in text and "\r" not in text
     assert "is not a version name" in text
-    assert "YYYY-MM-DDTHH:MM:SS" in text
+    assert "a name is YYYYMMDDTHHMMSSZ, such as 20261121T090000Z" in text
     assert "plugbox status" in text  # the next step
+
+
+@pytest.mark.parametrize("name", ["2026-11-21T09:00:00", "2026-11-21T09:00:00.001"])
+def test_the_old_form_with_colons_is_refused_with_what_a_name_is_now(name):
+    with pytest.raises(PlugboxError) as caught:
+        validate_version(name)
+    assert str(caught.value) == (
+        f"'{name}' is not a version name (the old form with colons): "
+        "a name is YYYYMMDDTHHMMSSZ, such as 20261121T090000Z; "
+        "see `plugbox status` for the versions")
+
+
+@pytest.mark.parametrize("name", ["20261121T090000Z", "20261121T090000Z.001"])
+def test_a_name_has_no_colon_so_it_can_go_on_path(name):
+    # PATH, PYTHONPATH, venv and rsync's host:path all split on ':'.
+    assert ":" not in name and is_version_name(name)
 
 
 def test_the_refusal_names_the_bad_name():
@@ -100,13 +121,13 @@ NOON = datetime(2026, 11, 21, 12, 0, 0, tzinfo=UTC)
 
 
 def test_a_new_name_is_the_current_utc_second():
-    assert new_version_name([], NOON.replace(microsecond=654321)) == "2026-11-21T12:00:00"
+    assert new_version_name([], NOON.replace(microsecond=654321)) == "20261121T120000Z"
 
 
 def test_a_new_name_is_in_utc_whatever_the_clock_zone():
     paris = timezone(timedelta(hours=1))
     assert new_version_name([], datetime(2026, 11, 21, 13, 0, 0, tzinfo=paris)) == \
-        "2026-11-21T12:00:00"
+        "20261121T120000Z"
 
 
 def test_the_same_second_gives_suffixes_in_order():
@@ -114,30 +135,30 @@ def test_the_same_second_gives_suffixes_in_order():
     second = new_version_name([first], NOON)
     third = new_version_name([first, second], NOON)
     assert (first, second, third) == (
-        "2026-11-21T12:00:00", "2026-11-21T12:00:00.001", "2026-11-21T12:00:00.002")
+        "20261121T120000Z", "20261121T120000Z.001", "20261121T120000Z.002")
 
 
 def test_a_clock_behind_the_newest_name_still_gives_a_name_after_it():
-    existing = ["2026-11-21T12:00:00", "2026-11-21T12:00:05.003"]
+    existing = ["20261121T120000Z", "20261121T120005Z.003"]
     name = new_version_name(existing, NOON - timedelta(days=3))
-    assert name == "2026-11-21T12:00:05.004"
+    assert name == "20261121T120005Z.004"
     assert name > max(existing)
 
 
 def test_a_later_second_drops_the_suffix():
-    existing = ["2026-11-21T12:00:00", "2026-11-21T12:00:00.001"]
-    assert new_version_name(existing, NOON + timedelta(seconds=1)) == "2026-11-21T12:00:01"
+    existing = ["20261121T120000Z", "20261121T120000Z.001"]
+    assert new_version_name(existing, NOON + timedelta(seconds=1)) == "20261121T120001Z"
 
 
 def test_a_suffixed_name_sorts_before_the_next_second():
-    assert "2026-11-21T12:00:00.999" < "2026-11-21T12:00:01"
+    assert "20261121T120000Z.999" < "20261121T120001Z"
 
 
 def test_the_thousandth_version_in_one_second_is_refused():
-    existing = ["2026-11-21T12:00:00.999"]
+    existing = ["20261121T120000Z.999"]
     with pytest.raises(PlugboxError) as caught:
         new_version_name(existing, NOON)
-    assert "2026-11-21T12:00:00" in str(caught.value)
+    assert "20261121T120000Z" in str(caught.value)
     assert "\n" not in str(caught.value)
 
 
@@ -146,7 +167,7 @@ def test_without_a_clock_the_name_is_now():
     name = new_version_name([])
     after = datetime.now(UTC)
     assert is_version_name(name)
-    made = datetime.strptime(name, "%Y-%m-%dT%H:%M:%S").replace(tzinfo=UTC)
+    made = datetime.strptime(name, "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
     assert before <= made <= after
 
 
@@ -178,3 +199,13 @@ def test_names_follow_creation_order_even_after_removals(readings, random):
         existing.append(name)
         if random.random() < 0.3:
             existing.remove(random.choice(existing))
+
+
+def test_string_order_is_creation_order_across_a_same_second_burst():
+    # three deploys in one second, then one in the next
+    names: list[str] = []
+    for now in (NOON, NOON, NOON, NOON + timedelta(seconds=1)):
+        names.append(new_version_name(names, now))
+    assert names == ["20261121T120000Z", "20261121T120000Z.001", "20261121T120000Z.002",
+                     "20261121T120001Z"]
+    assert sorted(names) == names

@@ -22,13 +22,14 @@ import pytest
 import typer.main
 from typer.testing import CliRunner
 
+from plugbox_server import operations
 from plugbox_server.cli import app
 from plugbox_server.names import is_version_name
 
 COMMAND = typer.main.get_command(app)
 RUNNER = CliRunner()
 BOOKKEEPING = {".lock", ".log"}
-Z = "2026-01-01T00:00:00"  # a well-formed name no version has
+Z = "20260101T000000Z"  # a well-formed name no version has
 
 
 @dataclass
@@ -264,20 +265,36 @@ def test_prune_defaults_to_keeping_5(home):
     assert out == f"plugbox: removed {names[0]}\nplugbox: removed {names[1]}\n"
 
 
-def test_status_lists_every_version_newest_first(home):
+def test_status_lists_every_version_newest_first(home, monkeypatch):
+    monkeypatch.setenv("PLUGBOX_USER", "alice")
     first = deploy(home)
     second = deploy(home)
     third = deploy(home)
     ok(home, "rollback-to")
     pending = new_version(home)
-    # Names made in one second get a suffix: the column is as wide as the longest.
-    w = max(len(name) for name in (first, second, third, pending))
-    assert ok(home, "status").splitlines() == [
-        f"{pending:<{w}}  pending   previous {second}",
-        f"{third:<{w}}  detached  previous {second}",
-        f"{second:<{w}}  live      previous {first}  next {third}",
-        f"{first:<{w}}  previous  next {second}",
+    lines = ok(home, "status").splitlines()
+    # name, state, revision (none: made by hand), who, when
+    assert [line.split()[:6] for line in lines] == [
+        [pending, "pending", "-", "alice", "just", "now"],
+        [third, "retired", "-", "alice", "just", "now"],
+        [second, "live", "-", "alice", "just", "now"],
+        [first, "previous", "-", "alice", "just", "now"],
     ]
+    # Names made in one second get a suffix: the columns are as wide as the longest.
+    w = max(len(name) for name in (first, second, third, pending))
+    assert {line.index("alice") for line in lines} == {w + 2 + len("previous") + 2 + 1 + 2}
+
+
+def test_status_shows_revision_who_and_message_of_a_deploy(home):
+    origin = {"user": "bob", "machine": "laptop", "revision": "0123456789abcdef" * 2 + "01234567",
+              "branch": "main", "dirty": True, "message": "fix the\nlogin form"}
+    name, _ = operations.next_version(home, origin=origin)
+    ok(home, "upgrade-to", name)
+    [line] = ok(home, "status").splitlines()
+    assert line == f"{name}  live  0123456+  bob@laptop  just now  fix the login form"
+    [version] = json.loads(ok(home, "status", "--json"))["versions"]
+    assert {k: version["record"][k] for k in origin} == origin
+    assert version["record"]["history"][0]["event"] == "live"
 
 
 def test_status_json(home):
@@ -285,15 +302,13 @@ def test_status_json(home):
     second = deploy(home)
     pending = new_version(home)
     state = json.loads(ok(home, "status", "--json"))
-    assert state == {
-        "home": str(home),
-        "live": second,
-        "versions": [
-            {"name": pending, "state": "pending", "previous": second, "next": None},
-            {"name": second, "state": "live", "previous": first, "next": None},
-            {"name": first, "state": "previous", "previous": None, "next": second},
-        ],
-    }
+    assert [{k: v for k, v in version.items() if k != "record"} for version in state["versions"]] == [
+        {"name": pending, "state": "pending", "previous": second, "next": None},
+        {"name": second, "state": "live", "previous": first, "next": None},
+        {"name": first, "state": "previous", "previous": None, "next": second},
+    ]
+    assert (state["home"], state["live"]) == (str(home), second)
+    assert [version["record"]["name"] for version in state["versions"]] == [pending, second, first]
 
 
 def test_status_json_of_an_empty_home(home):
@@ -346,7 +361,7 @@ def test_check_reports_and_repair_fixes(home):
     previous = home / "deploy" / second / "previous"
     previous.unlink()
     previous.symlink_to(home / "deploy" / first)      # absolute
-    os.symlink("../2026-01-01T00:00:00", home / "deploy" / ".link-99-0")
+    os.symlink("../20260101T000000Z", home / "deploy" / ".link-99-0")
     ran = plugbox(home, "check")
     assert ran.exit_code == 1 and ran.exception is None
     assert ran.stdout.splitlines() == [
@@ -417,7 +432,7 @@ def lived(home):
 @pytest.mark.parametrize("command", [["upgrade-to"], ["rollback-to"], ["remove", "-v"]])
 def test_a_bad_version_name_is_refused(lived, command, name):
     line = refused(lived, *command, name)
-    assert line == (f"plugbox: {name!a} is not a version name (YYYY-MM-DDTHH:MM:SS); "
+    assert line == (f"plugbox: {name!a} is not a version name: a name is YYYYMMDDTHHMMSSZ, such as 20261121T090000Z; "
                     "see `plugbox status` for the versions\n")
 
 
@@ -646,7 +661,7 @@ def test_an_unknown_command_is_bad_usage(home):
 # --- read-only commands on a fake filesystem ------------------------------------
 
 FAKE = "/srv/svc"
-V1, V2, V3 = "2026-11-20T10:00:00", "2026-11-21T09:00:00", "2026-11-22T08:00:00"
+V1, V2, V3 = "20261120T100000Z", "20261121T090000Z", "20261122T080000Z"
 
 
 @pytest.fixture
@@ -668,10 +683,11 @@ def fake_home(fs):
 
 
 def test_fake_status(fake_home):
+    # Versions without a record: their states come from the links alone.
     assert ok(FAKE, "status").splitlines() == [
-        f"{V3}  detached  previous {V2}",
-        f"{V2}  live      previous {V1}  next {V3}",
-        f"{V1}  previous  next {V2}",
+        f"{V3}  retired   -  -  -",
+        f"{V2}  live      -  -  -",
+        f"{V1}  previous  -  -  -",
     ]
 
 
@@ -680,16 +696,16 @@ def test_fake_status_json(fake_home):
         "home": FAKE,
         "live": V2,
         "versions": [
-            {"name": V3, "state": "detached", "previous": V2, "next": None},
-            {"name": V2, "state": "live", "previous": V1, "next": V3},
-            {"name": V1, "state": "previous", "previous": None, "next": V2},
+            {"name": V3, "state": "retired", "previous": V2, "next": None, "record": None},
+            {"name": V2, "state": "live", "previous": V1, "next": V3, "record": None},
+            {"name": V1, "state": "previous", "previous": None, "next": V2, "record": None},
         ],
     }
 
 
 def test_fake_status_ignores_what_is_not_a_version(fake_home):
     fake_home.create_dir(f"{FAKE}/deploy/notes")
-    fake_home.create_file(f"{FAKE}/deploy/2026-11-23T00:00:00")      # a file, not a version
+    fake_home.create_file(f"{FAKE}/deploy/20261123T000000Z")      # a file, not a version
     assert len(ok(FAKE, "status").splitlines()) == 3
 
 
@@ -714,8 +730,8 @@ def test_fake_check_ok(fake_home):
      f"following previous from live cycles at deploy/{V1}/previous"),
     (lambda fs: fs.create_symlink(f"{FAKE}/deploy/.link-7-0", V1),
      "deploy/.link-7-0: a leftover temporary link"),
-    (lambda fs: fs.create_dir(f"{FAKE}/deploy/.new-2026-11-23T00:00:00"),
-     "deploy/.new-2026-11-23T00:00:00: a leftover unfinished new version"),
+    (lambda fs: fs.create_dir(f"{FAKE}/deploy/.new-20261123T000000Z"),
+     "deploy/.new-20261123T000000Z: a leftover unfinished new version"),
 ])
 def test_fake_check_finds_each_problem(fake_home, breakage, problem):
     breakage(fake_home)

@@ -1,0 +1,262 @@
+"""The record of each version: written atomically, sealed once, its history, its source.
+
+Real directories and real processes: the atomic write is tested with kill -9.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from plugbox_client import argv as A
+from plugbox_client import source
+from plugbox_server import operations, record
+from plugbox_server.store import Store
+from test_server_cli import deploy, new_version, ok, plugbox
+
+TIMEOUT = 60
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> Path:
+    home = tmp_path / "srv" / "svc"
+    home.mkdir(parents=True)
+    return home
+
+
+def read(home: Path, name: str) -> dict:
+    # What a person would do: cat the file.
+    return json.loads((home / "deploy" / name / ".plugbox" / "record.json").read_text())
+
+
+def events(home: Path, name: str) -> list[tuple]:
+    return [(e["event"], e.get("command"), e.get("hook")) for e in read(home, name)["history"]]
+
+
+# --- what a record holds ------------------------------------------------------------
+
+def test_a_version_made_by_hand_records_who_and_when(home, monkeypatch):
+    monkeypatch.setenv("PLUGBOX_USER", "alice")
+    name = new_version(home)
+    made = read(home, name)
+    assert made["name"] == name and made["user"] == "alice"
+    assert made["machine"] is None and made["revision"] is None and made["message"] is None
+    assert made["created"].endswith("Z") and made["sealed"] is None and made["history"] == []
+
+
+def test_the_origin_plug_sends_is_recorded(home):
+    origin = {"user": "bob", "machine": "laptop", "revision": "a" * 40, "branch": "main",
+              "dirty": True, "message": "fix the login form"}
+    name, _ = operations.next_version(home, origin=origin)
+    made = read(home, name)
+    assert {k: made[k] for k in origin} == origin
+
+
+@pytest.mark.parametrize("origin, why", [
+    ({"host": "x"}, "unknown origin field 'host'"),
+    ({"dirty": "yes"}, "'dirty' must be true or false"),
+    ({"message": 3}, "'message' must be a string"),
+])
+def test_a_malformed_origin_is_refused_and_makes_no_version(home, origin, why):
+    with pytest.raises(operations.PlugboxError, match=why):
+        operations.next_version(home, origin=origin)
+    assert not (home / "deploy").exists()
+
+
+def test_upgrade_to_seals_the_record_with_files_bytes_and_digest(home):
+    name = deploy(home, {"a.txt": "hello\n", "b.txt": "world!\n"})
+    sealed = read(home, name)
+    assert (sealed["files"], sealed["bytes"]) == (2, 13)
+    assert sealed["digest"].startswith("sha256:") and sealed["sealed"]
+    assert events(home, name) == [("live", "upgrade-to", None)]
+    manifest = json.loads((home / "deploy" / name / ".plugbox" / "manifest").read_text())
+    assert [entry[1] for entry in manifest["entries"]] == ["a.txt", "b.txt"]
+
+
+def test_the_digest_is_of_the_tree_not_of_plugbox_links_nor_the_record(home):
+    first = deploy(home, {"a.txt": "same\n"})
+    second = deploy(home, {"a.txt": "same\n"})
+    # second has a previous link, first now a next link: neither counts.
+    assert read(home, first)["digest"] == read(home, second)["digest"]
+    third = deploy(home, {"a.txt": "other\n"})
+    assert read(home, third)["digest"] != read(home, second)["digest"]
+
+
+def test_an_rsync_delete_of_the_users_own_loses_the_record_and_upgrade_to_makes_it_again(home):
+    name = new_version(home, {"a.txt": "x\n"})
+    import shutil
+    shutil.rmtree(home / "deploy" / name / ".plugbox")
+    ok(home, "upgrade-to", name)
+    again = read(home, name)
+    assert again["files"] == 1 and again["digest"] and events(home, name)[0][0] == "live"
+
+
+def test_plugs_rsync_never_deletes_the_record(home, tmp_path):
+    name = ok(home, "next-version").strip()
+    upload = tmp_path / "upload"
+    upload.mkdir()
+    (upload / "app.py").write_text("x\n")
+    argv = A.rsync_upload([str(upload) + "/"], str(home / "deploy" / name) + "/")
+    subprocess.run(argv, check=True, capture_output=True, timeout=TIMEOUT)
+    assert (home / "deploy" / name / "app.py").is_file()
+    assert read(home, name)["name"] == name
+
+
+# --- history ------------------------------------------------------------------------
+
+def test_history_of_deploy_rollback_and_redeploy(home):
+    a = deploy(home)
+    b = deploy(home)
+    ok(home, "rollback-to")
+    assert events(home, a) == [("live", "upgrade-to", None), ("away", "upgrade-to", None),
+                               ("live", "rollback-to", None)]
+    assert events(home, b) == [("live", "upgrade-to", None), ("away", "rollback-to", None)]
+
+
+def test_a_failed_check_is_in_the_history(home):
+    a = deploy(home)
+    b = new_version(home, {"plugbox.toml": '[hooks]\ncheck = ["exit 3"]\n'})
+    assert plugbox(home, "upgrade-to", b).exit_code == 4
+    assert events(home, b) == [("live", "upgrade-to", None), ("failed", "upgrade-to", "check"),
+                               ("away", "upgrade-to", None)]
+    assert events(home, a)[-1] == ("live", "upgrade-to", None)
+
+
+def test_a_failed_post_upload_is_in_the_history(home):
+    deploy(home)
+    b = new_version(home, {"plugbox.toml": '[hooks]\npost_upload = ["exit 3"]\n'})
+    assert plugbox(home, "upgrade-to", b).exit_code == 4
+    assert events(home, b) == [("failed", "upgrade-to", "post_upload")]
+
+
+# --- the cost of sealing: only what rsync sent is hashed -------------------------------
+
+def test_seal_hashes_only_files_that_are_not_hard_links_of_the_previous_version(home, monkeypatch):
+    first = deploy(home, {f"f{i}.txt": f"{i}\n" for i in range(20)})
+    second = ok(home, "next-version").strip()
+    for i in range(20):  # what rsync --link-dest does for unchanged files
+        os.link(home / "deploy" / first / f"f{i}.txt", home / "deploy" / second / f"f{i}.txt")
+    (home / "deploy" / second / "f0.txt").unlink()
+    (home / "deploy" / second / "f0.txt").write_text("changed\n")
+    hashed = []
+    real = record._hash
+    monkeypatch.setattr(record, "_hash", lambda path: hashed.append(path.name) or real(path))
+    record.seal(Store(home), second, previous=first)
+    assert hashed == ["f0.txt"]
+    monkeypatch.setattr(record, "_hash", real)
+    # and the reused digests are right: a full verify agrees
+    result = record.verify(Store(home), second)
+    assert result["digest"] == read(home, second)["digest"] and not record.differs(result)
+
+
+# --- atomic writes --------------------------------------------------------------------
+
+WRITER = """
+import os, signal, sys
+from pathlib import Path
+from plugbox_server import record
+from plugbox_server.store import Store
+store, name, mode = Store(Path(sys.argv[1])), sys.argv[2], sys.argv[3]
+if mode == "before-rename":
+    real = os.replace
+    def dying(a, b):
+        os.kill(os.getpid(), signal.SIGKILL)
+    os.replace = dying
+    record.event(store, name, "live", command="x" * 100000)
+else:
+    for i in range(100000):
+        record.event(store, name, "away", command=str(i) * 200)
+        print(i, flush=True)
+"""
+
+
+def test_a_kill_before_the_rename_leaves_the_old_record_whole(home):
+    name = deploy(home)
+    before = (home / "deploy" / name / ".plugbox" / "record.json").read_bytes()
+    done = subprocess.run([sys.executable, "-c", WRITER, str(home), name, "before-rename"],
+                          timeout=TIMEOUT, capture_output=True)
+    assert done.returncode == -signal.SIGKILL
+    assert (home / "deploy" / name / ".plugbox" / "record.json").read_bytes() == before
+    # the half-written temporary file is plugbox's own, and the next write replaces it
+    assert (home / "deploy" / name / ".plugbox" / ".record.json.new").exists()
+    ok(home, "status")
+
+
+def test_kill_9_in_the_middle_of_writing_never_leaves_a_torn_record(home):
+    name = deploy(home)
+    writer = subprocess.Popen([sys.executable, "-c", WRITER, str(home), name, "loop"],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        for _ in range(30):  # let it write, and grow the record, 30 times
+            assert writer.stdout.readline(), "the writer stopped"
+    finally:
+        writer.kill()
+        writer.wait(timeout=TIMEOUT)
+    after = read(home, name)  # parses: whole
+    assert len(after["history"]) >= 31
+    assert after["history"][0]["event"] == "live"
+
+
+# --- the source of a version -----------------------------------------------------------
+
+def git(project: Path, *args: str) -> str:
+    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.invalid",
+           "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.invalid"}
+    return subprocess.run(["git", "-C", str(project), *args], check=True, capture_output=True,
+                          text=True, env=env, timeout=TIMEOUT).stdout.strip()
+
+
+@pytest.fixture
+def checkout(tmp_path: Path) -> Path:
+    project = tmp_path / "project"
+    project.mkdir()
+    git(project, "init", "-q", "-b", "main")
+    (project / "app.py").write_text("print(1)\n")
+    git(project, "add", "app.py")
+    git(project, "commit", "-q", "-m", "first")
+    return project
+
+
+def test_describe_a_clean_checkout(checkout):
+    assert source.describe(checkout) == {
+        "revision": git(checkout, "rev-parse", "HEAD"), "branch": "main", "dirty": False}
+
+
+def test_describe_from_a_subdirectory_of_the_checkout(checkout):
+    (checkout / "sub").mkdir()
+    assert source.describe(checkout / "sub")["branch"] == "main"
+
+
+@pytest.mark.parametrize("change", ["edit", "untracked", "staged"])
+def test_describe_a_dirty_checkout(checkout, change):
+    if change == "edit":
+        (checkout / "app.py").write_text("print(2)\n")
+    elif change == "untracked":
+        (checkout / "new.py").write_text("")
+    else:
+        (checkout / "new.py").write_text("")
+        git(checkout, "add", "new.py")
+    assert source.describe(checkout)["dirty"] is True
+
+
+def test_describe_a_detached_head(checkout):
+    revision = git(checkout, "rev-parse", "HEAD")
+    git(checkout, "checkout", "-q", "--detach")
+    assert source.describe(checkout) == {"revision": revision, "branch": None, "dirty": False}
+
+
+def test_describe_outside_a_checkout_or_before_the_first_commit(tmp_path):
+    assert source.describe(tmp_path) == {}
+    git(tmp_path, "init", "-q")
+    assert source.describe(tmp_path) == {}
+
+
+def test_describe_without_git(checkout, monkeypatch):
+    monkeypatch.setenv("PATH", str(checkout))  # no git on it
+    assert source.describe(checkout) == {}
