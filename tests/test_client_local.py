@@ -259,7 +259,7 @@ def test_a_virtualenv_in_the_version_works_as_written(project, home):
     version = live(home)
     env = home / "deploy" / version / "env"
     assert (env / "bin" / "python").exists() and (env / "pyvenv.cfg").is_file()
-    assert f"python in {env.resolve()}" in result.stdout
+    assert f"python in {env.resolve()}" in result.stderr  # the host's messages and hooks' output
     assert ":" not in version
 
 
@@ -398,7 +398,7 @@ def test_verify_names_what_changed_on_the_host_since_the_upload(project, home):
         assert result.stdout == "changed: app/pkg/data.txt\n"
         assert result.stderr.startswith(f"plugbox: {args[0] if args else second} differs from its upload")
     result = plug(project, "verify", "../x")
-    assert result.returncode == 1 and "'../x' is not a version name" in result.stderr
+    assert result.returncode == 2 and "'../x' is not a version name" in result.stderr  # bad usage
 
 
 def test_status_log_check_pass_plugbox_output_through(project, home):

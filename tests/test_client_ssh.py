@@ -311,11 +311,12 @@ def test_status_and_json(plug: Plug, app: Path, service_home: Path) -> None:
     lines = plug.ok("status").out.splitlines()
 
     state = status_json(plug)
-    # name, state, revision (plug sends none yet), who ran plug
-    user = state["versions"][0]["record"]["user"]
-    assert user and "@" not in user
-    assert lines[0].split()[:4] == [second, "live", "-", user]
-    assert lines[1].split()[:4] == [first, "previous", "-", user]
+    # name, state, revision (the project is no git checkout), who ran plug and where
+    record = state["versions"][0]["record"]
+    assert record["user"] and record["machine"] == os.uname().nodename
+    who = f"{record['user']}@{record['machine']}"
+    assert lines[0].split()[:4] == [second, "live", "-", who]
+    assert lines[1].split()[:4] == [first, "previous", "-", who]
     assert [{k: v for k, v in version.items() if k != "record"} for version in state["versions"]] == [
         {"name": second, "state": "live", "previous": first, "next": None},
         {"name": first, "state": "previous", "previous": None, "next": second},

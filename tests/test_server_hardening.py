@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import errno
 import os
+import shutil
 import subprocess
 import time
 from datetime import datetime, timedelta, timezone
@@ -207,12 +208,14 @@ def test_next_version_on_a_disk_out_of_inodes_leaves_nothing_behind(
 def test_upgrade_whose_switch_fails_after_the_stop_starts_the_live_version_again(
         small_disk: Path, tmp_path: Path) -> None:
     host = Host(small_disk / "home", tmp_path / "ctl")
-    # The stop hook takes the last free inode: switching live then fails (ENOSPC).
-    eat = 'touch "$PLUGBOX_HOME/eaten"'
+    # The stop hook takes every free inode: switching live then fails (ENOSPC),
+    # whatever the steps before it (the version's record, live's next) used.
+    eat = ('mkdir -p "$PLUGBOX_HOME/eaten"; i=0; '
+           'while [ $i -lt 1000 ] && touch "$PLUGBOX_HOME/eaten/$i" 2>/dev/null; do i=$((i+1)); done')
     old = host.deploy_version(toml_of(tracing("OLD", extra={"stop": [eat]})))
     new = host.upload(toml_of(tracing("NEW")))
     host.trace()
-    fill_inodes(small_disk / "filler", leave=2)  # one for live's next, one for the hook
+    fill_inodes(small_disk / "filler", leave=30)  # the record, live's next, the hooks
 
     done = host.run("upgrade-to", new)
 
@@ -223,7 +226,7 @@ def test_upgrade_whose_switch_fails_after_the_stop_starts_the_live_version_again
     assert "No space left on device" in done.stderr
     assert f"starting {old} again" in done.stderr
     assert done.stderr.splitlines()[-1].endswith(f"nothing switched, {old} is up again")
-    (host.home / "eaten").unlink()
+    shutil.rmtree(host.home / "eaten")
     assert host.ok("check").stdout == "ok\n"
 
 
