@@ -81,19 +81,38 @@ def _copy_module(name: str, staging: Path) -> None:
 
 
 def bootstrap(config: Config) -> list[str]:
-    """Install (or upgrade) plugbox on the host and create the layout; returns the report."""
+    """Install (or upgrade) plugbox on the host (on each host in turn) and create the
+    layout; returns the report. With several hosts, one that fails does not stop
+    the others: the report names it, and the command fails at the end."""
     with tempfile.TemporaryDirectory(prefix="plug-") as scratch:
         zipapp_path = build(Path(scratch, "plugbox"))
-        with transport.connect(config) as host:
-            installed = host.install(zipapp_path)
-            if installed.code != 0:
-                raise PlugboxError(f"could not install plugbox on {host.label} (exit {installed.code})",
-                                   "see the message above")
-            version = host.plugbox(["--version"], capture=True)
-            state = host.plugbox(["status", "--json"], capture=True)
-            if version.code != 0 or state.code != 0:
-                raise PlugboxError(f"plugbox was installed on {host.label} but does not run there",
-                                   "see the message above")
+        if not config.several:
+            return _install(config, zipapp_path)
+        failed = []
+        for name in config.hosts:
+            try:
+                for line in _install(config.for_host(name), zipapp_path):
+                    print(f"{name}: {line}", flush=True)
+            except PlugboxError as error:
+                print(f"plug: {name}: {error}", file=sys.stderr, flush=True)
+                failed.append(error)
+        if failed:
+            raise PlugboxError(f"plugbox was not installed on {len(failed)} of {len(config.hosts)} hosts",
+                               "see the lines above", code=failed[0].code)
+        return []
+
+
+def _install(config: Config, zipapp_path: Path) -> list[str]:
+    with transport.connect(config) as host:
+        installed = host.install(zipapp_path)
+        if installed.code != 0:
+            raise PlugboxError(f"could not install plugbox on {host.label} (exit {installed.code})",
+                               "see the message above")
+        version = host.plugbox(["--version"], capture=True)
+        state = host.plugbox(["status", "--json"], capture=True)
+        if version.code != 0 or state.code != 0:
+            raise PlugboxError(f"plugbox was installed on {host.label} but does not run there",
+                               "see the message above")
     home = json.loads(state.stdout)["home"]
     return [
         f"{version.stdout.strip()} installed on {host.label} as {home}/.local/bin/plugbox",

@@ -31,9 +31,14 @@ def say(message: str) -> None:
 # ---------------------------------------------------------------- server commands
 
 def server_command(config: Config, request: dict, version_args: list[str] = ()) -> int:
-    """Run one command of plugbox on the host; print what it prints; return its exit status."""
+    """Run one command of plugbox on the host (on every host); print what it prints;
+    return its exit status."""
     for name in version_args:
         _version_argument(name)
+    if config.several:
+        from plugbox_client import fleet
+
+        return fleet.server_command(config, request)
     with transport.open_session(config) as session:
         answer = session.request(_request(config, request))
     sys.stdout.write(answer.get("out", ""))
@@ -205,13 +210,13 @@ def human(size: int) -> str:
 
 
 def _rsync(sources: list[str], dest: str, *, config: Config, rsh: str | None, link_dest: str | None = None,
-           dry_run=False) -> Count:
+           dry_run=False, progress: bool | None = None) -> Count:
     """rsync `sources` to `dest` (already host:path, or a local path), counting as it goes."""
     argv = A.rsync_upload(
         sources, dest, link_dest=link_dest, shared=config.shared,
         exclude=config.exclude + home_excludes(config), rsh=rsh, dry_run=dry_run,
     )
-    count = Count(dry_run=dry_run, progress=sys.stderr.isatty())
+    count = Count(dry_run=dry_run, progress=sys.stderr.isatty() if progress is None else progress)
     code = transport.run(argv, out=count.line).code
     count.done()
     if code == transport.CONNECTION_FAILED and rsh:

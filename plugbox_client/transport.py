@@ -319,11 +319,7 @@ class Session:
     def _show(self, line: str) -> None:
         if self.quiet:
             return
-        try:
-            sys.stderr.write(f"{self.prefix}{line}\n")
-            sys.stderr.flush()
-        except (OSError, ValueError):
-            pass
+        show(f"{self.prefix}{line}")
 
     def _greeted(self) -> None:
         with self._lock:
@@ -437,21 +433,37 @@ class Session:
         return False
 
 
-_ahead: Session | None = None
+_ahead: dict[Config, Session] = {}
 
 
-def open_session(config: Config) -> Session:
-    """The session for `config`: the one started ahead by plug's start-up, or a new one."""
-    global _ahead
-    ahead, _ahead = _ahead, None
+def open_session(config: Config, prefix: str = "") -> Session:
+    """The session for `config` (of one host): the one started ahead by plug's
+    start-up, or a new one. Sessions started ahead for another config are closed."""
+    ahead = _ahead.pop(config, None)
     if ahead is not None:
-        if ahead.config == config:
-            return ahead
-        ahead.close(0)
-    return Session(config)
+        ahead.prefix = prefix
+        return ahead
+    while _ahead:  # started for another config: of no use
+        _ahead.popitem()[1].close(0)
+    return Session(config, prefix)
 
 
 def start_ahead(config: Config) -> None:
-    """Start the session now, so ssh connects while plug loads the rest of itself."""
-    global _ahead
-    _ahead = Session(config)
+    """Start the sessions now (one per host), so ssh connects while plug loads the rest of itself."""
+    for host in config.hosts:
+        one = config.for_host(host)
+        _ahead[one] = Session(one)
+
+
+# One line at a time on stderr: several hosts' sessions (threads) pass lines on at once.
+_output = threading.Lock()
+
+
+def show(line: str) -> None:
+    """Write one whole line to stderr, never interleaved with another's."""
+    with _output:
+        try:
+            sys.stderr.write(f"{line}\n")
+            sys.stderr.flush()
+        except (OSError, ValueError):
+            pass

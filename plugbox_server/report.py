@@ -14,20 +14,22 @@ from plugbox_server import operations
 from plugbox_server.errors import PlugboxError, for_caller
 
 
-def status(home: Path, as_json: bool, out: TextIO) -> None:
+def status(home: Path, as_json: bool, out: TextIO) -> dict:
+    """Prints the state; returns {"live": NAME}, which plug compares across hosts."""
     live, rows = operations.status(home)
     if as_json:
         print(json.dumps({"home": str(home.absolute()), "live": live,
                           "versions": [vars(row) for row in rows]}, indent=2), file=out)
-        return
+        return {"live": live}
     if not rows:
         print("no versions", file=out)
-        return
+        return {"live": live}
     width = max(len(row.name) for row in rows)
     for row in rows:
         links = "".join(f"  {kind} {target}" for kind, target in
                         (("previous", row.previous), ("next", row.next)) if target)
         print(f"{row.name:<{width}}  {row.state:<8}{links}".rstrip(), file=out)
+    return {"live": live}
 
 
 def prune(home: Path, keep: int, out: TextIO) -> None:

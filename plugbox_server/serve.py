@@ -134,8 +134,8 @@ def _deploy(home: Path, request: dict, out) -> dict:
         _send({"newest": {"name": newest, "live": live}})
         answer = _receive()
         if answer is None or not isinstance(answer.get("name"), str):
-            raise Aborted("no name came for the new version: "
-                          + ("the caller went away" if answer is None else "the caller gave up"),
+            raise Aborted("the deploy was called off before the upload: "
+                          + ("the caller went away" if answer is None else "another host failed"),
                           "nothing changed")
         return answer["name"]
 
