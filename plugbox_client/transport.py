@@ -433,26 +433,26 @@ class Session:
         return False
 
 
-_ahead: dict[Config, Session] = {}
+_ahead: list[Session] = []  # (a Config is not hashable: its hooks are a dict)
 
 
 def open_session(config: Config, prefix: str = "") -> Session:
     """The session for `config` (of one host): the one started ahead by plug's
     start-up, or a new one. Sessions started ahead for another config are closed."""
-    ahead = _ahead.pop(config, None)
-    if ahead is not None:
-        ahead.prefix = prefix
-        return ahead
+    for ahead in _ahead:
+        if ahead.config == config:
+            _ahead.remove(ahead)
+            ahead.prefix = prefix
+            return ahead
     while _ahead:  # started for another config: of no use
-        _ahead.popitem()[1].close(0)
+        _ahead.pop().close(0)
     return Session(config, prefix)
 
 
 def start_ahead(config: Config) -> None:
     """Start the sessions now (one per host), so ssh connects while plug loads the rest of itself."""
     for host in config.hosts:
-        one = config.for_host(host)
-        _ahead[one] = Session(one)
+        _ahead.append(Session(config.for_host(host)))
 
 
 # One line at a time on stderr: several hosts' sessions (threads) pass lines on at once.
