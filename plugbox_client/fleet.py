@@ -65,9 +65,17 @@ def _each(hosts: list[Host], work: Callable[[Host], None], failed: str) -> list[
     """work(host) on every host at once; the hosts where it raised, marked `failed`."""
     if not hosts:
         return []
-    with ThreadPoolExecutor(max_workers=len(hosts)) as pool:
+    pool = ThreadPoolExecutor(max_workers=len(hosts))
+    try:
         futures = [(host, pool.submit(work, host)) for host in hosts]
         errors = [(host, future.exception()) for host, future in futures]
+    except BaseException:  # Ctrl-C: every host sees the end of its input now, not after the others
+        for host in hosts:
+            host.session.quiet = True
+            host.session.end_input()
+        pool.shutdown(wait=False)
+        raise
+    pool.shutdown()
     for host, error in errors:
         if error is not None:
             host.fail(failed, error)

@@ -409,12 +409,16 @@ class Session:
         except subprocess.TimeoutExpired:
             return None
 
-    def close(self, seconds: float = 5) -> int | None:
-        """End the session: the host sees the end of its input; ssh is stopped if it lingers."""
+    def end_input(self) -> None:
+        """The host sees the end of its input: before the switch it undoes, after it finishes."""
         try:
             self.process.stdin.close()
         except OSError:
             pass
+
+    def close(self, seconds: float = 5) -> int | None:
+        """End the session: the host sees the end of its input; ssh is stopped if it lingers."""
+        self.end_input()
         code = self.wait(seconds)
         if code is None:
             self.process.terminate()
