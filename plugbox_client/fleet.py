@@ -30,7 +30,7 @@ from typing import Callable
 from plugbox_client import deploy as d
 from plugbox_client import transport
 from plugbox_client.config import Config
-from plugbox_server.errors import PlugboxError
+from plugbox_server.errors import REVERT_FAILED, PlugboxError
 from plugbox_server.names import new_version_name, validate_version
 
 
@@ -227,15 +227,25 @@ def _switch(hosts: list[Host], name: str, batch: int, keep_going: bool, began: f
         if failed and not keep_going:
             break
 
+    for host in failed:
+        if host.code == REVERT_FAILED:
+            host.result = "failed, switched back, not up"
+
     def end(host: Host, word: str, result: str) -> None:
         host.session.send({word: True})
-        answer = host.session.receive()
-        while "exit" not in answer:
+        try:
             answer = host.session.receive()
+            while "exit" not in answer:
+                answer = host.session.receive()
+        except transport.HostGone:
+            host.known, host.result = False, "lost: it finishes by itself"
+            raise
+        finally:
+            host.seconds = time.monotonic() - began
         host.result = host.result or result
-        if d._exit(answer) == 0:
-            host.state = "done"
-        host.seconds = time.monotonic() - began
+        if d._exit(answer) == REVERT_FAILED:
+            host.result, host.code = "switched back, not up", REVERT_FAILED
+        host.state = "done"
 
     switched = [host for host in hosts if host.state == "switched"]
     waiting = [host for host in hosts if host.state == "prepared"]
