@@ -264,3 +264,21 @@ def test_stages_select_their_hosts(plug: Plug, homes, fleet: Fleet) -> None:
         f"plug: {plug.project / 'plugbox.toml'}: no stage 'prod'; the stages are staging, production; "
         "nothing was done")
     assert fleet.logins() == logins  # refused before anything connected
+
+
+def test_in_batches_a_failure_in_a_later_group_puts_the_earlier_ones_back(plug: Plug, homes) -> None:
+    write_fleet_config(plug.project, check=fails_where("check"))
+    good = plug.ok("deploy") and live(homes["fleet-a"])
+    (homes["fleet-c"] / "fail-check").touch()
+    (plug.project / "app" / "a.txt").write_text("two\n")
+
+    run = plug("deploy", "--batch", "2")
+
+    assert run.code == 4
+    assert lives(homes) == {alias: good for alias in HOSTS}
+    rows = table(run.out)
+    assert rows["fleet-a"][:3] == rows["fleet-b"][:3] == [good, "switched", "back"]
+    assert rows["fleet-c"][:4] == [good, "failed,", "switched", "back"]
+    # fleet-c switched only after the first group had run its check (and passed it: it reported).
+    assert run.err.index("fleet-c: plugbox: live is now") > max(
+        run.err.index(f"{alias}: plugbox: check of") for alias in ("fleet-a", "fleet-b"))
