@@ -81,23 +81,42 @@ def _copy_module(name: str, staging: Path) -> None:
 
 
 def bootstrap(config: Config, into_home: bool = False) -> list[str]:
-    """Install (or upgrade) plugbox on the host and create the layout; returns the report.
+    """Install (or upgrade) plugbox on the host (on each host in turn) and create the
+    layout; returns the report. With several hosts, one that fails does not stop
+    the others: the report names it, and the command fails at the end.
 
     plugbox goes to the login's ~/.local/bin, where plug finds it for every home of
     that login, or with `into_home` to HOME/.local/bin, for that home alone.
     """
     with tempfile.TemporaryDirectory(prefix="plug-") as scratch:
         zipapp_path = build(Path(scratch, "plugbox"))
-        with transport.connect(config) as host:
-            installed = transport.install_plugbox(host, zipapp_path, into_home)
-            if installed.code != 0:
-                raise PlugboxError(f"could not install plugbox on {host.label} (exit {installed.code})",
-                                   "see the message above")
-            version = host.plugbox(["--version"], capture=True)
-            state = host.plugbox(["status", "--json"], capture=True)
-            if version.code != 0 or state.code != 0:
-                raise PlugboxError(f"plugbox was installed on {host.label} but does not run there",
-                                   "see the message above")
+        if not config.several:
+            return _install(config, zipapp_path, into_home)
+        failed = []
+        for name in config.hosts:
+            try:
+                for line in _install(config.for_host(name), zipapp_path, into_home):
+                    print(f"{name}: {line}", flush=True)
+            except PlugboxError as error:
+                print(f"plug: {name}: {error}", file=sys.stderr, flush=True)
+                failed.append(error)
+        if failed:
+            raise PlugboxError(f"plugbox was not installed on {len(failed)} of {len(config.hosts)} hosts",
+                               "see the lines above", code=failed[0].code)
+        return []
+
+
+def _install(config: Config, zipapp_path: Path, into_home: bool) -> list[str]:
+    with transport.connect(config) as host:
+        installed = transport.install_plugbox(host, zipapp_path, into_home)
+        if installed.code != 0:
+            raise PlugboxError(f"could not install plugbox on {host.label} (exit {installed.code})",
+                               "see the message above")
+        version = host.plugbox(["--version"], capture=True)
+        state = host.plugbox(["status", "--json"], capture=True)
+        if version.code != 0 or state.code != 0:
+            raise PlugboxError(f"plugbox was installed on {host.label} but does not run there",
+                               "see the message above")
     home = json.loads(state.stdout)["home"]
     paths = installed.stdout.split("\n")
     return [

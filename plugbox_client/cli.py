@@ -55,8 +55,11 @@ def reports_errors(command):
     return wrapper
 
 
+_stage: Optional[str] = None  # -s NAME, given before the command
+
+
 def _load(config: Optional[Path]) -> cfg.Config:
-    return cfg.load_config(config)
+    return cfg.load_config(config, stage=_stage)
 
 
 def _report(lines: list[str]) -> None:
@@ -74,8 +77,12 @@ def _show_version(value: bool) -> None:
 def main_options(
     version: Annotated[bool, typer.Option(
         "--version", callback=_show_version, is_eager=True, help="Print plug's version and exit.")] = False,
+    stage: Annotated[Optional[str], typer.Option(
+        "-s", "--stage", metavar="NAME",
+        help="Use the [stages.NAME] table of plugbox.toml: its host or hosts, jump and home.")] = None,
 ) -> None:
-    pass
+    global _stage
+    _stage = stage
 
 
 @app.command()
@@ -89,6 +96,13 @@ def deploy(
         help="If another command holds the host's lock, wait up to SECONDS for it [default: fail at once].")] = 0,
     dry_run: Annotated[bool, typer.Option(
         "--dry-run", "-n", help="Read the host's state and say what a deploy would do; change nothing.")] = False,
+    batch: Annotated[Optional[int], typer.Option(
+        "--batch", metavar="N", min=1, show_default=False,
+        help="With several hosts: switch N hosts at a time, each group's check passing before the next "
+        "[default: all at once].")] = None,
+    keep_going: Annotated[bool, typer.Option(
+        "--keep-going", help="With several hosts: when one fails to switch, carry on with the others "
+        "instead of switching every host back.")] = False,
 ) -> None:
     """Deploy the project: build, upload, make live, as one transaction on the host.
 
@@ -100,10 +114,20 @@ def deploy(
     leaves the host as it was; once the upload is complete, the host finishes
     (or switches back) by itself. Ends with what is live, the files sent and
     hard-linked, and the seconds each step took.
+
+    With several hosts, the same version is prepared on all of them in parallel
+    (any failure: none switches), then switched, all at once or --batch N at a
+    time; if one fails, every host is put back on its version. Ends with a
+    table: host, live version, result, seconds.
     """
     from plugbox_client import deploy as d
 
     loaded = _load(config)
+    if loaded.several:
+        from plugbox_client import fleet
+
+        _report(fleet.dry_run(loaded) if dry_run else fleet.deploy(loaded, message, wait_lock, batch or 0, keep_going))
+        return
     _report(d.dry_run(loaded) if dry_run else d.deploy(loaded, message, wait_lock))
 
 
@@ -122,11 +146,21 @@ def rollback(
 
     Stops the live version, switches live to VERSION, starts and checks it.
     `plug status` shows the versions; rolling forward is `plug rollback NEWER`.
-    Ends with what is live and the seconds it took.
+    Ends with what is live and the seconds it took. With several hosts, every
+    host goes to the same version (by default the previous of the newest live
+    one), and nothing is rolled back unless every host has it.
     """
     from plugbox_client import deploy as d
 
-    _report(d.rollback(_load(config), version, refresh, wait_lock))
+    loaded = _load(config)
+    if loaded.several:
+        from plugbox_client import fleet
+
+        if version:
+            d._version_argument(version)
+        _report(fleet.rollback(loaded, version, refresh, wait_lock))
+        return
+    _report(d.rollback(loaded, version, refresh, wait_lock))
 
 
 @app.command()
@@ -139,7 +173,9 @@ def status(
 
     Newest first, each with its state (live, previous, retired, failed,
     pending), revision, who made it, when, and the deploy message; --json has
-    each version's links and whole record.
+    each version's links and whole record. With several hosts, each host's
+    lines start with its name, and a last line says whether their live
+    versions differ.
     """
     from plugbox_client import deploy as d
 

@@ -11,7 +11,7 @@ import json
 import os
 import re
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
 
 from plugbox_server.errors import USAGE, PlugboxError
@@ -24,11 +24,14 @@ LOCAL = "local"
 RESERVED = ("previous", "next", ".plugbox")
 
 KEYS = {
-    "service": ("host", "jump", "home", "shared"),
+    "service": ("host", "hosts", "jump", "home", "shared"),
     "build": ("prepare", "upload", "version_dir", "exclude"),
     "hooks": ("post_upload", "stop", "start", "refresh", "check"),
     "timeouts": ("post_upload", "stop", "start", "refresh", "check"),
+    "stages": (),  # each key a stage: a table of STAGE_KEYS
 }
+# What a [stages.NAME] table may set: where the service runs, not what it is.
+STAGE_KEYS = ("host", "hosts", "jump", "home")
 
 # An ssh destination as plug accepts it: [user@]host. Anything fancier (a port, an
 # IPv6 address, options) belongs in ~/.ssh/config under a Host alias.
@@ -42,7 +45,7 @@ _WILDCARD = re.compile(r"[*?\[\\]")
 @dataclass(frozen=True)
 class Config:
     path: Path                      # the plugbox.toml read, absolute
-    host: str                       # ssh destination, or "local"
+    host: str                       # ssh destination, or "local"; with hosts, the first
     jump: tuple[str, ...] = ()
     home: str | None = None         # absolute path on the host; None: the host's $HOME
     shared: tuple[str, ...] = ()
@@ -51,6 +54,16 @@ class Config:
     version_dir: str | None = None
     exclude: tuple[str, ...] = ()
     hooks: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    hosts: tuple[str, ...] = ()     # every host: (host,) for one
+    stage: str | None = None        # the [stages.NAME] chosen, if any
+
+    @property
+    def several(self) -> bool:
+        return len(self.hosts) > 1
+
+    def for_host(self, host: str) -> "Config":
+        """The same config for one of its hosts alone."""
+        return replace(self, host=host, hosts=(host,))
 
     @property
     def project(self) -> Path:
@@ -79,8 +92,9 @@ def find_config(start: Path) -> Path:
     )
 
 
-def load_config(path: Path | None = None, cwd: Path | None = None) -> Config:
-    """Read and validate `path`, or the plugbox.toml found upward from `cwd`."""
+def load_config(path: Path | None = None, cwd: Path | None = None, stage: str | None = None) -> Config:
+    """Read and validate `path`, or the plugbox.toml found upward from `cwd`;
+    `stage`: the [stages.NAME] whose keys replace those of [service]."""
     path = (path if path is not None else find_config(cwd or Path.cwd())).absolute()
     try:
         text = path.read_text(encoding="utf-8")
@@ -89,11 +103,13 @@ def load_config(path: Path | None = None, cwd: Path | None = None) -> Config:
     except (OSError, UnicodeDecodeError) as e:
         reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
         raise ConfigError(f"{path}: cannot read it: {reason}", "check the file") from None
-    return parse_config(text, path)
+    return parse_config(text, path, stage)
 
 
-def parse_config(text: str, path: Path) -> Config:
-    """Validate the text of a plugbox.toml; `path` is where it lives (for messages, project dir)."""
+def parse_config(text: str, path: Path, stage: str | None = None) -> Config:
+    """Validate the text of a plugbox.toml; `path` is where it lives (for messages, project dir).
+
+    Every stage is validated, whichever is chosen, so that a typo in one shows at once."""
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
@@ -109,7 +125,7 @@ def parse_config(text: str, path: Path) -> Config:
         if not isinstance(value, dict):
             raise check.error(None, table, "must be a table", f"write it as [{table}]")
         for key in value:
-            if key not in keys:
+            if key not in keys and table != "stages":
                 raise check.error(table, key, "unknown key", f"the keys of [{table}] are {_names(keys)}")
         tables[table] = value
 
@@ -120,35 +136,24 @@ def parse_config(text: str, path: Path) -> Config:
             raise check.error("timeouts", key, f"{seconds!r} is not a number of seconds above 0",
                               "give the time limit in seconds, such as 300")
 
-    if "host" not in service:
-        raise check.error("service", "host", "missing", 'set it to an ssh destination, or "local"')
-    host = check.string("service", "host", service["host"])
-    if host.startswith("-"):
-        raise check.error("service", "host", f"{host!r} starts with '-'", "give a host name")
-    if host != LOCAL and not _HOST.fullmatch(host):
-        raise check.error(
-            "service", "host", f"{host!r} is not [user@]host",
-            "put ports and other ssh settings in ~/.ssh/config under a Host alias",
-        )
 
-    jump = check.strings("service", "jump", service.get("jump", []))
-    for hop in jump:
-        if hop.startswith("-") or not _JUMP.fullmatch(hop):
-            raise check.error("service", "jump", f"{hop!r} is not [user@]host[:port]", "fix the jump host")
-    if jump and host == LOCAL:
-        raise check.error("service", "jump", 'makes no sense with host = "local"', "remove it")
-
-    home = None
-    if "home" in service:
-        home = check.string("service", "home", service["home"])
-        check.plain(("service", "home"), home)
-        if host == LOCAL and not home.startswith("/"):
-            # On this machine a relative home means one beside the project, like other paths here.
-            home = os.path.normpath(path.parent / home)
-        elif not home.startswith("/"):
-            raise check.error("service", "home", f"{home!r} is not an absolute path", "start it with /")
-    elif host == LOCAL:
-        raise check.error("service", "home", 'missing: host = "local" needs it', "set home to a directory on this machine")
+    stages = tables["stages"]
+    for name, table in stages.items():
+        if not isinstance(table, dict):
+            raise check.error(None, f"stages.{name}", "must be a table", f"write it as [stages.{name}]")
+        for key in table:
+            if key not in STAGE_KEYS:
+                raise check.error(f"stages.{name}", key, "unknown key",
+                                  f"a stage sets {_names(STAGE_KEYS)}; the rest is in [service] and [build]")
+    if stage is not None and stage not in stages:
+        known = f"the stages are {_names(stages)}" if stages else f"{path} has no [stages.NAME] table"
+        raise ConfigError(f"{path}: no stage {stage!r}", f"{known}; nothing was done")
+    places = {name: _place(check, f"stages.{name}", {**service, **_hosts_of(table), **table})
+              for name, table in stages.items()}
+    if stage is None or "host" in service or "hosts" in service:
+        places[None] = _place(check, "service", service)
+    hosts, jump, home = places[stage]
+    host = hosts[0]
 
     shared = tuple(
         check.relative("service", "shared", p, pattern_safe=True)
@@ -199,7 +204,64 @@ def parse_config(text: str, path: Path) -> Config:
     return Config(
         path=path, host=host, jump=jump, home=home, shared=shared, prepare=prepare,
         upload=upload, version_dir=version_dir, exclude=exclude, hooks=hook_lists,
+        hosts=hosts, stage=stage,
     )
+
+
+def _hosts_of(table: dict) -> dict:
+    """A stage that names its host(s) replaces both host and hosts of [service]."""
+    if "host" in table or "hosts" in table:
+        return {"host": None, "hosts": None}
+    return {}
+
+
+def _place(check: "_Checker", table: str, keys: dict) -> tuple[tuple[str, ...], tuple[str, ...], str | None]:
+    """(hosts, jump, home) of [service] or of a stage laid over it, validated."""
+    path = check.path
+    keys = {k: v for k, v in keys.items() if v is not None}
+    if ("host" in keys) == ("hosts" in keys):
+        problem = "both host and hosts are set" if "host" in keys else "missing"
+        raise check.error(table, "host", problem,
+                          'set host to an ssh destination (or "local"), or hosts to a list of them')
+    if "host" in keys:
+        hosts = (check.string(table, "host", keys["host"]),)
+    else:
+        hosts = check.strings(table, "hosts", keys["hosts"])
+        if not hosts:
+            raise check.error(table, "hosts", "is empty", "list the hosts, or set host for one")
+        check.unique(table, "hosts", hosts)
+        if LOCAL in hosts and len(hosts) > 1:
+            raise check.error(table, "hosts", f'"{LOCAL}" cannot be one of several hosts', "remove it")
+    key = "host" if "host" in keys else "hosts"
+    for host in hosts:
+        if host.startswith("-"):
+            raise check.error(table, key, f"{host!r} starts with '-'", "give a host name")
+        if host != LOCAL and not _HOST.fullmatch(host):
+            raise check.error(
+                table, key, f"{host!r} is not [user@]host",
+                "put ports and other ssh settings in ~/.ssh/config under a Host alias",
+            )
+    local = hosts == (LOCAL,)
+
+    jump = check.strings(table, "jump", keys.get("jump", []))
+    for hop in jump:
+        if hop.startswith("-") or not _JUMP.fullmatch(hop):
+            raise check.error(table, "jump", f"{hop!r} is not [user@]host[:port]", "fix the jump host")
+    if jump and local:
+        raise check.error(table, "jump", 'makes no sense with host = "local"', "remove it")
+
+    home = None
+    if "home" in keys:
+        home = check.string(table, "home", keys["home"])
+        check.plain((table, "home"), home)
+        if local and not home.startswith("/"):
+            # On this machine a relative home means one beside the project, like other paths here.
+            home = os.path.normpath(path.parent / home)
+        elif not home.startswith("/"):
+            raise check.error(table, "home", f"{home!r} is not an absolute path", "start it with /")
+    elif local:
+        raise check.error(table, "home", 'missing: host = "local" needs it', "set home to a directory on this machine")
+    return hosts, jump, home
 
 
 def _names(keys) -> str:

@@ -32,9 +32,14 @@ def say(message: str) -> None:
 # ---------------------------------------------------------------- server commands
 
 def server_command(config: Config, request: dict, version_args: list[str] = ()) -> int:
-    """Run one command of plugbox on the host; print what it prints; return its exit status."""
+    """Run one command of plugbox on the host (on every host); print what it prints;
+    return its exit status."""
     for name in version_args:
         _version_argument(name)
+    if config.several:
+        from plugbox_client import fleet
+
+        return fleet.server_command(config, request)
     with transport.open_session(config) as session:
         answer = session.request(_request(config, request))
     sys.stdout.write(answer.get("out", ""))
@@ -206,13 +211,13 @@ def human(size: int) -> str:
 
 
 def _rsync(sources: list[str], dest: str, *, config: Config, rsh: str | None, link_dest: str | None = None,
-           dry_run=False) -> Count:
+           dry_run=False, progress: bool | None = None) -> Count:
     """rsync `sources` to `dest` (already host:path, or a local path), counting as it goes."""
     argv = A.rsync_upload(
         sources, dest, link_dest=link_dest, shared=config.shared,
         exclude=config.exclude + home_excludes(config), rsh=rsh, dry_run=dry_run,
     )
-    count = Count(dry_run=dry_run, progress=sys.stderr.isatty())
+    count = Count(dry_run=dry_run, progress=sys.stderr.isatty() if progress is None else progress)
     code = transport.run(argv, out=count.line).code
     count.done()
     if code != 0:
@@ -247,12 +252,10 @@ def deploy(config: Config, message: str | None = None, wait_lock: float = 0) -> 
                                        f"nothing changed on {label}; fix the build and deploy again")
             sources = upload_sources(config)
             text = config.path.read_text(encoding="utf-8")
-            # Who, from where and why: the version's record keeps it (ssh is still connecting).
-            origin = {"user": transport.local_user(), "machine": os.uname().nodename,
-                      **source.describe(config.project), "message": message}
+            made_by = origin(config, message)  # while ssh is still connecting
         with _step(steps, "connect"):
             answer = session.request(_request(config, {
-                "command": "deploy", "config": text, "origin": origin, "wait_lock": wait_lock}))
+                "command": "deploy", "config": text, "origin": made_by, "wait_lock": wait_lock}))
         if "upload" not in answer:
             raise Quiet(_exit(answer))
         version, live, path = _staging(answer["upload"], label)
@@ -303,6 +306,12 @@ def _nothing_changed(session, error: PlugboxError, version: str | None, live: st
                        f"nothing changed on {label}: " +
                        (f"live is still {live}" if live else "there is still no live version"),
                        code=error.code) from None
+
+
+def origin(config: Config, message: str | None) -> dict:
+    """Who deploys, from which machine and source, and why: the version's record keeps it."""
+    return {"user": transport.local_user(), "machine": os.uname().nodename,
+            **source.describe(config.project), "message": message}
 
 
 def _staging(upload: dict, label: str) -> tuple[str, str | None, str]:

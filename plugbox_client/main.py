@@ -14,7 +14,7 @@ import sys
 
 # The commands that talk to plugbox on the host through one session.
 _HOST_COMMANDS = {"deploy", "rollback", "status", "log", "remove", "prune", "check", "verify"}
-_VALUE_OPTIONS = {"-c", "--config", "-m", "--message", "--wait-lock", "--keep"}
+_VALUE_OPTIONS = {"-c", "--config", "-m", "--message", "--wait-lock", "--keep", "--batch"}
 
 
 def _interrupted(signum, frame):
@@ -24,17 +24,21 @@ def _interrupted(signum, frame):
 
 
 def _parse(argv: list[str]):
-    """(command, -c FILE, the other arguments), as far as a quick look tells."""
-    command, config, arguments, words, options = None, None, [], iter(argv), True
+    """(command, -c FILE, -s STAGE, the other arguments), as far as a quick look tells."""
+    command, config, stage, arguments, words, options = None, None, None, [], iter(argv), True
     for word in words:
         if options and word in ("-h", "--help", "--version", "-n", "--dry-run"):
-            return None, None, []
+            return None, None, None, []
         if options and word == "--":
             options = False
         elif options and word in ("-c", "--config"):
             config = next(words, None)
         elif options and word.startswith("--config="):
             config = word.partition("=")[2]
+        elif options and word in ("-s", "--stage"):
+            stage = next(words, None)
+        elif options and word.startswith("--stage="):
+            stage = word.partition("=")[2]
         elif options and word in _VALUE_OPTIONS:
             next(words, None)
         elif options and word.startswith("-"):
@@ -43,11 +47,11 @@ def _parse(argv: list[str]):
             command = word
         else:
             arguments.append(word)
-    return command, config, arguments
+    return command, config, stage, arguments
 
 
 def start_ahead(argv: list[str]) -> None:
-    command, config, arguments = _parse(argv)
+    command, config, stage, arguments = _parse(argv)
     if command not in _HOST_COMMANDS:
         return
     if command in ("rollback", "remove", "verify"):
@@ -61,7 +65,7 @@ def start_ahead(argv: list[str]) -> None:
     from plugbox_client import transport
 
     try:
-        transport.start_ahead(cfg.load_config(Path(config) if config else None))
+        transport.start_ahead(cfg.load_config(Path(config) if config else None, stage=stage))
     except Exception:  # the CLI finds and reports the problem itself
         pass
 

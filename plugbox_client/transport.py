@@ -321,11 +321,7 @@ class Session:
     def _show(self, line: str) -> None:
         if self.quiet:
             return
-        try:
-            sys.stderr.write(f"{self.prefix}{line}\n")
-            sys.stderr.flush()
-        except (OSError, ValueError):
-            pass
+        show(f"{self.prefix}{line}")
 
     def _greeted(self) -> None:
         with self._lock:
@@ -421,12 +417,16 @@ class Session:
         except subprocess.TimeoutExpired:
             return None
 
-    def close(self, seconds: float = 5) -> int | None:
-        """End the session: the host sees the end of its input; ssh is stopped if it lingers."""
+    def end_input(self) -> None:
+        """The host sees the end of its input: before the switch it undoes, after it finishes."""
         try:
             self.process.stdin.close()
         except OSError:
             pass
+
+    def close(self, seconds: float = 5) -> int | None:
+        """End the session: the host sees the end of its input; ssh is stopped if it lingers."""
+        self.end_input()
         code = self.wait(seconds)
         if code is None:
             self.process.terminate()
@@ -445,24 +445,41 @@ class Session:
         return False
 
 
-_ahead: Session | None = None
+_ahead: list[Session] = []  # (a Config is not hashable: its hooks are a dict)
 
 
-def open_session(config: Config) -> Session:
-    """The session for `config`: the one started ahead by plug's start-up, or a new one."""
-    global _ahead
-    ahead, _ahead = _ahead, None
-    if ahead is not None:
+def open_session(config: Config, prefix: str = "") -> Session:
+    """The session for `config` (of one host): the one started ahead by plug's
+    start-up, or a new one. Sessions started ahead for another config are closed."""
+    for ahead in _ahead:
         if ahead.config == config:
+            _ahead.remove(ahead)
+            ahead.prefix = prefix
             return ahead
-        ahead.close(0)
-    return Session(config)
+    while _ahead:  # started for another config: of no use
+        _ahead.pop().close(0)
+    return Session(config, prefix)
 
 
 def start_ahead(config: Config) -> None:
-    """Start the session now, so ssh connects while plug loads the rest of itself."""
-    global _ahead
-    _ahead = Session(config)
+    """Start the sessions now (one per host), so ssh connects while plug loads the rest of itself."""
+    for host in config.hosts:
+        _ahead.append(Session(config.for_host(host)))
+
+
+# One line at a time on stderr: several hosts' sessions (threads) pass lines on at once.
+_output = threading.Lock()
+
+
+def show(line: str) -> None:
+    """Write one whole line to stderr, never interleaved with another's."""
+    with _output:
+        try:
+            sys.stderr.write(f"{line}\n")
+            sys.stderr.flush()
+        except (OSError, ValueError):
+            pass
+
 
 # ---------------------------------------------------------------- bootstrap, exec, ssh
 # The commands that hand this terminal to the host (plug exec, plug ssh) and

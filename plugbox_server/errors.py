@@ -44,6 +44,11 @@ class Aborted(PlugboxError):
     """The caller went away (or gave up) before the upload was complete."""
 
 
+class Reverted(HookFailed):
+    """The caller asked to switch back a version that came up well: another host
+    of the same deploy failed, and the fleet must not stay split."""
+
+
 # The plug command that does what a hint's plugbox command does. plug sets
 # PLUGBOX_CLIENT=plug: its user, on another machine, types plug, not plugbox.
 _PLUG_COMMANDS = {

@@ -142,8 +142,16 @@ def next_version(home: Path, *, origin: dict | None = None) -> tuple[str, str | 
         return name, live
 
 
-def upgrade_to(home: Path, version: str, held: tuple[c.Chain, _Logged] | None = None) -> None:
-    """`held`: the chain and log entry of a command that holds the lock already (deploy)."""
+def upgrade_to(home: Path, version: str, held: tuple[c.Chain, _Logged] | None = None, *,
+               before_stop: Callable[[], None] | None = None,
+               after_check: Callable[[], None] | None = None) -> None:
+    """`held`: the chain and log entry of a command that holds the lock already (deploy).
+
+    `before_stop` runs once post_upload has succeeded, before anything about the
+    live version changes (raising there changes nothing); `after_check` runs once
+    the new version is up and checked (raising HookFailed there switches back, as
+    a failed check does). A deploy to several hosts waits for its caller in them.
+    """
     store = _existing_store(home)
     command = f"upgrade-to {version}"
     with nullcontext(held) if held else _changing(store, command) as (chain, logged):
@@ -159,12 +167,13 @@ def upgrade_to(home: Path, version: str, held: tuple[c.Chain, _Logged] | None = 
                 "deploy again to make a version against the live one")
         service = _Service(store, chain, command)
         try:
-            _upgrade(service, logged, live, version)
+            _upgrade(service, logged, live, version, before_stop, after_check)
         finally:
             service.close()
 
 
-def _upgrade(service: _Service, logged: _Logged, live: str | None, version: str) -> None:
+def _upgrade(service: _Service, logged: _Logged, live: str | None, version: str,
+             before_stop: Callable[[], None] | None, after_check: Callable[[], None] | None) -> None:
     store = service.store
     config = service.config(version)
     if live:
@@ -183,6 +192,8 @@ def _upgrade(service: _Service, logged: _Logged, live: str | None, version: str)
         raise HookFailed(f"{error.message}; nothing changed, "
                          f"the live version is still {live or 'none'}") from None
     record.after_post_upload(store, version)
+    if before_stop:
+        before_stop()
 
     if live:
         store.set_link(f"{live}/next", c.link_to(version))
@@ -200,11 +211,14 @@ def _upgrade(service: _Service, logged: _Logged, live: str | None, version: str)
                                  code=REVERT_FAILED) from None
             raise HookFailed(f"{error.message}; nothing switched, "
                              f"the live version is still {live}") from None
-    _switch(service, logged, live, version, refresh)
+    _switch(service, logged, live, version, refresh, after_check)
 
 
 def deploy(home: Path, upload: Callable[[str, Path, str | None], None], *,
-           config: bytes | None = None, origin: dict | None = None, wait: float = 0) -> tuple[str, str | None]:
+           config: bytes | None = None, origin: dict | None = None, wait: float = 0,
+           name_for: Callable[[str | None, str | None], str] | None = None,
+           before_stop: Callable[[], None] | None = None,
+           after_check: Callable[[], None] | None = None) -> tuple[str, str | None]:
     """The whole of a deploy under one lock; returns the new version and the one it replaced.
 
     Makes the version in deploy/.new-NAME (its previous link and `config`, the
@@ -215,14 +229,24 @@ def deploy(home: Path, upload: Callable[[str, Path, str | None], None], *,
     version's stop) removes the new version again; after the switch, the
     upgrade finishes or switches back whatever happens to the caller.
     `origin` is who deploys, from what source, and why (see record.create).
+
+    The new version is named by this host's clock, or, with `name_for`, by the
+    caller: `name_for(newest, live)` gets the newest name in deploy/ (and the live
+    version) once the lock is held and returns the name, which must be a version
+    name that sorts after every existing one (a deploy to several hosts uses one
+    name on all of them). `before_stop` and `after_check`: see upgrade_to.
     """
     origin = record.checked_origin(origin or {})  # refuse before anything is made
     message = origin.get("message")
     store = Store(home)
     store.make_deploy()
     with _changing(store, "deploy", wait) as (chain, logged):
-        name = new_version_name(list(chain.versions) + list(chain.removing))
+        existing = list(chain.versions) + list(chain.removing)
         live = chain.live_version()
+        if name_for is None:
+            name = new_version_name(existing)
+        else:
+            name = _proposed(name_for(max(existing, default=None), live), existing)
         logged.command = f"deploy {name}" + (f" -m {message}" if message else "")
         staging = store.make_staging(name, live, config)
         try:
@@ -233,7 +257,8 @@ def deploy(home: Path, upload: Callable[[str, Path, str | None], None], *,
             store.remove_staging(name)
             raise
         try:
-            upgrade_to(home, name, held=(store.read(), logged))
+            upgrade_to(home, name, held=(store.read(), logged), before_stop=before_stop,
+                       after_check=after_check)
         except PlugboxError:
             if not logged.switched:
                 store.remove_versions(store.read(), [name])
@@ -242,12 +267,35 @@ def deploy(home: Path, upload: Callable[[str, Path, str | None], None], *,
         return name, live
 
 
+def _proposed(name: str, existing: list[str]) -> str:
+    """The caller's name for a new version, if this host can take it."""
+    validate_version(name)
+    if name in existing:
+        raise PlugboxError(f"a version {name} exists already", "deploy again for a new name")
+    newest = max(existing, default="")
+    if name < newest:
+        raise PlugboxError(f"the new version {name} does not sort after the newest version {newest}",
+                           "is a clock skewed? check the clocks, or deploy again")
+    return name
+
+
 def rollback_to(home: Path, version: str | None = None, refresh: bool = False,
-                wait: float = 0) -> tuple[str, str | None]:
+                wait: float = 0,
+                choose: Callable[[str | None, str | None, list[str]], str | None] | None = None
+                ) -> tuple[str, str | None]:
+    """`choose(live, its previous, versions)`, once the lock is held, names the version to roll
+    back to, or None when there is nothing to do here (a rollback of several
+    hosts, which the caller decides for all of them at once)."""
     store = _existing_store(home)
     command = f"rollback-to {version or ''}".strip() + (" --refresh" if refresh else "")
     with _changing(store, command, wait) as (chain, logged):
         live = chain.live_version()
+        if choose is not None:
+            version = choose(live, chain.previous(live) if live else None, sorted(chain.versions))
+            if version is None or version == live:
+                logged.command = f"rollback-to {version or ''}".strip() + ": already live"
+                return live, live
+            logged.command = f"rollback-to {version}" + (" --refresh" if refresh else "")
         if version is None:
             if live is None:
                 raise PlugboxError("there is no live version to roll back from",
@@ -280,7 +328,7 @@ def rollback_to(home: Path, version: str | None = None, refresh: bool = False,
 
 
 def _switch(service: _Service, logged: _Logged, live: str | None, version: str,
-            refresh: bool) -> None:
+            refresh: bool, after_check: Callable[[], None] | None = None) -> None:
     """Switch live to `version` and bring it up; on failure switch back and bring `live` up."""
     store = service.store
     logged.switched = True
@@ -300,6 +348,9 @@ def _switch(service: _Service, logged: _Logged, live: str | None, version: str,
         service.run(hook, version)
         hook = "check"
         service.run(hook, version)
+        if after_check:
+            hook = "revert"  # the caller calls the deploy off: another host failed
+            after_check()
     except HookFailed as error:
         record.event(store, version, "failed", command=service.command, hook=hook)
         warn(f"{error.message}; switching back to {live or 'no live version'}")

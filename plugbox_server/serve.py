@@ -19,6 +19,19 @@ means the caller has gone, and the staging directory is removed. Every command
 ends with {"exit": CODE, ...} (with "out", the text a person would see on
 stdout, where the command prints any). Messages and hook output go to stderr,
 which the client passes on as it comes.
+
+A deploy to several hosts asks for two phases ("two_phase": true), so that plug
+can name the version once for all hosts and switch them together. Once it holds
+the lock, plugbox answers {"newest": {"name", "live"}} and waits for
+{"name": NAME} (refused unless NAME sorts after every version here); then the
+upload as above; after post_upload it answers {"prepared": {"name"}} and waits:
+{"switch": true} goes on (stop or refresh, switch, start, check), anything else
+or end of input removes the new version, nothing switched. After a good check it
+answers {"switched": {"name"}} and waits: {"revert": true} switches back and
+brings the previous version up (another host failed), {"commit": true} or end
+of input keeps the switch. A rollback of several hosts ("two_phase": true)
+answers {"ready": {"live", "previous", "versions"}} under the lock and waits for
+{"version": NAME} (null: nothing to do here).
 """
 
 from __future__ import annotations
@@ -26,12 +39,13 @@ from __future__ import annotations
 import io
 import json
 import os
+import queue
 import sys
 import threading
 from pathlib import Path
 
 from plugbox_server import __version__, operations, output, report
-from plugbox_server.errors import USAGE, Aborted, PlugboxError, for_caller
+from plugbox_server.errors import USAGE, Aborted, PlugboxError, Reverted, for_caller
 
 PROTOCOL = 1
 
@@ -81,27 +95,101 @@ def _watch_for_the_caller_going(daemon: bool = True) -> None:
 # --- the commands, each: (home, request, out) -> extra fields of the last message ----
 
 
+class _Inbox:
+    """stdin from the end of the upload on, read by a thread: the later messages of
+    a two-phase deploy queue up, and the end of input means the caller has gone
+    (hooks then write to /dev/null), whichever step is running."""
+
+    def __init__(self):
+        self.messages: queue.Queue = queue.Queue()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        pending = b""
+        try:  # os.read, not sys.stdin: a daemon thread must hold no lock at exit
+            while chunk := os.read(0, 65536):
+                pending += chunk
+                while b"\n" in pending:
+                    line, pending = pending.split(b"\n", 1)
+                    try:
+                        message = json.loads(line)
+                    except ValueError:
+                        message = {}
+                    self.messages.put(message if isinstance(message, dict) else {})
+        except OSError:
+            pass
+        output.caller_gone()
+        self.messages.put(None)
+
+    def get(self) -> dict | None:
+        return self.messages.get()
+
+
 def _deploy(home: Path, request: dict, out) -> dict:
+    two_phase = bool(request.get("two_phase"))
+    inbox: list[_Inbox] = []     # made at the end of the upload (two phases)
+    name_of: list[str] = []      # the new version's name, once known
+
+    def name_for(newest: str | None, live: str | None) -> str:
+        _send({"newest": {"name": newest, "live": live}})
+        answer = _receive()
+        if answer is None or not isinstance(answer.get("name"), str):
+            raise Aborted("the deploy was called off before the upload: "
+                          + ("the caller went away" if answer is None else "another host failed"),
+                          "nothing changed")
+        return answer["name"]
+
     def upload(name: str, staging: Path, live: str | None) -> None:
+        name_of.append(name)
         _send({"upload": {"name": name, "path": str(staging.absolute()), "live": live}})
         answer = _receive()
         if answer != {"uploaded": True}:
             raise Aborted(f"the upload of {name} did not complete: "
                           + ("the caller went away" if answer is None else "the caller gave up"),
                           "nothing changed")
-        _watch_for_the_caller_going()
+        if two_phase:
+            inbox.append(_Inbox())
+        else:
+            _watch_for_the_caller_going()
+
+    def before_stop() -> None:
+        _send({"prepared": {"name": name_of[0]}})
+        answer = inbox[0].get()
+        if answer != {"switch": True}:
+            raise Aborted("the switch was called off: " + ("the caller went away" if answer is None
+                                                           else "another host failed"),
+                          "nothing switched")
+
+    def after_check() -> None:
+        _send({"switched": {"name": name_of[0]}})
+        if inbox[0].get() == {"revert": True}:
+            raise Reverted("plug asked to switch back: another host failed")
+        # {"commit": true}, or the caller gone after the switch: the switch stays
 
     config = request.get("config")
     name, live = operations.deploy(
         home, upload, config=config.encode() if isinstance(config, str) else None,
-        origin=request.get("origin"), wait=_seconds(request.get("wait_lock")))
+        origin=request.get("origin"), wait=_seconds(request.get("wait_lock")),
+        **(dict(name_for=name_for, before_stop=before_stop, after_check=after_check) if two_phase else {}))
     return {"name": name, "was": live}
 
 
 def _rollback(home: Path, request: dict, out) -> dict:
-    _watch_for_the_caller_going()
+    choose = None
+    if request.get("two_phase"):
+        def choose(live: str | None, previous: str | None, versions: list[str]) -> str | None:
+            _send({"ready": {"live": live, "previous": previous, "versions": versions}})
+            answer = _receive()
+            if answer is None or "version" not in answer:
+                raise Aborted("the rollback was called off: "
+                              + ("the caller went away" if answer is None else "another host refused"),
+                              "nothing changed")
+            _watch_for_the_caller_going()
+            return _text(answer["version"])
+    else:
+        _watch_for_the_caller_going()
     live, was = operations.rollback_to(home, _text(request.get("version")), bool(request.get("refresh")),
-                                       wait=_seconds(request.get("wait_lock")))
+                                       wait=_seconds(request.get("wait_lock")), choose=choose)
     return {"name": live, "was": was}
 
 

@@ -26,6 +26,7 @@ ROWS = [
     "deploy, no change, 60 files",
     "deploy, no change, 300 files",
     "disk: 3 versions against one tree",
+    "deploy to three hosts against one (plug, one file changed)",
 ]
 
 

@@ -146,7 +146,7 @@ def test_each_problem_names_the_file_the_key_and_why(text, expected):
 
 
 def test_unknown_key_lists_the_known_ones():
-    assert "the keys of [service] are host, jump, home, shared" in refused(MINIMAL.replace("host", "hots"))
+    assert "the keys of [service] are host, hosts, jump, home, shared" in refused(MINIMAL.replace("host", "hots"))
 
 
 def test_found_upward_from_a_subdirectory(tmp_path):
@@ -219,3 +219,63 @@ def test_write_refuses_an_invalid_result_and_an_existing_file(tmp_path):
     write_config(target, render_config("b"), force=True)
     assert parse_config(target.read_text(), target).host == "b"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["plugbox.toml"]
+
+
+# -- several hosts and stages ------------------------------------------------------
+
+STAGED = """
+[service]
+hosts = ["web1", "deploy@web2"]
+jump = ["bastion"]
+home = "/srv/app"
+[stages.staging]
+host = "staging"
+jump = []
+[stages.eu]
+hosts = ["eu1", "eu2"]
+home = "/srv/eu"
+[build]
+upload = ["app"]
+"""
+
+
+def test_hosts_and_stages_choose_where_the_service_runs():
+    plain = parse(STAGED)
+    assert plain.hosts == ("web1", "deploy@web2") and plain.host == "web1" and plain.several
+    assert plain.jump == ("bastion",) and plain.home == "/srv/app" and plain.stage is None
+    staging = parse_config(STAGED, WHERE, "staging")
+    assert (staging.hosts, staging.jump, staging.home, staging.several) == (("staging",), (), "/srv/app", False)
+    eu = parse_config(STAGED, WHERE, "eu")
+    assert (eu.hosts, eu.jump, eu.home, eu.stage) == (("eu1", "eu2"), ("bastion",), "/srv/eu", "eu")
+    assert eu.for_host("eu2").hosts == ("eu2",) and eu.for_host("eu2").host == "eu2"
+    assert parse(MINIMAL).hosts == ("hello@example.org",) and not parse(MINIMAL).several
+
+
+def test_an_unknown_stage_is_refused_with_the_known_ones():
+    with pytest.raises(ConfigError) as caught:
+        parse_config(STAGED, WHERE, "prod")
+    assert str(caught.value) == f"{WHERE}: no stage 'prod'; the stages are staging, eu; nothing was done"
+    with pytest.raises(ConfigError) as caught:
+        parse_config(MINIMAL, WHERE, "prod")
+    assert "has no [stages.NAME] table" in str(caught.value)
+
+
+def test_a_service_without_host_serves_only_through_its_stages():
+    text = STAGED.replace('hosts = ["web1", "deploy@web2"]\n', "", 1)
+    assert parse_config(text, WHERE, "eu").hosts == ("eu1", "eu2")
+    assert "[service] host: missing" in refused(text)
+
+
+@pytest.mark.parametrize("text, expected", [
+    (MINIMAL.replace('host = "hello@example.org"', 'host = "a"\nhosts = ["b"]'), "[service] host: both host and hosts are set"),
+    (MINIMAL.replace('host = "hello@example.org"', "hosts = []"), "[service] hosts: is empty"),
+    (MINIMAL.replace('host = "hello@example.org"', 'hosts = ["a", "a"]'), "[service] hosts: two entries are 'a'"),
+    (MINIMAL.replace('host = "hello@example.org"', 'hosts = ["a", "-oProxyCommand=x"]'), "starts with '-'"),
+    (MINIMAL.replace('host = "hello@example.org"', 'hosts = ["a", "local"]'), "cannot be one of several hosts"),
+    (MINIMAL.replace('host = "hello@example.org"', 'hosts = "a"'), "[service] hosts: must be a list"),
+    (MINIMAL + "[stages.x]\nshared = ['m']\n", "[stages.x] shared: unknown key"),
+    (MINIMAL + "[stages]\nx = 1\n", "[stages.x]: must be a table"),
+    (MINIMAL + "[stages.x]\nhost = 'a b'\n", "[stages.x] host: 'a b' is not [user@]host"),
+])
+def test_each_problem_of_hosts_and_stages_is_named(text, expected):
+    assert expected in refused(text)

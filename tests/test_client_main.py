@@ -1,0 +1,17 @@
+"""plug's quick look at its arguments, which starts the sessions before the CLI loads."""
+
+import pytest
+
+from plugbox_client.main import _parse
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["deploy"], ("deploy", None, None, [])),
+    (["-s", "staging", "deploy", "-m", "why"], ("deploy", None, "staging", [])),
+    (["--stage", "prod", "rollback", "V"], ("rollback", None, "prod", ["V"])),
+    (["--stage=prod", "-c", "x.toml", "status"], ("status", "x.toml", "prod", [])),
+    (["deploy", "--batch", "2", "--keep-going"], ("deploy", None, None, [])),
+    (["-s", "prod", "deploy", "--help"], (None, None, None, [])),
+])
+def test_the_stage_and_the_command_are_found(argv, expected):
+    assert _parse(argv) == expected

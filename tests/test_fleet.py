@@ -1,0 +1,284 @@
+"""Several hosts: three real sshd on 127.0.0.1, one plugbox.toml with `hosts`.
+
+Each host is its own sshd whose sessions have their own HOME (SetEnv) and a
+PATH without plugbox; plugbox.toml names no `home`, so each host's service lives
+in its login's HOME, and `plug bootstrap` installs plugbox on all three. Hooks
+find out which host they run on from PLUGBOX_HOME, so a test fails one host by
+putting a file in its home.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from conftest import BARE_SYSTEM_PATH, INSTALLED_BIN, start_or_fail
+from sshd import Sshd, free_port, write_client_config
+from test_client_ssh import Plug, live, one_line_error, versions, write_app
+
+from plugbox_server.names import is_version_name
+
+HOSTS = ("fleet-a", "fleet-b", "fleet-c")
+
+
+class Fleet:
+    def __init__(self, root: Path, servers: dict[str, Sshd], homes: dict[str, Path], config: Path):
+        self.root, self.servers, self.homes, self.ssh_config = root, servers, homes, config
+
+    def logins(self) -> int:
+        return sum(server.logins() for server in self.servers.values())
+
+
+@pytest.fixture(scope="module")
+def fleet(tmp_path_factory: pytest.TempPathFactory, user_key: Path, bare_python: Path):
+    """Three hosts, bootstrapped once by `plug bootstrap` (that is the first test of it)."""
+    root = tmp_path_factory.mktemp("fleet")
+    servers, homes = {}, {}
+    for alias in HOSTS:
+        homes[alias] = root / f"{alias}-home"
+        homes[alias].mkdir()
+        servers[alias] = Sshd(root / f"{alias}-sshd", Path(f"{user_key}.pub"),
+                              env={"HOME": str(homes[alias]), "PATH": f"{bare_python}:{BARE_SYSTEM_PATH}"})
+    try:
+        for server in servers.values():
+            start_or_fail(server)
+        config = write_client_config(root / "ssh_config", servers, user_key, root / "known_hosts")
+        # A fourth alias where nothing listens: an unreachable host.
+        config.write_text(f"Host fleet-down\n    HostName 127.0.0.1\n    Port {free_port()}\n\n"
+                          + config.read_text())
+        project = root / "bootstrap-project"
+        project.mkdir()
+        write_fleet_config(project)
+        run = Plug(project, config).ok("bootstrap")
+        for alias in HOSTS:
+            assert f"{alias}: plugbox" in run.out and f"installed on {alias} as {homes[alias]}/.local/bin/plugbox" in run.out
+        yield Fleet(root, servers, homes, config)
+    finally:
+        for server in servers.values():
+            server.stop()
+
+
+@pytest.fixture
+def homes(fleet: Fleet) -> dict[str, Path]:
+    """Every host's home, with no version yet (bootstrapped plugbox kept)."""
+    for home in fleet.homes.values():
+        for entry in ("deploy", "shared"):
+            shutil.rmtree(home / entry, ignore_errors=True)
+        for flag in home.glob("fail-*"):
+            flag.unlink()
+    return fleet.homes
+
+
+@pytest.fixture
+def plug(tmp_path: Path, fleet: Fleet, homes) -> Plug:
+    project = tmp_path / "project"
+    write_app(project, {"app/a.txt": "a\n", "app/b.txt": "b\n"})
+    write_fleet_config(project)
+    return Plug(project, fleet.ssh_config)
+
+
+def write_fleet_config(project: Path, hosts=HOSTS, extra: str = "", **hooks: list[str]) -> None:
+    lines = ["[service]", f"hosts = {json.dumps(list(hosts))}", "", "[build]", 'upload = ["app"]', ""]
+    if hooks:
+        lines += ["[hooks]"] + [f"{key} = {json.dumps(value)}" for key, value in hooks.items()] + [""]
+    (project / "plugbox.toml").write_text("\n".join(lines) + extra)
+
+
+# A hook that fails on the host whose home holds the file `fail-NAME`.
+def fails_where(name: str) -> list[str]:
+    return [f'test ! -e "$PLUGBOX_HOME/fail-{name}"']
+
+
+def lives(homes: dict[str, Path]) -> dict[str, str | None]:
+    return {alias: live(home) for alias, home in homes.items()}
+
+
+def table(out: str) -> dict[str, list[str]]:
+    """The summary table: host -> [live, result..., seconds]."""
+    rows = [line.split() for line in out.splitlines()]
+    start = next(i for i, row in enumerate(rows) if row[:1] == ["HOST"])
+    return {row[0]: row[1:] for row in rows[start + 1:] if row and row[0] in HOSTS + ("fleet-down",)}
+
+
+def test_a_deploy_lands_under_one_name_on_every_host(plug: Plug, homes) -> None:
+    first = plug.ok("deploy")
+    name = live(homes["fleet-a"])
+    assert is_version_name(name)
+    assert lives(homes) == {alias: name for alias in HOSTS}
+    assert f"version {name} is live on 3 hosts" in first.out
+    rows = table(first.out)
+    assert {alias: rows[alias][:2] for alias in HOSTS} == {alias: [name, "switched"] for alias in HOSTS}
+    # One line per host per step, each prefixed by its host.
+    for alias in HOSTS:
+        assert f"{alias}: ==> new version {name}" in first.err
+        assert f"{alias}: ==> prepared: waiting for the other hosts" in first.err
+        assert f"{alias}: plugbox: live is now {name}" in first.err
+
+    (plug.project / "app" / "a.txt").write_text("two\n")
+    second = plug.ok("deploy")
+    name2 = live(homes["fleet-b"])
+    assert name2 > name and lives(homes) == {alias: name2 for alias in HOSTS}
+    assert all(versions(home) == [name, name2] for home in homes.values())
+    assert f"unchanged files hard-linked from {name}" in second.err
+    assert all((home / "deploy" / name2 / "app" / "b.txt").stat().st_ino
+               == (home / "deploy" / name / "app" / "b.txt").stat().st_ino for home in homes.values())
+
+
+def test_a_check_failing_on_one_host_puts_every_host_back(plug: Plug, homes) -> None:
+    write_fleet_config(plug.project, check=fails_where("check"))
+    good = plug.ok("deploy") and live(homes["fleet-a"])
+    (homes["fleet-b"] / "fail-check").touch()
+    (plug.project / "app" / "a.txt").write_text("two\n")
+
+    run = plug("deploy")
+
+    assert run.code == 4
+    assert lives(homes) == {alias: good for alias in HOSTS}
+    message = one_line_error(run)
+    assert "failed on fleet-b" in message and "every host is back on the version it had" in message
+    rows = table(run.out)
+    assert rows["fleet-b"][:4] == [good, "failed,", "switched", "back"]
+    assert rows["fleet-a"][:3] == [good, "switched", "back"] and rows["fleet-c"][:3] == [good, "switched", "back"]
+    assert "fleet-a: plugbox: plug asked to switch back: another host failed" in run.err
+    # The new version stays (failed, never to be rolled forward by accident) under one name.
+    assert len({tuple(versions(home)) for home in homes.values()}) == 1
+
+
+def test_one_unreachable_host_switches_none_and_leaves_no_version(plug: Plug, homes, fleet: Fleet) -> None:
+    good = plug.ok("deploy") and live(homes["fleet-a"])
+    write_fleet_config(plug.project, hosts=(*HOSTS, "fleet-down"))
+    (plug.project / "app" / "a.txt").write_text("two\n")
+
+    run = plug("deploy")
+
+    assert run.code == 255
+    assert lives(homes) == {alias: good for alias in HOSTS}
+    assert all(versions(home) == [good] for home in homes.values())
+    assert all(not [e for e in os.listdir(home / "deploy") if e.startswith(".new-")] for home in homes.values())
+    assert "fleet-down failed before the switch; no host switched" in one_line_error(run)
+    assert table(run.out)["fleet-down"][:2] == ["?", "unreachable"]
+    assert table(run.out)["fleet-a"][:3] == [good, "called", "off"]
+
+
+def test_a_post_upload_failing_on_one_host_switches_none(plug: Plug, homes) -> None:
+    write_fleet_config(plug.project, post_upload=fails_where("post"))
+    good = plug.ok("deploy") and live(homes["fleet-a"])
+    (homes["fleet-c"] / "fail-post").touch()
+    (plug.project / "app" / "a.txt").write_text("two\n")
+
+    run = plug("deploy")
+
+    assert run.code == 4
+    assert lives(homes) == {alias: good for alias in HOSTS}
+    assert all(versions(home) == [good] for home in homes.values())
+    assert table(run.out)["fleet-c"][:2] == [good, "post_upload"]
+    assert "fleet-a: plugbox: the switch was called off: another host failed; nothing switched" in run.err
+
+
+def test_keep_going_carries_on_and_says_who_is_where(plug: Plug, homes) -> None:
+    write_fleet_config(plug.project, check=fails_where("check"))
+    good = plug.ok("deploy") and live(homes["fleet-a"])
+    (homes["fleet-a"] / "fail-check").touch()
+    (plug.project / "app" / "a.txt").write_text("two\n")
+
+    run = plug("deploy", "--keep-going", "--batch", "1")
+
+    assert run.code == 4
+    new = live(homes["fleet-b"])
+    assert new != good and lives(homes) == {"fleet-a": good, "fleet-b": new, "fleet-c": new}
+    assert "carried on (--keep-going): fleet-b, fleet-c on" in one_line_error(run)
+    assert "live versions differ: fleet-a on " in plug("status").out
+
+
+def test_drift_shows_in_status_and_rollback_brings_the_fleet_together(plug: Plug, homes) -> None:
+    first = plug.ok("deploy") and live(homes["fleet-a"])
+    (plug.project / "app" / "a.txt").write_text("two\n")
+    second = plug.ok("deploy") and live(homes["fleet-a"])
+    assert plug.ok("status").out.splitlines()[-1] == f"live on every host: {second}"
+    # By hand on fleet-b: plugbox rollback-to, as its own user would.
+    subprocess.run([str(Path(INSTALLED_BIN) / "plugbox"), "--home", str(homes["fleet-b"]), "rollback-to"],
+                   check=True, capture_output=True, timeout=60)
+
+    status = plug.ok("status")
+    assert status.out.splitlines()[-1] == f"live versions differ: fleet-a, fleet-c on {second}; fleet-b on {first}"
+    assert f"fleet-b: {first}" in status.out
+    as_json = json.loads(plug.ok("status", "--json").out)
+    assert as_json["same_live"] is False
+    assert {alias: state["live"] for alias, state in as_json["hosts"].items()} == {
+        "fleet-a": second, "fleet-b": first, "fleet-c": second}
+
+    run = plug.ok("rollback")
+
+    assert lives(homes) == {alias: first for alias in HOSTS}
+    rows = table(run.out)
+    assert rows["fleet-b"][:3] == [first, "already", "live"] and rows["fleet-a"][:3] == [first, "rolled", "back"]
+    assert plug.ok("status").out.splitlines()[-1] == f"live on every host: {first}"
+    # And forward again, together, by name.
+    plug.ok("rollback", second)
+    assert lives(homes) == {alias: second for alias in HOSTS}
+
+
+def test_rollback_to_a_version_missing_on_one_host_changes_nothing(plug: Plug, homes) -> None:
+    first = plug.ok("deploy") and live(homes["fleet-a"])
+    (plug.project / "app" / "a.txt").write_text("two\n")
+    second = plug.ok("deploy") and live(homes["fleet-a"])
+    subprocess.run([str(Path(INSTALLED_BIN) / "plugbox"), "--home", str(homes["fleet-c"]), "remove", "-v", first],
+                   check=True, capture_output=True, timeout=60)
+
+    run = plug("rollback", first)
+
+    assert run.code == 1
+    assert one_line_error(run) == (f"plug: no version {first} on fleet-c; nothing was rolled back on any host; "
+                                   "see `plug status`")
+    assert lives(homes) == {alias: second for alias in HOSTS}
+
+
+def test_log_check_and_prune_run_on_every_host(plug: Plug, homes) -> None:
+    plug.ok("deploy")
+    check = plug.ok("check")
+    assert sorted(check.out.splitlines()) == [f"{alias}: ok" for alias in HOSTS]
+    log = plug.ok("log").out
+    assert all(f"{alias}: " in log and "deploy" in log for alias in HOSTS)
+
+
+def test_stages_select_their_hosts(plug: Plug, homes, fleet: Fleet) -> None:
+    write_fleet_config(plug.project, extra='[stages.staging]\nhost = "fleet-a"\n\n'
+                                           '[stages.production]\nhosts = ["fleet-b", "fleet-c"]\n')
+    staged = plug.ok("-s", "staging", "deploy")
+    assert "fleet-b" not in staged.err + staged.out
+    one = live(homes["fleet-a"])
+    assert lives(homes) == {"fleet-a": one, "fleet-b": None, "fleet-c": None}
+    plug.ok("--stage", "production", "deploy")
+    both = live(homes["fleet-b"])
+    assert lives(homes) == {"fleet-a": one, "fleet-b": both, "fleet-c": both}
+
+    logins = fleet.logins()
+    refused = plug("-s", "prod", "deploy")
+    assert refused.code == 2
+    assert one_line_error(refused) == (
+        f"plug: {plug.project / 'plugbox.toml'}: no stage 'prod'; the stages are staging, production; "
+        "nothing was done")
+    assert fleet.logins() == logins  # refused before anything connected
+
+
+def test_in_batches_a_failure_in_a_later_group_puts_the_earlier_ones_back(plug: Plug, homes) -> None:
+    write_fleet_config(plug.project, check=fails_where("check"))
+    good = plug.ok("deploy") and live(homes["fleet-a"])
+    (homes["fleet-c"] / "fail-check").touch()
+    (plug.project / "app" / "a.txt").write_text("two\n")
+
+    run = plug("deploy", "--batch", "2")
+
+    assert run.code == 4
+    assert lives(homes) == {alias: good for alias in HOSTS}
+    rows = table(run.out)
+    assert rows["fleet-a"][:3] == rows["fleet-b"][:3] == [good, "switched", "back"]
+    assert rows["fleet-c"][:4] == [good, "failed,", "switched", "back"]
+    # fleet-c switched only after the first group had run its check (and passed it: it reported).
+    assert run.err.index("fleet-c: plugbox: live is now") > max(
+        run.err.index(f"{alias}: plugbox: check of") for alias in ("fleet-a", "fleet-b"))
