@@ -205,19 +205,27 @@ def _called_off(hosts: list[Host], failed: list[Host], name: str | None, began: 
         + ": fix it and deploy again", code=failed[0].code)
 
 
+def _tell(host: Host, message: dict, began: float, until: str | None = None) -> dict:
+    """Send `message` to the host and return its answer (the first that has `until`);
+    a host lost meanwhile finishes by itself, and the table says so."""
+    host.session.send(message)
+    try:
+        answer = host.session.receive()
+        while until and until not in answer:
+            answer = host.session.receive()
+        return answer
+    except transport.HostGone:
+        host.known, host.result = False, "lost: it finishes by itself"
+        raise
+    finally:
+        host.seconds = time.monotonic() - began
+
+
 def _switch(hosts: list[Host], name: str, batch: int, keep_going: bool, began: float) -> list[str]:
     """Phase 2: switch in groups; put the fleet back together if a host fails."""
     def switch(host: Host) -> None:
         host.state = "switching"
-        host.session.send({"switch": True})
-        try:
-            answer = host.session.receive()
-        except transport.HostGone:
-            host.known, host.result = False, "lost: it finishes by itself"
-            raise
-        finally:
-            host.seconds = time.monotonic() - began
-        _answer(host, answer, "switched")
+        _answer(host, _tell(host, {"switch": True}, began), "switched")
         host.state = "switched"
 
     groups = [hosts[i:i + batch] for i in range(0, len(hosts), batch)] if batch else [hosts]
@@ -232,16 +240,7 @@ def _switch(hosts: list[Host], name: str, batch: int, keep_going: bool, began: f
             host.result = "failed, switched back, not up"
 
     def end(host: Host, word: str, result: str) -> None:
-        host.session.send({word: True})
-        try:
-            answer = host.session.receive()
-            while "exit" not in answer:
-                answer = host.session.receive()
-        except transport.HostGone:
-            host.known, host.result = False, "lost: it finishes by itself"
-            raise
-        finally:
-            host.seconds = time.monotonic() - began
+        answer = _tell(host, {word: True}, began, until="exit")
         host.result = host.result or result
         if d._exit(answer) == REVERT_FAILED:
             host.result, host.code = "switched back, not up", REVERT_FAILED

@@ -148,6 +148,18 @@ def hooks_config(client: Client, home: Path, host: str = "plugbox-test", **hooks
     write_config(client.project, home, host=host, hooks={k: [prefix + line for line in v] for k, v in hooks.items()})
 
 
+def deployed_then_gated(client: Client, home: Path, gate: Path) -> str:
+    """A first deploy through the gated host with its gate open; then the gate
+    shut and a change to deploy: the next upload waits at the gate."""
+    write_config(client.project, home, host="plugbox-gated")
+    (gate / "open").touch()
+    first = deploy_ok(client)
+    (gate / "open").unlink()
+    (gate / "rsync-started").unlink()
+    bump(client, "two\n")
+    return first
+
+
 def deploy_ok(client: Client) -> str:
     done = client.run("deploy")
     assert done.returncode == 0, done.stderr
@@ -205,12 +217,7 @@ def test_wait_lock_waits_and_says_so(client: Client, home: Path) -> None:
 @pytest.mark.parametrize("signum", [signal.SIGKILL, signal.SIGTERM, signal.SIGHUP])
 def test_plug_killed_mid_upload_leaves_nothing_behind(client: Client, home: Path, gated, signum) -> None:
     _, gate = gated
-    write_config(client.project, home, host="plugbox-gated")
-    (gate / "open").touch()
-    first = deploy_ok(client)
-    (gate / "open").unlink()
-    (gate / "rsync-started").unlink()
-    bump(client, "two\n")
+    first = deployed_then_gated(client, home, gate)
     before = sorted(os.listdir(home / "deploy"))
     process, log = client.start("deploy")
     wait_for(lambda: (gate / "rsync-started").exists() and staging(home), "the upload to begin")
@@ -256,12 +263,7 @@ def test_plug_killed_after_the_upload_lets_the_host_finish(client: Client, home:
 
 def test_ssh_session_killed_mid_upload_the_host_cleans_up(client: Client, home: Path, gated) -> None:
     server, gate = gated
-    write_config(client.project, home, host="plugbox-gated")
-    (gate / "open").touch()
-    first = deploy_ok(client)
-    (gate / "open").unlink()
-    (gate / "rsync-started").unlink()
-    bump(client, "two\n")
+    first = deployed_then_gated(client, home, gate)
     process, log = client.start("deploy")
     wait_for(lambda: (gate / "rsync-started").exists() and staging(home), "the upload to begin")
 
@@ -349,12 +351,7 @@ def test_ctrl_c_after_the_upload_the_deploy_completes(client: Client, home: Path
 
 def test_ctrl_c_during_the_upload_changes_nothing(client: Client, home: Path, gated) -> None:
     _, gate = gated
-    write_config(client.project, home, host="plugbox-gated")
-    (gate / "open").touch()
-    first = deploy_ok(client)
-    (gate / "open").unlink()
-    (gate / "rsync-started").unlink()
-    bump(client, "two\n")
+    first = deployed_then_gated(client, home, gate)
 
     code, text = ctrl_c(client, ["deploy"], lambda: (gate / "rsync-started").exists() and staging(home))
 
