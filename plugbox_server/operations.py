@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
-from typing import Callable
+from collections.abc import Callable
 from pathlib import Path
 
 from plugbox_server import chain as c
