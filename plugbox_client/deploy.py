@@ -20,7 +20,7 @@ from pathlib import Path
 
 from plugbox_client import argv as A
 from plugbox_client import source, transport
-from plugbox_client.config import FILENAME, RESERVED, Config
+from plugbox_client.config import RESERVED, Config
 from plugbox_server.errors import USAGE, PlugboxError
 from plugbox_server.names import new_version_name, validate_version
 

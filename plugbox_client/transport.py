@@ -68,14 +68,9 @@ def run(argv: list[str], *, cwd: Path | None = None, out=None, err: Path | None 
     callable gets it line by line; a Path receives it. `err`: None passes stderr to
     the terminal, a Path receives it. `stdin`: the terminal's, or the file given.
     """
-    import sh  # 40 ms: only the commands that run something pay for it
+    import sh  # only the commands that run something pay for it
 
-    try:
-        command = sh.Command(argv[0])
-    except sh.CommandNotFound:
-        raise PlugboxError(f"{argv[0]}: not found on this machine", f"install {argv[0]}") from None
-    sys.stdout.flush()
-    sys.stderr.flush()
+    command = _command(argv[0])
     with contextlib.ExitStack() as files:
         kwargs = dict(
             _ok_code=range(256), _return_cmd=True, _decode_errors="replace",
@@ -106,6 +101,19 @@ def run(argv: list[str], *, cwd: Path | None = None, out=None, err: Path | None 
             raise
     stdout = done.stdout.decode("utf-8", "replace") if out is CAPTURE else ""
     return Result(done.exit_code, stdout)
+
+
+def _command(name: str):
+    """sh's command for `name`, our own output flushed before it writes its own."""
+    import sh
+
+    try:
+        command = sh.Command(name)
+    except sh.CommandNotFound:
+        raise PlugboxError(f"{name}: not found on this machine", f"install {name}") from None
+    sys.stdout.flush()
+    sys.stderr.flush()
+    return command
 
 
 def connect(config: Config):
@@ -507,12 +515,7 @@ def foreground(argv: list[str], env: dict[str, str] | None = None) -> int:
 
     import sh
 
-    try:
-        command = sh.Command(argv[0])
-    except sh.CommandNotFound:
-        raise PlugboxError(f"{argv[0]}: not found on this machine", f"install {argv[0]}") from None
-    sys.stdout.flush()
-    sys.stderr.flush()
+    command = _command(argv[0])
     # A handler, not SIG_IGN, which the child would inherit through exec.
     previous = signal.signal(signal.SIGINT, lambda *_: None)
     try:

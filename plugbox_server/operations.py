@@ -203,14 +203,7 @@ def _upgrade(service: _Service, logged: _Logged, live: str | None, version: str,
         try:
             service.run("stop", live)
         except HookFailed as error:
-            warn(f"{error.message}; starting {live} again")
-            try:
-                _bring_up(service, live, refresh=False)
-            except HookFailed as again:
-                raise HookFailed(f"{error.message}; nothing switched, but {again.message}",
-                                 code=REVERT_FAILED) from None
-            raise HookFailed(f"{error.message}; nothing switched, "
-                             f"the live version is still {live}") from None
+            _start_again(service, live, error, f"the live version is still {live}")
     _switch(service, logged, live, version, refresh, after_check)
 
 
@@ -398,13 +391,19 @@ def _unswitched(service: _Service, logged: _Logged, live: str | None, version: s
     if live is None or refresh:
         raise HookFailed(f"{error.message}; nothing switched, the live version is still "
                          f"{live or 'none'}") from None
+    _start_again(service, live, error, f"{live} is up again")
+
+
+def _start_again(service: _Service, live: str, error: PlugboxError, then: str) -> None:
+    """The live version was stopped and nothing switched: start it again (invariant 7)
+    and fail, saying `then` when it is up, or that it is not."""
     warn(f"{error.message}; starting {live} again")
     try:
         _bring_up(service, live, refresh=False)
     except PlugboxError as again:
         raise HookFailed(f"{error.message}; nothing switched, but {again.message}",
                          code=REVERT_FAILED) from None
-    raise HookFailed(f"{error.message}; nothing switched, {live} is up again") from None
+    raise HookFailed(f"{error.message}; nothing switched, {then}") from None
 
 
 def _bring_up(service: _Service, name: str, refresh: bool, stopped_version: str | None = None):

@@ -175,7 +175,7 @@ def _deploy(home: Path, request: dict, out) -> dict:
 
 
 def _rollback(home: Path, request: dict, out) -> dict:
-    choose = None
+    choose = None  # a rollback of several hosts: the caller chooses for all of them
     if request.get("two_phase"):
         def choose(live: str | None, previous: str | None, versions: list[str]) -> str | None:
             _send({"ready": {"live": live, "previous": previous, "versions": versions}})

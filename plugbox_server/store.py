@@ -518,7 +518,7 @@ def _not_regular(path: Path, home: Path, mode: int | None) -> PlugboxError:
             "a directory" if stat.S_ISDIR(mode) else "not a regular file")
     return PlugboxError(f"{_shown(path, home)} is {what}, not a file of plugbox's own; "
                         "plugbox never writes through a link",
-                        f"move it out of deploy/ and run the command again")
+                        "move it out of deploy/ and run the command again")
 
 
 def _fsync_all(directories: set[Path]) -> None:
