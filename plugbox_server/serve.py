@@ -118,7 +118,7 @@ class _Inbox:
                     self.messages.put(message if isinstance(message, dict) else {})
         except OSError:
             pass
-        output.caller_gone()
+        output.the_caller_went_away()
         self.messages.put(None)
 
     def get(self) -> dict | None:
