@@ -12,6 +12,8 @@ import pty
 import select
 import subprocess
 import termios
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,17 +26,27 @@ class Session:
     shown: str  # everything the terminal showed, \r\n line ends and all
 
 
-def on_terminal(argv: list[str], typed: str, *, env: dict[str, str], cwd: Path) -> Session:
-    """Start argv with a pty as stdin, stdout and stderr, type `typed`, read until it ends."""
+def on_terminal(argv: list[str], typed: str, *, env: dict[str, str], cwd: Path,
+                type_when: Callable[[], object] | None = None) -> Session:
+    """Start argv with a pty as stdin, stdout and stderr, type `typed` (at once, or
+    once `type_when()` is true: a Ctrl-C at a chosen moment), read until it ends."""
     main, terminal = pty.openpty()
     child = subprocess.Popen(argv, cwd=cwd, env=env, stdin=terminal, stdout=terminal, stderr=terminal,
                              start_new_session=True, preexec_fn=_controlling_terminal)
     os.close(terminal)
-    # Typed ahead: the terminal keeps it until the program reads it.
-    os.write(main, typed.encode())
+    if type_when is None:
+        # Typed ahead: the terminal keeps it until the program reads it.
+        os.write(main, typed.encode())
     shown = b""
+    deadline = time.monotonic() + TIMEOUT
     while True:  # ends when the child and its children have closed the terminal
-        if not select.select([main], [], [], TIMEOUT)[0]:
+        if type_when is not None and type_when():
+            os.write(main, typed.encode())
+            type_when = None
+        wait = 0.05 if type_when is not None else TIMEOUT
+        if not select.select([main], [], [], wait)[0]:
+            if type_when is not None and time.monotonic() < deadline:
+                continue
             child.kill()
             child.wait(timeout=TIMEOUT)
             os.close(main)

@@ -8,7 +8,6 @@ versions and links left on disk.
 import json
 import os
 import resource
-import select
 import shutil
 import subprocess
 import sys
@@ -627,29 +626,11 @@ def test_unreachable_host_is_a_connection_failure(tmp_path):
 
 def test_deploy_on_a_terminal_shows_progress_and_passes_output_through(project, home):
     """On a terminal, plug's children write to it directly, and the upload shows its progress."""
-    import pty
-
     write_config(project, home, extra='[hooks]\nstart = ["echo started"]\n')
-    main, terminal = pty.openpty()
     environ = {k: v for k, v in os.environ.items() if not k.startswith(("PLUG_", "PLUGBOX_"))}
-    child = subprocess.Popen([sys.executable, "-m", "plugbox_client", "deploy"], cwd=project, env=environ,
-                             stdin=terminal, stdout=terminal, stderr=terminal)
-    os.close(terminal)
-    seen = b""
-    while True:  # ends when the child and its children have closed the terminal
-        if not select.select([main], [], [], TIMEOUT)[0]:
-            child.kill()
-            pytest.fail(f"plug deploy wrote nothing for {TIMEOUT} s: {seen!r}")
-        try:
-            chunk = os.read(main, 65536)
-        except OSError:  # EIO: no writer left
-            break
-        if not chunk:
-            break
-        seen += chunk
-    os.close(main)
-    assert child.wait(timeout=TIMEOUT) == 0, seen.decode(errors="replace")
-    text = seen.decode(errors="replace")
+    seen = on_terminal([sys.executable, "-m", "plugbox_client", "deploy"], "", env=environ, cwd=project)
+    assert seen.code == 0, seen.shown
+    text = seen.shown
     assert "\r    3 files sent (" in text
     assert f"version {live(home)} is live" in text
     assert "started\r\n" in text

@@ -9,8 +9,6 @@ deploy. Every wait is bounded and ends by itself.
 from __future__ import annotations
 
 import os
-import pty
-import select
 import signal
 import socket
 import subprocess
@@ -21,6 +19,7 @@ import pytest
 
 from conftest import INSTALLED_BIN, SYSTEM_PATH, start_or_fail
 from sshd import Sshd, write_client_config
+from terminal import on_terminal
 from test_client_ssh import PLUG, live, versions, write_app, write_config
 
 TIMEOUT = 60  # seconds: a bound on every wait, never an assertion
@@ -297,34 +296,8 @@ def children(pid: int) -> list[int]:
 
 def ctrl_c(client: Client, args: list[str], ready) -> tuple[int, str]:
     """Run plug on a pty, press Ctrl-C once `ready()`; return its exit status and output."""
-    pid, fd = pty.fork()
-    if pid == 0:  # the child: plug, in the foreground of the pty's session
-        try:
-            os.chdir(client.project)
-            os.execve(str(PLUG), [str(PLUG), *args], client.env())
-        finally:
-            os._exit(127)
-    seen = b""
-    pressed = False
-    deadline = time.monotonic() + TIMEOUT
-    while time.monotonic() < deadline:
-        if not pressed and ready():
-            os.write(fd, b"\x03")
-            pressed = True
-        readable, _, _ = select.select([fd], [], [], 0.05)
-        if readable:
-            try:
-                chunk = os.read(fd, 4096)
-            except OSError:  # EIO: the child has closed the terminal
-                break
-            if not chunk:
-                break
-            seen += chunk
-    else:
-        os.kill(pid, signal.SIGKILL)
-    _, status = os.waitpid(pid, 0)
-    os.close(fd)
-    return os.waitstatus_to_exitcode(status), seen.decode(errors="replace")
+    seen = on_terminal([str(PLUG), *args], "\x03", env=client.env(), cwd=client.project, type_when=ready)
+    return seen.code, seen.shown
 
 
 @pytest.mark.parametrize("hook", ["post_upload", "check"])
