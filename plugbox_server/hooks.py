@@ -62,23 +62,13 @@ def load(version_dir: Path, shown: str) -> VersionConfig:
     except OSError as error:
         raise PlugboxError(f"{shown}: {error.strerror}")
 
-    hooks = data.get("hooks", {})
-    if not isinstance(hooks, dict):
-        raise PlugboxError(f"{shown}: [hooks] must be a table")
+    hooks = _table_of_hooks(data, "hooks", shown)
     for key, lines in hooks.items():
-        if key not in HOOKS:
-            raise PlugboxError(f"{shown}: [hooks] has an unknown key {key!r}",
-                               f"the keys are {', '.join(HOOKS)}")
         if not _is_list_of_str(lines):
             raise PlugboxError(f"{shown}: hooks.{key} must be a list of command lines")
 
-    timeouts = data.get("timeouts", {})
-    if not isinstance(timeouts, dict):
-        raise PlugboxError(f"{shown}: [timeouts] must be a table")
+    timeouts = _table_of_hooks(data, "timeouts", shown)
     for key, seconds in timeouts.items():
-        if key not in HOOKS:
-            raise PlugboxError(f"{shown}: [timeouts] has an unknown key {key!r}",
-                               f"the keys are {', '.join(HOOKS)}")
         if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not seconds > 0:
             raise PlugboxError(f"{shown}: timeouts.{key} must be a number of seconds above 0")
 
@@ -94,6 +84,18 @@ def load(version_dir: Path, shown: str) -> VersionConfig:
                                "each entry is a relative path inside the version, "
                                "not previous, next or plugbox.toml")
     return VersionConfig(hooks, [posixpath.normpath(p) for p in shared], dict(timeouts))
+
+
+def _table_of_hooks(data: dict, name: str, shown: str) -> dict:
+    """The table `name` of plugbox.toml, whose keys must be hook names."""
+    table = data.get(name, {})
+    if not isinstance(table, dict):
+        raise PlugboxError(f"{shown}: [{name}] must be a table")
+    for key in table:
+        if key not in HOOKS:
+            raise PlugboxError(f"{shown}: [{name}] has an unknown key {key!r}",
+                               f"the keys are {', '.join(HOOKS)}")
+    return table
 
 
 def _is_list_of_str(value) -> bool:

@@ -76,29 +76,13 @@ def _receive() -> dict | None:
     return message
 
 
-def _watch_for_the_caller_going(daemon: bool = True) -> None:
-    """From now on stdin carries nothing: its end means the caller has gone.
-    With daemon=False, wait for that end here."""
-    def watch():
-        try:  # os.read, not sys.stdin: a daemon thread must hold no lock at exit
-            while os.read(0, 65536):
-                pass
-        except OSError:
-            pass
-        output.the_caller_went_away()
-
-    if not daemon:
-        return watch()
-    threading.Thread(target=watch, daemon=True).start()
-
-
 # --- the commands, each: (home, request, out) -> extra fields of the last message ----
 
 
 class _Inbox:
-    """stdin from the end of the upload on, read by a thread: the later messages of
-    a two-phase deploy queue up, and the end of input means the caller has gone
-    (hooks then write to /dev/null), whichever step is running."""
+    """stdin once the request (and the upload) is settled, read by a thread: the
+    later messages of a two-phase deploy queue up, and the end of input means the
+    caller has gone (plugbox then says nothing more), whichever step is running."""
 
     def __init__(self):
         self.messages: queue.Queue = queue.Queue()
@@ -124,10 +108,15 @@ class _Inbox:
     def get(self) -> dict | None:
         return self.messages.get()
 
+    def until_the_end(self) -> None:
+        """Wait for the end of the caller's input."""
+        while self.get() is not None:
+            pass
+
 
 def _deploy(home: Path, request: dict, out) -> dict:
     two_phase = bool(request.get("two_phase"))
-    inbox: list[_Inbox] = []     # made at the end of the upload (two phases)
+    inbox: list[_Inbox] = []     # made at the end of the upload
     name_of: list[str] = []      # the new version's name, once known
 
     def name_for(newest: str | None, live: str | None) -> str:
@@ -147,10 +136,7 @@ def _deploy(home: Path, request: dict, out) -> dict:
             raise Aborted(f"the upload of {name} did not complete: "
                           + ("the caller went away" if answer is None else "the caller gave up"),
                           "nothing changed")
-        if two_phase:
-            inbox.append(_Inbox())
-        else:
-            _watch_for_the_caller_going()
+        inbox.append(_Inbox())  # read by the two phases; its end: the caller has gone
 
     def before_stop() -> None:
         _send({"prepared": {"name": name_of[0]}})
@@ -184,17 +170,17 @@ def _rollback(home: Path, request: dict, out) -> dict:
                 raise Aborted("the rollback was called off: "
                               + ("the caller went away" if answer is None else "another host refused"),
                               "nothing changed")
-            _watch_for_the_caller_going()
+            _Inbox()
             return _text(answer["version"])
     else:
-        _watch_for_the_caller_going()
+        _Inbox()
     live, was = operations.rollback_to(home, _text(request.get("version")), bool(request.get("refresh")),
                                        wait=_seconds(request.get("wait_lock")), choose=choose)
     return {"name": live, "was": was}
 
 
 def _remove(home: Path, request: dict, out) -> dict:
-    _watch_for_the_caller_going()
+    _Inbox()
     operations.remove(home, [str(v) for v in request.get("versions", [])])
     return {}
 
@@ -243,7 +229,7 @@ def main(argv: list[str]) -> int:
         answer = command(home, request, out) or {}
         _send({"exit": 0, "out": out.getvalue(), **answer})
         if request.get("hold"):  # the client still uses the connection (rsync --dry-run)
-            _watch_for_the_caller_going(daemon=False)
+            _Inbox().until_the_end()
         return 0
     except PlugboxError as error:
         output.say(for_caller(str(error)), err=True)
