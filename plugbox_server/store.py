@@ -8,6 +8,7 @@ leaves each link either old or new (see chain.py for the order of writes).
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import getpass
@@ -22,6 +23,7 @@ from pathlib import Path
 
 from plugbox_server import __version__
 from plugbox_server import chain as c
+from plugbox_server import inuse
 from plugbox_server.errors import Busy, PlugboxError
 from plugbox_server.names import is_version_name
 from plugbox_server.output import say
@@ -259,14 +261,17 @@ class Store:
         rsync whose caller went away), within a few seconds; check --repair
         removes what a failure here leaves."""
         building = self.staging_dir(name)
-        for attempt in range(50):
+        for _ in range(50):
             try:
                 shutil.rmtree(building)
                 return
             except FileNotFoundError:
                 return
             except OSError:
-                _stop_writers(str(building))
+                # What still writes into it (an rsync whose caller went away): stop it.
+                for process in inuse.users(str(self.deploy), [building.name]).get(building.name, []):
+                    with contextlib.suppress(OSError):
+                        os.kill(process.pid, signal.SIGKILL)
                 time.sleep(0.1)
 
     def begin_remove(self, name: str) -> None:
@@ -470,24 +475,6 @@ def _user() -> str:
         return getpass.getuser()
     except (KeyError, OSError):
         return str(os.getuid())
-
-
-def _stop_writers(directory: str) -> None:
-    """SIGKILL this user's processes whose working directory is in `directory`."""
-    try:
-        pids = [p for p in os.listdir("/proc") if p.isdigit()]
-    except OSError:
-        return
-    for pid in pids:
-        try:
-            cwd = os.readlink(f"/proc/{pid}/cwd")
-        except OSError:
-            continue
-        if (cwd == directory or cwd.startswith(directory + "/")) and int(pid) != os.getpid():
-            try:
-                os.kill(int(pid), signal.SIGKILL)
-            except OSError:
-                pass
 
 
 def _holder_of(fd: int) -> str:
