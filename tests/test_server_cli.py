@@ -644,7 +644,7 @@ def test_rollback_to_a_version_with_a_malformed_plugbox_toml_is_refused(home):
     deploy(home)
     (home / "deploy" / first / "plugbox.toml").write_text(MALFORMED["unknown hook"])
     line = refused(home, "rollback-to")
-    assert line.startswith(f"plugbox: deploy/{first}/plugbox.toml: [hooks] has an unknown key")
+    assert line.startswith(f"plugbox: deploy/{first}/plugbox.toml: [hooks] before_start: unknown key")
 
 
 def test_no_plugbox_toml_or_no_hooks_means_no_hooks(home):

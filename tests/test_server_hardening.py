@@ -314,7 +314,7 @@ def test_a_malformed_time_limit_is_refused_naming_the_file(host: Host) -> None:
     new = host.upload(toml_of({"start": ["true"]}) + '[timeouts]\nstart = "soon"\n')
     done = host.run("upgrade-to", new)
     assert done.returncode == 1
-    assert f"deploy/{new}/plugbox.toml: timeouts.start must be a number" in one_line(done.stderr)
+    assert f"deploy/{new}/plugbox.toml: [timeouts] start: 'soon' is not a number of seconds" in one_line(done.stderr)
 
 
 def test_a_daemon_left_holding_the_output_does_not_keep_plugbox_waiting(host: Host) -> None:

@@ -527,9 +527,9 @@ def wait_for(path: Path) -> None:
 
 BAD_TOMLS = {
     "not toml": ("[hooks\nstart = ['true']\n", "not valid TOML"),
-    "unknown hook": ("[hooks]\nrestart = ['true']\n", "[hooks] has an unknown key 'restart'"),
-    "a string, not a list": ("[hooks]\nstart = 'true'\n", "hooks.start must be a list"),
-    "hooks not a table": ("hooks = 3\n", "[hooks] must be a table"),
+    "unknown hook": ("[hooks]\nrestart = ['true']\n", "[hooks] restart: unknown key"),
+    "a string, not a list": ("[hooks]\nstart = 'true'\n", "[hooks] start: must be a list of non-empty strings"),
+    "hooks not a table": ("hooks = 3\n", "[hooks]: must be a table"),
 }
 
 
@@ -565,7 +565,7 @@ def test_rollback_to_a_version_with_a_bad_plugbox_toml_changes_nothing(host: Hos
         done = host.run(*command)
         assert done.returncode == 1, command
         assert one_line(done.stderr).startswith(
-            f"plugbox: deploy/{new}/plugbox.toml: [hooks] has an unknown key 'begin'")
+            f"plugbox: deploy/{new}/plugbox.toml: [hooks] begin: unknown key")
         # The live version was not even stopped.
         assert host.live() == old
         assert host.trace() == []
@@ -581,7 +581,7 @@ def test_a_bad_plugbox_toml_of_the_live_version_refuses_the_upgrade(host: Host) 
 
     assert done.returncode == 1
     assert one_line(done.stderr).startswith(
-        f"plugbox: deploy/{old}/plugbox.toml: hooks.stop must be a list of command lines")
+        f"plugbox: deploy/{old}/plugbox.toml: [hooks] stop: must be a list of non-empty strings")
     assert host.live() == old
     assert host.trace() == []
 
@@ -598,8 +598,8 @@ def test_a_bad_plugbox_toml_of_the_live_version_does_not_block_a_rollback(host: 
 
     assert done.returncode == 0, done.stderr
     assert one_line(done.stderr) == (
-        f"plugbox: deploy/{new}/plugbox.toml: hooks.stop must be a list of command lines; "
-        "rolling back all the same")
+        f"plugbox: deploy/{new}/plugbox.toml: [hooks] stop: must be a list of non-empty strings, "
+        "not list [1]; rolling back all the same")
     assert host.live() == old
     assert host.trace() == [f"OLD start {old} {old}", f"OLD check {old} {old}"]
 
@@ -667,7 +667,7 @@ def test_a_shared_path_outside_the_version_or_owned_by_plugbox_is_refused(
 
     assert done.returncode == 1
     assert one_line(done.stderr).startswith(
-        f"plugbox: deploy/{new}/plugbox.toml: service.shared has {entry!r}")
+        f"plugbox: deploy/{new}/plugbox.toml: [service] shared: {entry!r} ")
     assert host.live() == old
     assert not (host.home / "shared").exists()
     assert host.trace() == []
@@ -679,7 +679,7 @@ def test_a_shared_path_outside_the_version_or_owned_by_plugbox_is_refused(
 def test_exec_runs_in_the_live_version_with_the_hooks_environment(host: Host) -> None:
     refused = host.run("exec", "--", "true")
     assert (refused.returncode, refused.stdout) == (1, "")
-    assert refused.stderr == (f"plugbox: no live version in {host.home}/deploy to run the command in; "
+    assert refused.stderr == (f"plugbox: no live version in {host.home}/deploy; "
                               "deploy one first: `plugbox upgrade-to VERSION`\n")
     first = host.deploy_version()
     second = host.deploy_version()
