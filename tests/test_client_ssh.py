@@ -704,7 +704,7 @@ def test_bootstrap_into_home_serves_that_home_first(
 def test_exec_runs_in_the_live_version_over_ssh(plug: Plug, app: Path, service_home: Path, sshd: Sshd) -> None:
     refused = plug("exec", "--", "true")
     assert (refused.code, refused.err) == (
-        1, f"plugbox: no live version in {service_home}/deploy to run the command in; deploy one first: "
+        1, f"plugbox: no live version in {service_home}/deploy; deploy one first: "
            "`plug deploy`\n")
     first = plug.deploy()
     second = plug.deploy()
@@ -736,8 +736,7 @@ def test_ssh_opens_a_shell_in_live_through_a_jump_host(
     environ.pop("PLUG_SSH_OPTIONS", None)
     refused = on_terminal([str(PLUG), "ssh"], "", env=environ, cwd=app)
     assert refused.code == 1
-    assert refused.shown.strip() == (f"plug: no live version on plugbox-test: {service_home}/live does not "
-                                     "exist; deploy one first with `plug deploy`")
+    assert refused.shown.strip() == f"plugbox: no live version in {service_home}/deploy; deploy one first: `plug deploy`"
     plug.deploy()
     logins = sshd.logins(), jump_sshd.logins()
 

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from conftest import INSTALLED_BIN, SYSTEM_PATH, start_or_fail
+from plugbox_server import protocol
 from sshd import Sshd, write_client_config
 from terminal import on_terminal
 from test_client_ssh import PLUG, live, versions, write_app, write_config
@@ -373,7 +374,7 @@ def test_a_plugbox_of_another_protocol_is_refused(client: Client, home: Path) ->
     assert done.returncode == 2
     lines = [line for line in done.stderr.splitlines() if line.strip()]
     assert len(lines) == 1, done.stderr
-    assert "plugbox 9.0 on plugbox-test speaks protocol 99, this plug speaks 1" in lines[0]
+    assert f"plugbox 9.0 on plugbox-test speaks protocol 99, this plug speaks {protocol.NUMBER}" in lines[0]
     assert "run `plug bootstrap`" in lines[0]
 
 
@@ -391,10 +392,11 @@ def test_a_plugbox_without_the_protocol_is_refused(client: Client, home: Path) -
 
 def test_plugbox_refuses_a_plug_of_another_protocol(tmp_path: Path) -> None:
     plugbox = Path(INSTALLED_BIN) / "plugbox"
-    done = subprocess.run([str(plugbox), "--serve", "2"], input='{"command": "status"}\n',
+    other = str(protocol.NUMBER + 1)
+    done = subprocess.run([str(plugbox), "--serve", other], input='{"command": "status"}\n',
                           capture_output=True, text=True, timeout=TIMEOUT,
                           env={**os.environ, "PLUGBOX_HOME": str(tmp_path)})
     assert done.returncode == 2
     assert done.stdout.startswith('{"hello": {"plugbox": ')
-    assert "plug speaks protocol 2, this plugbox" in done.stderr and "run `plug bootstrap`" in done.stderr
+    assert f"plug speaks protocol {other}, this plugbox" in done.stderr and "run `plug bootstrap`" in done.stderr
     assert not (tmp_path / "deploy").exists()
