@@ -14,13 +14,11 @@ from pathlib import Path
 
 import pytest
 
+from helpers import TIMEOUT, deploy, new_version, ok, plugbox
 from plugbox_client import argv as A
 from plugbox_client import source
 from plugbox_server import operations, record
 from plugbox_server.store import Store
-from test_server_cli import deploy, new_version, ok, plugbox
-
-TIMEOUT = 60
 
 
 @pytest.fixture

@@ -38,6 +38,8 @@ from pathlib import Path
 
 import pytest
 
+from helpers import wait_for
+
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "wsgi-app"
 PLUG_TIMEOUT = 180
 RATE = 250         # requests per second, all threads together
@@ -290,10 +292,8 @@ class Load:
 
     def wait_for(self, count: int) -> None:
         """Until `count` answers have come (bounded)."""
-        deadline = time.monotonic() + 30
-        while len(self.answers) < count and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert len(self.answers) >= count, f"only {len(self.answers)} answers in 30 s"
+        wait_for(lambda: len(self.answers) >= count,
+                 lambda: f"{count} answers (only {len(self.answers)} so far)")
 
     def between(self, start: float, end: float) -> list[Answer]:
         """The answers to requests sent in [start, end)."""
