@@ -16,13 +16,12 @@ from pathlib import Path
 
 import pytest
 
+from helpers import TIMEOUT
 from plugbox_client import argv as A
 from plugbox_server import __version__
 from plugbox_server.errors import COMMAND_NOT_FOUND
 from plugbox_server.names import is_version_name
 from terminal import on_terminal
-
-TIMEOUT = 120
 
 
 def plug(project: Path, *args: str, env: dict | None = None, limit_file_size: int | None = None):

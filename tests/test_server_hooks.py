@@ -8,7 +8,6 @@ reads back which hook of which version ran, where, and what live was then.
 
 from __future__ import annotations
 
-import json
 import os
 import selectors
 import signal
@@ -18,46 +17,10 @@ from pathlib import Path
 
 import pytest
 
-from plugbox_host import PLUGBOX, TIMEOUT, Host
+from helpers import TIMEOUT, WAIT_FOR_GO, one_line, toml_of, tracing, wait_for
+from plugbox_host import PLUGBOX, Host
+
 HOOK_KEYS = ("post_upload", "stop", "start", "refresh", "check")
-# A hook line that waits for the test to create $CTL/go (at most 30 s), then goes on.
-WAIT_FOR_GO = ('i=0; while [ ! -e "$CTL/go" ]; do i=$((i+1)); '
-               '[ "$i" -le 600 ] || exit 9; sleep 0.05; done')
-
-
-def toml_of(hooks: dict[str, list[str]] | None = None, shared: list[str] | None = None) -> str:
-    """A plugbox.toml; json.dumps writes valid TOML basic strings."""
-    text = ""
-    if shared is not None:
-        text += f"[service]\nshared = {json.dumps(shared)}\n"
-    if hooks:
-        text += "[hooks]\n"
-        text += "".join(f"{key} = [{', '.join(json.dumps(l) for l in lines)}]\n"
-                        for key, lines in hooks.items())
-    return text
-
-
-def traced(tag: str, hook: str) -> str:
-    """A hook line that records: tag, hook, the version it runs for, and live at that moment."""
-    return (f'echo "{tag} {hook} $PLUGBOX_VERSION '
-            f'$(readlink "$PLUGBOX_HOME/deploy/live")" >> "$CTL/trace"')
-
-
-def tracing(tag: str, *keys: str,
-            extra: dict[str, list[str]] | None = None) -> dict[str, list[str]]:
-    """Hooks that each record themselves; `extra` lines are added after the record."""
-    keys = keys or ("post_upload", "stop", "start", "check")
-    hooks = {key: [traced(tag, key)] for key in keys}
-    for key, lines in (extra or {}).items():
-        hooks.setdefault(key, []).extend(lines)
-    return hooks
-
-
-def one_line(stderr: str) -> str:
-    lines = stderr.splitlines()
-    assert len(lines) == 1, stderr
-    assert "Traceback" not in stderr
-    return lines[0]
 
 
 @pytest.fixture
@@ -473,7 +436,7 @@ def test_an_upgrade_goes_on_to_its_end_when_the_caller_goes_away(host: Host) -> 
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                stdin=subprocess.DEVNULL)
     try:
-        wait_for(host.ctl / "started")
+        wait_for((host.ctl / "started").exists, "the start hook to begin")
         process.stdout.close()  # the caller is gone
         process.stderr.close()
         host.arm("go")
@@ -500,7 +463,7 @@ def test_a_hang_up_does_not_stop_a_command_half_way(host: Host) -> None:
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                stdin=subprocess.DEVNULL)
     try:
-        wait_for(host.ctl / "started")
+        wait_for((host.ctl / "started").exists, "the start hook to begin")
         process.send_signal(signal.SIGHUP)
         host.arm("go")
         out, err = process.communicate(timeout=TIMEOUT)
@@ -512,14 +475,6 @@ def test_a_hang_up_does_not_stop_a_command_half_way(host: Host) -> None:
     assert process.returncode == 0, err
     assert host.live() == new
     assert host.trace()[-1] == f"NEW check {new} {new}"
-
-
-def wait_for(path: Path) -> None:
-    """Until `path` exists: at most TIMEOUT seconds, then the test fails."""
-    deadline = time.monotonic() + TIMEOUT
-    while not path.exists():
-        assert time.monotonic() < deadline, f"{path} never appeared"
-        time.sleep(0.02)
 
 
 # --- plugbox.toml errors ------------------------------------------------------------------

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 
+from helpers import TIMEOUT, toml_of, tracing
 from plugbox_host import PLUGBOX, Host
 from plugbox_server import protocol
 from plugbox_server.names import new_version_name
-from test_server_hooks import toml_of, tracing
 
 
 class Serve:
@@ -37,7 +37,7 @@ class Serve:
 
     def end(self) -> tuple[int, str]:
         self.process.stdin.close()
-        code = self.process.wait(60)
+        code = self.process.wait(TIMEOUT)
         return code, self.process.stderr.read()
 
 
