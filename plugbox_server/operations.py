@@ -195,10 +195,15 @@ def _upgrade_steps(service: _Service, logged: _Logged, live: str | None, version
 
 def deploy(home: Path, upload: Callable[[str, Path, str | None], None], *,
            config: bytes | None = None, origin: dict | None = None, wait: float = 0,
+           force: bool = False,
            name_for: Callable[[str | None, str | None], str] | None = None,
            before_stop: Callable[[], None] | None = None,
-           after_check: Callable[[], None] | None = None) -> tuple[str, str | None]:
+           after_check: Callable[[], None] | None = None) -> tuple[str | None, str | None]:
     """The whole of a deploy under one lock; returns the new version and the one it replaced.
+
+    A deploy of an artifact whose sha256 (in `origin`) is the live version's makes
+    nothing, unless `force`: it returns (None, live). Decided here, under the lock,
+    so that every caller (one host, a fleet, the Ansible door) gets the same answer.
 
     Makes the version in deploy/.new-NAME (its previous link and `config`, the
     plugbox.toml, already in it), calls `upload(name, staging, live)` to fill it,
@@ -222,6 +227,9 @@ def deploy(home: Path, upload: Callable[[str, Path, str | None], None], *,
     with _changing(store, "deploy", wait) as (chain, logged):
         existing = list(chain.versions) + list(chain.removing)
         live = chain.live_version()
+        if not force and _has_artifact(store, live, origin):
+            logged.command = f"deploy {origin.get('artifact') or 'artifact'}: live already"
+            return None, live
         if name_for is None:
             name = new_version_name(existing)
         else:
@@ -246,6 +254,12 @@ def deploy(home: Path, upload: Callable[[str, Path, str | None], None], *,
                 say(f"removed {name}, which never went live")
             raise
         return name, live
+
+
+def _has_artifact(store: Store, live: str | None, origin: dict) -> bool:
+    """Whether the live version was made from the artifact `origin` names (same sha256)."""
+    sha256 = origin.get("artifact_sha256")
+    return bool(sha256 and live and (record.load(store, live) or {}).get("artifact_sha256") == sha256)
 
 
 def _proposed(name: str, existing: list[str]) -> str:

@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import stat
 from pathlib import Path
 
@@ -33,9 +34,11 @@ from plugbox_server.names import utc_now, who
 RECORD = "record.json"
 MANIFEST = "manifest"
 POST_UPLOAD = "post-upload"
-ORIGIN_KEYS = ("user", "machine", "revision", "branch", "dirty", "message")
+ORIGIN_KEYS = ("user", "machine", "revision", "branch", "dirty", "message",
+               "artifact", "artifact_sha256")
 EVENTS = ("live", "away", "failed")
 _MESSAGE_LIMIT = 2000
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 # --- writing ----------------------------------------------------------------------
@@ -44,8 +47,9 @@ def create(store, name: str, origin: dict | None = None, *, directory: Path | No
     """Write the record of a version just made; `directory` when it is not yet in place.
 
     `origin` is what plug sends: {"user", "machine", "revision", "branch",
-    "dirty", "message"}; by hand it is None and the user is PLUGBOX_USER or
-    the login.
+    "dirty", "message"}, and for a version made from an artifact its file name
+    and sha256, {"artifact", "artifact_sha256"}; by hand it is None and the
+    user is PLUGBOX_USER or the login.
     """
     origin = checked_origin(origin or {})
     record = {
@@ -57,6 +61,8 @@ def create(store, name: str, origin: dict | None = None, *, directory: Path | No
         "branch": origin.get("branch"),
         "dirty": origin.get("dirty"),
         "message": origin.get("message"),
+        "artifact": origin.get("artifact"),
+        "artifact_sha256": origin.get("artifact_sha256"),
         "sealed": None,
         "files": None,
         "bytes": None,
@@ -353,6 +359,12 @@ def checked_origin(origin: dict) -> dict:
             raise PlugboxError(f"origin field {key!r} must be a string")
         elif key == "message":
             value = value[:_MESSAGE_LIMIT]
+        elif key == "artifact_sha256":
+            if not _SHA256.fullmatch(value):
+                raise PlugboxError("origin field 'artifact_sha256' must be 64 lowercase hex digits")
+        elif key == "artifact":
+            if not value or "/" in value or not value.isprintable() or len(value) > 255:
+                raise PlugboxError("origin field 'artifact' must be a file name")
         else:
             value = value[:200]
         checked[key] = value
