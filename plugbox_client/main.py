@@ -14,7 +14,7 @@ import sys
 
 # The commands that talk to plugbox on the host through one session.
 _HOST_COMMANDS = {"deploy", "rollback", "status", "log", "remove", "prune", "check", "verify", "exec", "ssh"}
-_VALUE_OPTIONS = {"-c", "--config", "-m", "--message", "--wait-lock", "--keep", "--batch"}
+_VALUE_OPTIONS = {"-c", "--config", "-m", "--message", "--wait-lock", "--keep", "--batch", "--artifact"}
 
 
 def _interrupted(signum, frame):
@@ -64,8 +64,11 @@ def start_ahead(argv: list[str]) -> None:
     from plugbox_client import config as cfg
     from plugbox_client import transport
 
+    # Only a deploy of what [build] says needs [build] to say it (as the CLI loads it).
+    artifact = any(word == "--artifact" or word.startswith("--artifact=") for word in argv)
     try:
-        transport.start_ahead(cfg.load_config(Path(config) if config else None, stage=stage))
+        transport.start_ahead(cfg.load_config(Path(config) if config else None, stage=stage,
+                                              upload_required=command == "deploy" and not artifact))
     except Exception:  # the CLI finds and reports the problem itself
         pass
 
