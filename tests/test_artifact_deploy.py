@@ -22,8 +22,8 @@ from pathlib import Path
 
 import pytest
 
-from helpers import (INSTALLED_BIN, SYSTEM_PATH, Plug, live, ok, one_line_error, snapshot, start_or_fail,
-                     summary, versions, write_app)
+from helpers import (INSTALLED_BIN, PLUG, SYSTEM_PATH, TIMEOUT, Plug, live, ok, one_line_error, snapshot,
+                     start_or_fail, summary, versions, wait_for, write_app)
 from sshd import Sshd, write_client_config
 
 from plugbox_server import operations
@@ -256,6 +256,31 @@ def test_dry_run_lists_what_would_be_sent(ci: Plug, tmp_path: Path, service_home
     assert "  index.html" in lines and "  app/main.py" not in lines
     assert lines[-1] == "dry run: nothing changed"
     assert whole(service_home) == before
+
+
+def test_a_killed_plug_leaves_no_unpacked_tree_behind(
+        ci: Plug, tmp_path: Path, service_home: Path) -> None:
+    # post_upload waits (at most 30 s) for HOME/go: plug is killed meanwhile, its tree unpacked.
+    (ci.project / "plugbox.toml").write_text((ci.project / "plugbox.toml").read_text() + (
+        '[hooks]\npost_upload = [\'touch "$PLUGBOX_HOME/waiting"; i=0; '
+        'while [ ! -e "$PLUGBOX_HOME/go" ] && [ $i -lt 600 ]; do i=$((i+1)); sleep 0.05; done\']\n'))
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    archive = tar_czf(tmp_path / "app.tar.gz", tmp_path / "build")
+    plug = subprocess.Popen([str(PLUG), "deploy", "--artifact", str(archive)], cwd=ci.project,
+                            env={**os.environ, "PLUG_SSH_CONFIG": str(ci.ssh_config), "TMPDIR": str(scratch)},
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: (service_home / "waiting").exists(), "post_upload to start")
+        assert [p.name for p in scratch.iterdir() if p.name.startswith("plug-")], "no scratch directory"
+        plug.kill()
+        plug.wait(TIMEOUT)
+        wait_for(lambda: not [p for p in scratch.iterdir() if p.name.startswith("plug-")],
+                 lambda: f"the scratch directory to go: {sorted(os.listdir(scratch))}", seconds=5)
+    finally:
+        plug.kill()
+        (service_home / "go").touch()
+    wait_for(lambda: live(service_home) is not None, "the host to finish the deploy by itself")
 
 
 # --- hostile archives: refused before anything is sent ----------------------------------
