@@ -116,7 +116,7 @@ def deploy(
         "--keep-going", help="With several hosts: when one fails to switch, carry on with the others "
         "instead of switching every host back.")] = False,
     artifact: Annotated[Optional[Path], typer.Option(
-        "--artifact", metavar="FILE", exists=True, dir_okay=False, show_default=False,
+        "--artifact", metavar="FILE", show_default=False,
         help="Deploy FILE, built already (prepare is not run), instead of what [build] says: an archive "
         "(.tar, .tar.gz, .tgz, .tar.xz, .tar.bz2, .zip) becomes the version's files, any other file "
         "its one file.")] = None,
@@ -147,6 +147,9 @@ def deploy(
     """
     from plugbox_client import driver
 
+    if artifact is not None and not artifact.is_file():
+        raise PlugboxError(f"--artifact {artifact}: no such file", "name the file the build made; "
+                           "nothing was done", code=USAGE)
     loaded = _load(config, upload_required=artifact is None)
     if artifact is not None:
         artifact = artifact.absolute()

@@ -185,6 +185,16 @@ def test_the_same_artifact_again_makes_no_version_unless_forced(
     assert "files: 0 files sent (0 bytes), 4 hard-linked" in forced.out
 
 
+def test_an_artifact_that_is_no_file_is_refused_before_connecting(ci: Plug, sshd: Sshd, tmp_path: Path) -> None:
+    before = sshd.logins()
+    for missing in (tmp_path / "nope.tar.gz", tmp_path):
+        run = ci("deploy", "--artifact", str(missing))
+        assert run.code == 2
+        assert one_line_error(run) == (f"plug: --artifact {missing}: no such file; name the file the build "
+                                       "made; nothing was done")
+    assert sshd.logins() == before
+
+
 def test_build_artifact_is_made_by_prepare(tmp_path: Path, service_home: Path, ssh_config: Path) -> None:
     project = tmp_path / "project"
     write_app(project, {"src/app.py": "print('built')\n"})
