@@ -129,7 +129,7 @@ def test_ci_deploys_a_tarball_from_a_directory_holding_only_plugbox_toml(
     assert summary(run) == f"version {name} is live (first deploy)"
     assert f"==> artifact app.tar.gz: 4 files, sha256 {sha256(archive)}" in run.err
     tree = service_home / "deploy" / name
-    assert sorted(os.listdir(tree)) == [".plugbox", "app", "bin", "index.html", "plugbox.toml"]
+    assert sorted(os.listdir(tree)) == ["app", "bin", "index.html", "plugbox.toml"]
     assert (tree / "app" / "main.py").read_text() == "print('one')\n"
     assert stat.S_IMODE((tree / "bin" / "run").stat().st_mode) == 0o755
     assert (tree / "plugbox.toml").read_text() == (ci.project / "plugbox.toml").read_text()
@@ -219,7 +219,7 @@ def test_the_artifact_given_wins_over_build_and_prepare_is_not_run(
 
     name = summary(Plug(project, ssh_config).ok("deploy", "--artifact", str(archive))).split()[1]
 
-    assert sorted(os.listdir(service_home / "deploy" / name)) == [".plugbox", "artifact.txt", "plugbox.toml"]
+    assert sorted(os.listdir(service_home / "deploy" / name)) == ["artifact.txt", "plugbox.toml"]
     assert not (project / "prepared").exists()
 
 
@@ -240,7 +240,7 @@ def test_a_zip_and_a_single_file(tmp_path: Path, service_home: Path, ci: Plug) -
     binary.chmod(0o750)
     name = summary(ci.ok("deploy", "--artifact", str(binary))).split()[1]
     tree = service_home / "deploy" / name
-    assert sorted(os.listdir(tree)) == [".plugbox", "hello.pyz", "plugbox.toml", "previous"]
+    assert sorted(os.listdir(tree)) == ["hello.pyz", "plugbox.toml", "previous"]
     assert stat.S_IMODE((tree / "hello.pyz").stat().st_mode) == 0o750
     assert (tree / "hello.pyz").read_bytes() == binary.read_bytes()
 
