@@ -185,6 +185,22 @@ def test_the_same_artifact_again_makes_no_version_unless_forced(
     assert "files: 0 files sent (0 bytes), 4 hard-linked" in forced.out
 
 
+def test_an_environment_change_keeps_the_artifact_it_was_made_from(
+        ci: Plug, tmp_path: Path, service_home: Path) -> None:
+    archive = tar_czf(tmp_path / "app.tar.gz", tmp_path / "build")
+    ci.ok("deploy", "--artifact", str(archive))
+    changed = subprocess.run([str(PLUG), "env", "set", "KEY"], input="x\n", cwd=ci.project, env=ci.environ(),
+                             capture_output=True, text=True, timeout=TIMEOUT)
+    assert changed.returncode == 0, changed.stderr
+    with_env = live(service_home)
+    record = json.loads((service_home / "deploy" / ".plugbox" / with_env / "record.json").read_text())
+    assert (record["artifact"], record["artifact_sha256"]) == ("app.tar.gz", sha256(archive))
+
+    again = ci.ok("deploy", "--artifact", str(archive))
+
+    assert again.out.startswith(f"nothing to deploy: live version {with_env} has app.tar.gz")
+
+
 def test_an_artifact_that_is_no_file_is_refused_before_connecting(ci: Plug, sshd: Sshd, tmp_path: Path) -> None:
     before = sshd.logins()
     for missing in (tmp_path / "nope.tar.gz", tmp_path):
