@@ -394,6 +394,8 @@ def deploy(config: Config, message: str | None = None, wait_lock: float = 0,
                 host.result = {"named": "upload failed", "uploaded": "post_upload failed"}.get(host.state, "failed")
         if failed:
             return _called_off(hosts, failed, name)
+        if gated and change is None and config.hooks.get("release"):
+            _release(hosts, taking_part, name)
         if gated:
             return _switch(hosts, name, batch, keep_going)
         host = hosts.hosts[0]
@@ -465,7 +467,24 @@ def _interrupted(hosts: _Hosts, name: str | None) -> PlugboxError:
                         "nothing changed on any host: each removes what it had made", code=INTERRUPTED)
 
 
-def _called_off(hosts: _Hosts, failed: list[Host], name: str | None) -> list[str]:
+def _release(hosts: _Hosts, taking_part: list[Host], name: str) -> None:
+    """The release step, once, on one host, after every host prepared and before any
+    switches: [release] host (else the first; a host with nothing to deploy hands it
+    to the first that has). A failure calls the deploy off everywhere."""
+    chosen = next((host for host in taking_part if host.name == hosts.config.release_host), taking_part[0])
+    chosen.say(f"release step of {name}, for every host")
+    try:
+        answer = _tell(hosts, chosen, {P.RELEASE: True})
+        released = chosen.expect(answer, P.RELEASED)
+    except PlugboxError as error:
+        chosen.fail("release failed", error)
+        chosen.state = "done"  # it removed the new version itself
+        _called_off(hosts, [chosen], name, f"the release step failed on {chosen.name}")
+    if isinstance(released, dict) and not released.get("ran"):
+        chosen.say(f"release step skipped: {released.get('why')}")
+
+
+def _called_off(hosts: _Hosts, failed: list[Host], name: str | None, why: str = "") -> list[str]:
     """Phase 1 failed somewhere: every host removes what it made; nothing switched."""
     def call_off(host: Host) -> None:
         if host.state in ("named", "prepared"):  # it waits for plug: a word ends it at once
@@ -482,9 +501,10 @@ def _called_off(hosts: _Hosts, failed: list[Host], name: str | None) -> list[str
         host.now = host.was
     hosts.table()
     raise PlugboxError(
-        f"{hosts.names(failed)} failed before the switch",
+        why or f"{hosts.names(failed)} failed before the switch",
         "no host switched" + (f", and {name} was removed from every host" if name else "")
-        + ": fix it and deploy again", code=failed[0].code)
+        + (f"; {failed[0].name} keeps what it printed: `plug log --output`" if why else
+           ": fix it and deploy again"), code=failed[0].code)
 
 
 def _tell(hosts: _Hosts, host: Host, message: dict, until: str | None = None) -> dict:

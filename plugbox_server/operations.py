@@ -34,6 +34,7 @@ class _Logged:
     after: str | None = None
     command: str | None = None   # what the log calls the command, once known
     switched: bool = False       # live was switched (and maybe back) at least once
+    note: str = ""               # said after the outcome: "release ran"
 
 
 @contextmanager
@@ -57,7 +58,7 @@ def _changing(store: Store, command: str, wait: float = 0):
                 raise PlugboxError(f"deploy/ needs repair: {broken[0].message}", REPAIR_HINT)
             logged.before = logged.after = chain.live_version()
             yield chain, logged
-            outcome = "ok"
+            outcome = "ok" + (f" ({logged.note})" if logged.note else "")
         except PlugboxError as error:
             verdict = ("failed" if isinstance(error, HookFailed) else
                        "aborted" if isinstance(error, Aborted) else "refused")
@@ -99,7 +100,7 @@ class _Service:
         if not lines:
             return
         directory = self.store.version_dir(name)
-        cwd = directory if hook == "post_upload" else self.store.home
+        cwd = directory if hook in layout.IN_VERSION else self.store.home
         env = hooks.environment(self.store.home, name, directory, self.chain.previous(name),
                                 record.read_environment(self.store, name).values)
         hooks.run(hook, lines, version=name, cwd=cwd, env=env,
@@ -130,12 +131,15 @@ def next_version(home: Path, *, origin: dict | None = None) -> tuple[str, str | 
 
 
 def upgrade_to(home: Path, version: str, *,
-               before_stop: Callable[[], None] | None = None,
+               before_stop: "Gate | None" = None,
                after_check: Callable[[], None] | None = None) -> None:
     """Make `version`, made against the live version, live.
 
-    `before_stop` runs once post_upload has succeeded, before anything about the
-    live version changes (raising there changes nothing); `after_check` runs once
+    post_upload, then the release step ([hooks] release, see _release), then the
+    switch. `before_stop(release)` runs once post_upload has succeeded, before
+    anything about the live version changes (raising there changes nothing),
+    instead of the release step: it runs it if it is this host's to run, by
+    calling `release()`, which returns {"ran", "why"}. `after_check` runs once
     the new version is up and checked (raising HookFailed there switches back, as
     a failed check does). A deploy to several hosts waits for its caller in them.
     """
@@ -155,18 +159,23 @@ def upgrade_to(home: Path, version: str, *,
         _upgrade(_Service(store, chain, command), logged, live, version, before_stop, after_check)
 
 
+Gate = Callable[[Callable[[], dict]], None]
+
+
 def _upgrade(service: _Service, logged: _Logged, live: str | None, version: str,
-             before_stop: Callable[[], None] | None, after_check: Callable[[], None] | None) -> None:
-    """Under the lock: post_upload, stop (or refresh), switch, start, check; see upgrade_to."""
+             before_stop: Gate | None, after_check: Callable[[], None] | None, release: bool = True) -> None:
+    """Under the lock: post_upload, release, stop (or refresh), switch, start, check;
+    see upgrade_to. `release`: whether this command has a release step at all (an
+    environment change has none)."""
     try:
-        _upgrade_steps(service, logged, live, version, before_stop, after_check)
+        _upgrade_steps(service, logged, live, version, before_stop, after_check, release)
     finally:
         service.close()
 
 
 def _upgrade_steps(service: _Service, logged: _Logged, live: str | None, version: str,
-                   before_stop: Callable[[], None] | None,
-                   after_check: Callable[[], None] | None) -> None:
+                   before_stop: Gate | None, after_check: Callable[[], None] | None,
+                   release: bool = True) -> None:
     store = service.store
     config = service.config(version)
     if live:
@@ -188,8 +197,13 @@ def _upgrade_steps(service: _Service, logged: _Logged, live: str | None, version
         raise HookFailed(f"{error.message}; nothing changed, "
                          f"the live version is still {live or 'none'}") from None
     record.after_post_upload(store, version)
+    def run_release() -> dict:
+        return _release(service, logged, live, version) if release else \
+            {"ran": False, "why": "an environment change has no release step"}
     if before_stop:
-        before_stop()
+        before_stop(run_release)  # the caller says whether this host runs it (several hosts)
+    else:
+        run_release()
 
     if live:
         store.set_link(f"{live}/{layout.NEXT}", c.link_to(version))
@@ -207,7 +221,7 @@ def deploy(home: Path, upload: Callable[[str, Path, str | None], None] | None, *
            config: bytes | None = None, origin: dict | None = None, wait: float = 0,
            change: tuple[dict[str, str], list[str]] | None = None, force: bool = False,
            name_for: Callable[[str | None, str | None], str] | None = None,
-           before_stop: Callable[[], None] | None = None,
+           before_stop: Gate | None = None,
            after_check: Callable[[], None] | None = None) -> tuple[str | None, str | None]:
     """The whole of a deploy under one lock; returns the new version and the one it replaced.
 
@@ -279,7 +293,7 @@ def deploy(home: Path, upload: Callable[[str, Path, str | None], None] | None, *
         chain.versions[name] = c.Links(previous=c.link_to(live) if live else None)
         try:
             _upgrade(_Service(store, chain, f"upgrade-to {name}"), logged, live, name,
-                     before_stop, after_check)
+                     before_stop, after_check, release=change is None)
         except PlugboxError:
             if not logged.switched:
                 store.remove_versions(store.read(), [name])
@@ -380,6 +394,33 @@ def rollback_to(home: Path, version: str | None = None, refresh: bool = False,
             return version, live
         finally:
             service.close()
+
+
+def _release(service: _Service, logged: _Logged, live: str | None, version: str) -> dict:
+    """The release step: `[hooks] release` of the new version, in its directory with its
+    environment, once post_upload succeeded and before anything switches; skipped
+    when none of `[release] when_changed` differs from live. A failure changes
+    nothing (the caller removes the new version). Recorded, and said in the log."""
+    store = service.store
+    config = service.config(version)
+    if not config.has("release"):
+        return {"ran": False, "why": f"{version} has no release hook"}
+    if config.when_changed and live and not record.differs_in(store, live, version, config.when_changed):
+        why = f"none of {', '.join(config.when_changed)} changed since {live}"
+        say(f"release of {version} skipped: {why}")
+        record.note(store, version, "release", {"outcome": "skipped", "why": why})
+        logged.note = "release skipped"
+        return {"ran": False, "why": why}
+    try:
+        service.run("release", version)
+    except HookFailed as error:
+        record.note(store, version, "release", {"outcome": "failed"})
+        logged.note = "release failed"
+        raise HookFailed(f"{error.message}; nothing switched, the live version is still "
+                         f"{live or 'none'}") from None
+    record.note(store, version, "release", {"outcome": "ran"})
+    logged.note = "release ran"
+    return {"ran": True, "why": ""}
 
 
 def _switch(service: _Service, logged: _Logged, live: str | None, version: str,

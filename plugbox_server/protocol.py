@@ -23,7 +23,10 @@ Gates, asked for by the request ("gated": true, for several hosts), let the call
 decide for all hosts at once: once it holds the lock, plugbox answers {"newest":
 {"name", "live"}} and waits for {"name": NAME}; after post_upload it answers
 {"prepared": {"name"}} and waits for {"switch": true} (anything else, or the end
-of input, removes the new version: nothing switched); after a good check it
+of input, removes the new version: nothing switched). Before that, the one host
+that runs the release step for all is sent {"release": true}: it runs it (or
+skips it) and answers {"released": {"ran", "why"}}, or ends with an exit message
+when it failed, its new version removed. After a good check it
 answers {"switched": {"name"}} and waits: {"revert": true} switches back, {"commit":
 true} or the end of input keeps the switch. A gated rollback answers {"ready":
 {"live", "previous", "versions"}} under the lock and waits for {"version": NAME}
@@ -49,6 +52,7 @@ HELLO, EXIT, OUT, ERROR = "hello", "exit", "out", "error"
 NEWEST, NAME = "newest", "name"
 UPLOAD, UPLOADED = "upload", "uploaded"
 PREPARED, SWITCH, SWITCHED = "prepared", "switch", "switched"
+RELEASE, RELEASED = "release", "released"
 REVERT, COMMIT, ABORT = "revert", "commit", "abort"
 READY, VERSION = "ready", "version"
 UNCHANGED = "unchanged"

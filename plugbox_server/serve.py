@@ -113,9 +113,12 @@ def _deploy(home: Path, request: dict, out) -> dict:
                           + _gone_or(answer, "the caller gave up"), "nothing changed")
         the_inbox()  # read by the gates; its end: the caller has gone
 
-    def before_stop() -> None:
+    def before_stop(release) -> None:
         _send({P.PREPARED: {"name": name_of[0]}})
         answer = the_inbox().get()
+        if answer == {P.RELEASE: True}:  # this host runs the release step for all of them
+            _send({P.RELEASED: release()})
+            answer = the_inbox().get()
         if answer != {P.SWITCH: True}:
             raise Aborted("the switch was called off: " + _gone_or(answer, "another host failed"),
                           "nothing switched")

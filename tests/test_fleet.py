@@ -478,3 +478,94 @@ def test_an_environment_change_goes_to_every_host_under_one_name(plug: Plug, hom
     plug.ok("rollback")
     ran = plug.ok("exec", "--", "sh", "-c", 'echo "[${KEY:-}]"')
     assert all(f"{alias}: []" in ran.err for alias in HOSTS)
+
+
+# -- the release step: once per deploy, before anyone switches --------------------------
+
+
+def traced_hooks(trace: Path, **extra: list[str]) -> dict[str, list[str]]:
+    """Hooks that append `HOST HOOK` to one trace file shared by the hosts (they are
+    all on this machine), the host taken from its home's name."""
+    def line(hook: str) -> str:
+        return f'echo "$(basename "$PLUGBOX_HOME" -home) {hook}" >> {trace}'
+    hooks = {hook: [line(hook)] for hook in ("post_upload", "release", "start")}
+    for hook, lines in extra.items():
+        hooks[hook] = hooks.get(hook, []) + lines
+    return hooks
+
+
+def write_release_config(project: Path, trace: Path, tables: str = "", **extra: list[str]) -> None:
+    """The fleet's plugbox.toml with traced hooks (and `extra` lines after them), and
+    more `tables` ([release], [timeouts])."""
+    write_fleet_config(project, extra=tables, **traced_hooks(trace, **extra))
+
+
+def test_the_release_step_runs_once_on_the_named_host_after_every_post_upload_before_any_switch(
+        plug: Plug, homes, tmp_path: Path) -> None:
+    trace = tmp_path / "trace"
+    write_release_config(plug.project, trace, '[release]\nhost = "fleet-b"\n')
+
+    run = plug.ok("deploy")
+
+    lines = trace.read_text().splitlines()
+    assert [line for line in lines if line.endswith(" release")] == ["fleet-b release"]
+    released = lines.index("fleet-b release")
+    assert sorted(lines[:released]) == [f"{alias} post_upload" for alias in HOSTS]
+    assert sorted(lines[released + 1:]) == [f"{alias} start" for alias in HOSTS]
+    assert "fleet-b: ==> release step of" in run.err
+    # A rollback never runs it.
+    (plug.project / "app" / "a.txt").write_text("two\n")
+    plug.ok("deploy")
+    trace.unlink()
+    plug.ok("rollback")
+    assert "release" not in trace.read_text()
+
+
+def test_a_failed_release_switches_nothing_and_removes_the_version_everywhere(
+        plug: Plug, homes, tmp_path: Path) -> None:
+    trace = tmp_path / "trace"
+    write_release_config(plug.project, trace)
+    good = plug.ok("deploy") and live(homes["fleet-a"])
+    write_release_config(plug.project, trace, release=["echo the migration broke >&2; exit 3"])
+    (plug.project / "app" / "a.txt").write_text("two\n")
+
+    run = plug("deploy")
+
+    assert run.code == 4
+    message = one_line_error(run)
+    assert "the release step failed on fleet-a" in message and "no host switched" in message, message
+    assert lives(homes) == {alias: good for alias in HOSTS}
+    assert all(versions(home) == [good] for home in homes.values())
+    assert "the migration broke" in plug.ok("log", "--output").out
+
+
+def test_when_changed_skips_the_release_and_says_so(plug: Plug, homes, tmp_path: Path) -> None:
+    trace = tmp_path / "trace"
+    (plug.project / "app" / "migrations").mkdir()
+    (plug.project / "app" / "migrations" / "0001.sql").write_text("create table t;\n")
+    write_release_config(plug.project, trace, '[release]\nwhen_changed = ["app/migrations"]\n')
+    plug.ok("deploy")
+    trace.unlink()
+
+    (plug.project / "app" / "a.txt").write_text("two\n")
+    run = plug.ok("deploy")
+    assert "release" not in trace.read_text()
+    assert "fleet-a: ==> release step skipped: none of app/migrations changed since" in run.err
+
+    (plug.project / "app" / "migrations" / "0002.sql").write_text("alter table t;\n")
+    plug.ok("deploy")
+    assert trace.read_text().count(" release") == 1
+
+
+def test_a_release_past_its_time_limit_is_killed_and_switches_nothing(plug: Plug, homes, tmp_path: Path) -> None:
+    trace = tmp_path / "trace"
+    write_release_config(plug.project, trace)
+    good = plug.ok("deploy") and live(homes["fleet-a"])
+    write_release_config(plug.project, trace, '[timeouts]\nrelease = 1\n', release=["sleep 30"])
+    (plug.project / "app" / "a.txt").write_text("two\n")
+
+    run = plug("deploy")
+
+    assert run.code == 4
+    assert "time limit of 1 s ran out" in run.err
+    assert lives(homes) == {alias: good for alias in HOSTS}

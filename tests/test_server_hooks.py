@@ -658,3 +658,40 @@ def test_exec_says_when_the_command_cannot_run(host: Host, command: str, code: i
     (host.deploy / version / "app").mkdir()
     done = host.run("exec", "--", command)
     assert (done.returncode, done.stdout, done.stderr) == (code, "", said)
+
+
+# -- the release step, by hand -----------------------------------------------------------
+
+
+def test_upgrade_to_runs_post_upload_then_release_then_switches(host: Host) -> None:
+    old = host.deploy_version(toml_of(tracing("OLD", "stop")))
+    host.trace()
+    new = host.upload(toml_of(tracing("NEW", "post_upload", "release", "start")))
+
+    host.ok("upgrade-to", new)
+
+    assert host.trace() == [f"NEW post_upload {new} {old}", f"NEW release {new} {old}",
+                            f"OLD stop {old} {old}", f"NEW start {new} {new}"]
+    assert "(release ran)" in host.ok("log").stdout.splitlines()[-1]
+
+
+def test_a_failing_release_switches_nothing(host: Host) -> None:
+    old = host.deploy_version(toml_of(tracing("OLD", "stop")))
+    host.trace()
+    new = host.upload(toml_of({"release": ["exit 5"]}))
+
+    done = host.run("upgrade-to", new)
+
+    assert done.returncode == 4
+    assert f"release of {new} failed: 'exit 5' exited 5; nothing switched, the live version is still {old}" \
+        in done.stderr
+    assert host.live() == old and host.trace() == []
+
+
+def test_an_environment_change_never_runs_the_release_step(host: Host) -> None:
+    host.deploy_version(toml_of(tracing("V", "release")))
+    host.trace()
+    done = subprocess.run([PLUGBOX, "env", "set", "KEY"], input="x\n", env=host.env(), capture_output=True,
+                          text=True, timeout=TIMEOUT)
+    assert done.returncode == 0, done.stderr
+    assert host.trace() == []
