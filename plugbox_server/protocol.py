@@ -23,8 +23,14 @@ decide for all hosts at once: once it holds the lock, plugbox answers {"newest":
 of input, removes the new version: nothing switched); after a good check it
 answers {"switched": {"name"}} and waits: {"revert": true} switches back, {"commit":
 true} or the end of input keeps the switch. A gated rollback answers {"ready":
-{"live", "previous", "versions"}} under the lock and waits for {"version": NAME}
-(null: nothing to do here).
+{"live", "previous", "versions", "version"}} under the lock ("version": what the
+request's version or rev names on this host, resolved there) and waits for
+{"version": NAME} (null: nothing to do here). A remove or prune asked to
+"confirm" answers {"plan": {"remove": [NAMES], "lines": [TEXT]}} under the lock,
+when it has something to remove, and goes ahead on {"commit": true} only.
+
+Every request that changes state carries "origin" with at least the user and
+the machine plug runs on: the lock names them to whoever it turns away.
 
 Standard library only, and cheap to import: both start-ups load it.
 """
@@ -36,7 +42,7 @@ import json
 from plugbox_server.errors import USAGE, PlugboxError
 from plugbox_server.names import is_version_name
 
-NUMBER = 2
+NUMBER = 3
 ARGS = ("--serve", str(NUMBER))     # plugbox's arguments for this mode
 BOOTSTRAP_HINT = "run `plug bootstrap` to install the plugbox that matches plug"
 
@@ -47,6 +53,7 @@ UPLOAD, UPLOADED = "upload", "uploaded"
 PREPARED, SWITCH, SWITCHED = "prepared", "switch", "switched"
 REVERT, COMMIT, ABORT = "revert", "commit", "abort"
 READY, VERSION = "ready", "version"
+PLAN = "plan"
 
 COMMANDS = ("deploy", "rollback", "remove", "status", "verify", "log", "prune", "check", "hello")
 
@@ -126,6 +133,14 @@ def _keep(value) -> int:
     return value
 
 
+def _count(value) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError("a whole number, 0 or more")
+    return value
+
+
 def _texts(value) -> list[str]:
     if value is None:
         return []
@@ -147,9 +162,9 @@ def _object(value) -> dict:
 REQUEST_FIELDS = {
     "command": _text, "home": _text,
     "json": _flag, "output": _flag, "repair": _flag, "refresh": _flag,
-    "gated": _flag, "hold": _flag,
-    "version": _text, "versions": _texts, "keep": _keep, "wait_lock": _seconds,
-    "config": _text, "origin": _object,
+    "gated": _flag, "hold": _flag, "dry_run": _flag, "confirm": _flag, "brief": _flag,
+    "version": _text, "versions": _texts, "rev": _text, "keep": _keep, "wait_lock": _seconds,
+    "count": _count, "since": _text, "config": _text, "origin": _object,
 }
 
 
@@ -196,6 +211,17 @@ def read_versions(payload, sender: str, *keys: str) -> tuple:
                                 f"whose {key!r} is not what plug understands")
         values.append(value)
     return tuple(values)
+
+
+def read_plan(payload, sender: str) -> dict:
+    """A remove's or prune's plan: {"remove": [NAMES], "lines": [TEXT]}; ProtocolError otherwise."""
+    good = (isinstance(payload, dict) and isinstance(payload.get("remove"), list)
+            and all(isinstance(name, str) and is_version_name(name) for name in payload["remove"])
+            and isinstance(payload.get("lines"), list)
+            and all(isinstance(line, str) and "\n" not in line for line in payload["lines"]))
+    if not good:
+        raise ProtocolError(f"plugbox on {sender} answered {_shown(str(payload))}, which is no plan plug understands")
+    return payload
 
 
 def _shown(line) -> str:
