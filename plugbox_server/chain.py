@@ -40,8 +40,8 @@ from __future__ import annotations
 import posixpath
 from dataclasses import dataclass, field
 
-from plugbox_server.layout import HOME_LIVE_FROM_DEPLOY, HOME_LIVE_TARGET, LIVE, REMOVING, TMP_LINK
 from plugbox_server.errors import PlugboxError
+from plugbox_server.layout import HOME_LIVE_FROM_DEPLOY, HOME_LIVE_TARGET, LIVE, NEW, RECORDS, REMOVING, TMP_LINK
 from plugbox_server.names import is_version_name, steps_back, validate_revision, validate_version_spec
 
 @dataclass(frozen=True)
@@ -63,6 +63,7 @@ class Chain:
     home_live_is_link: bool = True
     removing: dict[str, Links] = field(default_factory=dict)  # .removing-NAME dirs
     leftovers: list[str] = field(default_factory=list)        # .link-* and .new-* entries
+    records: set[str] = field(default_factory=set)             # the names in deploy/.plugbox/
     odd_files: list[str] = field(default_factory=list)        # .lock, .log, ... not regular files
 
     # --- reading the links ------------------------------------------------
@@ -239,6 +240,11 @@ Op = SetLink | Unlink | RemoveTree
 class Problem:
     message: str
     repair: tuple[Op, ...] = ()    # empty: cannot be repaired without a person's choice
+    # What an interrupted command of plugbox's own left half done (a staging
+    # directory, a temporary link, a remove, a record without its version): the
+    # next command that holds the lock finishes or clears it, and never refuses
+    # for it (an emergency rollback is never blocked by an aborted deploy).
+    leftover: bool = False
 
 
 def link_to(name: str) -> str:
@@ -278,7 +284,8 @@ def plan_finish_removes(chain: Chain, only: str | None = None) -> list[Op]:
             new = _past(getattr(chain.removing[raw[3:]], kind), kind, chain)
             path = f"{other}/{kind}"
             ops.append(SetLink(path, link_to(new)) if new and new != other else Unlink(path))
-    return ops + [RemoveTree(REMOVING + name) for name in sorted(doomed)]
+    return ops + [RemoveTree(REMOVING + name) for name in sorted(doomed)] + \
+        [RemoveTree(f"{RECORDS}/{name}") for name in sorted(doomed) if name in chain.records]
 
 
 def plan_remove(chain: Chain, names: list[str]) -> tuple[Chain, list[Op]]:
@@ -289,7 +296,7 @@ def plan_remove(chain: Chain, names: list[str]) -> tuple[Chain, list[Op]]:
         live=chain.live, live_is_link=chain.live_is_link,
         home_live=chain.home_live, home_live_is_link=chain.home_live_is_link,
         removing={**chain.removing, **{n: chain.versions[n] for n in names}},
-        leftovers=list(chain.leftovers), odd_files=list(chain.odd_files),
+        leftovers=list(chain.leftovers), odd_files=list(chain.odd_files), records=set(chain.records),
     )
     return after, plan_finish_removes(after)
 
@@ -320,20 +327,24 @@ def problems(chain: Chain) -> list[Problem]:
     if len(chain.removing) == 1:
         (name,) = chain.removing
         found.append(Problem(f"deploy/{REMOVING}{name}: an interrupted remove of {name}",
-                             tuple(plan_finish_removes(chain))))
+                             tuple(plan_finish_removes(chain)), leftover=True))
     elif chain.removing:
         # One problem for them all: an interrupted prune may leave thousands, and
         # finishing them together is one walk over the versions, not one per name.
         names = sorted(chain.removing)
         found.append(Problem(
             f"deploy/{REMOVING}*: an interrupted remove of {len(names)} versions, "
-            f"{names[0]} to {names[-1]}", tuple(plan_finish_removes(chain))))
+            f"{names[0]} to {names[-1]}", tuple(plan_finish_removes(chain)), leftover=True))
     for entry in chain.odd_files:
         found.append(Problem(f"deploy/{entry} is not a regular file; move it out of deploy/ "
                              "(plugbox never writes through a link)"))
     for entry in sorted(chain.leftovers):
         kind = "temporary link" if entry.startswith(TMP_LINK) else "unfinished new version"
-        found.append(Problem(f"deploy/{entry}: a leftover {kind}", (RemoveTree(entry),)))
+        found.append(Problem(f"deploy/{entry}: a leftover {kind}", (RemoveTree(entry),), leftover=True))
+    making = {entry[len(NEW):] for entry in chain.leftovers if entry.startswith(NEW)}
+    for name in sorted(chain.records - set(chain.versions) - set(chain.removing) - making):
+        found.append(Problem(f"deploy/{RECORDS}/{name}: the record of no version",
+                             (RemoveTree(f"{RECORDS}/{name}"),), leftover=True))
 
     found += _live_problems(chain)
 

@@ -58,13 +58,19 @@ BOOKKEEPING_FILES = (LOCK, LOG, OUTPUT, OUTPUT_OLD)
 TMP_LINK = ".link-"                # a link being written, renamed over its place
 NEW = ".new-"                      # .new-NAME: a version being made (staging)
 REMOVING = ".removing-"            # .removing-NAME: a version being removed
+# .plugbox/NAME/: what plugbox knows of the version NAME (record.py): its record,
+# manifest, post-upload list and environment. Mode 0700, files in it 0600 where
+# secret: never inside the version's tree, which a web server may serve.
+RECORDS = ".plugbox"
 
 # --- inside a version --------------------------------------------------------------
 
 PREVIOUS = "previous"
 NEXT = "next"
 CONFIG = "plugbox.toml"
-RECORD_DIR = ".plugbox"            # the version's record, manifest, post-upload list
+# Where plugbox versions before 0.2 kept a version's record: inside it. Read, and
+# moved to deploy/.plugbox/NAME/ the first time a command writes the record.
+RECORD_DIR = ".plugbox"
 LINKS = (PREVIOUS, NEXT)
 # Top-level names of a version that are plugbox's, not the upload's: never shared,
 # never taken from an archive. The host writes plugbox.toml itself (from the

@@ -45,6 +45,13 @@ def _changing(store: Store, command: str, wait: float = 0):
         outcome = "failed"
         try:
             chain = store.read()
+            cleared = store.clear_leftovers(chain)
+            if cleared:
+                for message in cleared:
+                    warn(f"cleared {message}")
+                store.append_log("clear", None, chain.live_version(), f"cleared {len(cleared)} leftover"
+                                 + ("s" if len(cleared) > 1 else "") + " of interrupted commands")
+                chain = store.read()
             broken = c.problems(chain)
             if broken:
                 raise PlugboxError(f"deploy/ needs repair: {broken[0].message}", REPAIR_HINT)
@@ -118,8 +125,7 @@ def next_version(home: Path, *, origin: dict | None = None) -> tuple[str, str | 
     with _changing(store, "next-version") as (chain, logged):
         name = new_version_name(list(chain.versions) + list(chain.removing))
         live = chain.live_version()
-        store.make_version(name, live,
-                           fill=lambda directory: record.create(store, name, origin, directory=directory))
+        store.make_version(name, live, fill=lambda directory: record.create(store, name, origin))
         logged.after = name
         return name, live
 
@@ -231,7 +237,7 @@ def deploy(home: Path, upload: Callable[[str, Path, str | None], None], *,
         logged.command = f"deploy {name}" + (f" -m {message}" if message else "")
         staging = store.make_staging(name, live, config)
         try:
-            record.create(store, name, origin, directory=staging)
+            record.create(store, name, origin)
             upload(name, staging, live)
             store.commit_staging(name)
         except BaseException:

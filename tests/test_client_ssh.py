@@ -78,7 +78,7 @@ def test_first_deploy_makes_a_live_version(plug: Plug, app: Path, service_home: 
     assert (tree / "app" / "sub" / "c.txt").read_text() == "c\n"
     # The config travels with the version; a first version has no previous.
     assert (tree / "plugbox.toml").read_text() == (app / "plugbox.toml").read_text()
-    assert sorted(os.listdir(tree)) == [".plugbox", "app", "plugbox.toml"]
+    assert sorted(os.listdir(tree)) == ["app", "plugbox.toml"]
 
 
 def test_redeploy_hard_links_unchanged_files(plug: Plug, app: Path, service_home: Path) -> None:
@@ -119,7 +119,7 @@ def test_version_dir_contents_become_the_version(
     second = plug.deploy()
 
     tree = service_home / "deploy" / second
-    assert sorted(os.listdir(tree)) == [".plugbox", "index.html", "plugbox.toml", "previous", "static"]
+    assert sorted(os.listdir(tree)) == ["index.html", "plugbox.toml", "previous", "static"]
     assert (service_home / "live" / "index.html").read_text() == "v2\n"
     assert inode(tree / "static" / "x.css") == inode(
         service_home / "deploy" / first / "static" / "x.css"

@@ -41,7 +41,7 @@ def test_next_version_prints_the_name_alone(home):
     assert (home / "deploy" / name).is_dir()
     assert link(home, f"deploy/{name}/previous") is None   # a first version
     assert link(home, "deploy/live") is None and link(home, "live") is None
-    assert sorted(os.listdir(home / "deploy")) == [".lock", ".log", name]
+    assert sorted(os.listdir(home / "deploy")) == [".lock", ".log", ".plugbox", name]
 
 
 def test_next_version_json_tells_the_name_previous_and_home(home):

@@ -329,6 +329,42 @@ def test_ctrl_c_during_the_upload_changes_nothing(client: Client, home: Path, ga
              lambda: f"no ssh process nor temporary file (left: {client.leftovers()})", PATIENCE)
 
 
+def test_ctrl_c_mid_upload_round_after_round_never_blocks_a_rollback(client: Client, home: Path) -> None:
+    """Ctrl-C to the whole group (plug, its rsync, its ssh) while rsync writes a tree of
+    thousands of small files into the staging directory, so that the host's cleanup
+    runs while rsync still renames its temporary files: every time, the staging
+    directory goes, and a rollback works at once."""
+    tree = {f"app/many/{i // 100:02d}/{i:04d}.txt": f"{i}\n" for i in range(3000)}
+    write_app(client.project, tree)
+    first = deploy_ok(client)
+    bump(client, "two\n")
+    second = deploy_ok(client)
+    interrupted = 0
+    for round in range(6):
+        write_app(client.project, {path: f"{round} {text}" for path, text in tree.items()})
+
+        def uploading() -> bool:
+            return any(sum(len(files) for _, _, files in os.walk(home / "deploy" / entry)) > 300
+                       for entry in staging(home))
+
+        code, text = ctrl_c(client, ["deploy"], uploading)
+        if code != 130:  # the upload outran the look: this round proves nothing
+            assert code == 0, text
+            client.run("rollback")
+            continue
+        interrupted += 1
+        assert "interrupted before the upload was complete" in text, text
+        wait_for(lambda: staging(home) == [], "the host to remove the staging directory", PATIENCE)
+        assert live(home) == second and set(versions(home)) >= {first, second}
+        back = client.run("rollback")
+        assert back.returncode == 0, back.stderr
+        assert live(home) == first
+        forth = client.run("rollback", second)
+        assert forth.returncode == 0, forth.stderr
+    assert interrupted >= 3, f"only {interrupted} of 6 Ctrl-C landed during the upload"
+    assert client.run("check").stdout == "ok\n"
+
+
 # -- hosts that do not answer, or answer in another protocol ---------------------------
 
 
