@@ -363,3 +363,33 @@ def test_a_deploy_on_a_terminal_shows_one_bar_per_host_each_ending_at_100(plug: 
         assert bars, seen.shown
         assert re.fullmatch(rf"{alias}\s+━+\s+100%\s+4/4 entries\s+2\.0 MB sent at \S+/s\s+\d:\d\d:\d\d", bars[-1]), bars[-1]
     assert f"version {live(homes['fleet-a'])} is live on 3 hosts" in seen.shown
+
+
+def test_prune_on_a_terminal_asks_once_for_every_host(plug: Plug, homes, fleet: Fleet) -> None:
+    from terminal import on_terminal
+
+    made = []
+    for text in ("one\n", "two\n", "three\n", "four\n"):
+        (plug.project / "app" / "a.txt").write_text(text)
+        plug.ok("deploy")
+        made.append(live(homes["fleet-a"]))
+    dry = plug.ok("prune", "--keep", "1", "--dry-run").out.splitlines()
+    assert f"fleet-b: would remove {made[0]}  previous" in dry and f"fleet-c: keep         {made[2]}  live's previous" in dry
+    env = {**os.environ, "PLUG_SSH_CONFIG": str(fleet.ssh_config)}
+    env.pop("PLUG_SSH_OPTIONS", None)
+
+    said = on_terminal([str(PLUG), "prune", "--keep", "1"], "n\n", env=env, cwd=plug.project)
+    assert said.code == 1, said.shown
+    # Two versions to go, the same two on every host: asked about once.
+    assert said.shown.count("[y/N]") == 1 and "remove 2 versions on 3 hosts? [y/N]" in said.shown
+    assert f"fleet-c: would remove {made[1]}  previous" in said.shown
+    assert said.shown.rstrip().endswith("plug: called off; nothing was removed on any host")
+    assert all(versions(home) == made for home in homes.values())
+
+    # One version to go: no question.
+    said = on_terminal([str(PLUG), "prune", "--keep", "3"], "", env=env, cwd=plug.project)
+    assert said.code == 0 and "[y/N]" not in said.shown, said.shown
+    assert all(versions(home) == made[1:] for home in homes.values())
+    said = on_terminal([str(PLUG), "prune", "--keep", "1"], "y\n", env=env, cwd=plug.project)
+    assert said.code == 0 and "[y/N]" not in said.shown  # one left to go
+    assert all(versions(home) == made[2:] for home in homes.values())
