@@ -10,19 +10,37 @@ then reports it as usual. Like the CLI, it takes -c and -s before the command
 or after it.
 """
 
+import os
 import signal
 import sys
 
+from plugbox_server.errors import INTERRUPTED
+
 # The commands that talk to plugbox on the host through one session.
-_HOST_COMMANDS = {"deploy", "rollback", "status", "log", "remove", "prune", "check", "verify", "exec", "ssh"}
+_HOST_COMMANDS = {"deploy", "rollback", "status", "log", "remove", "prune", "check", "verify", "exec", "ssh",
+                  "env"}
 _VALUE_OPTIONS = {"-c", "--config", "-m", "--message", "--wait-lock", "--keep", "--batch", "--rev", "--since",
-                  "--count", "--host"}
+                  "--count"}
+
+
+_interrupts = 0
 
 
 def _interrupted(signum, frame):
-    # SIGTERM and SIGHUP (a closed terminal) end plug the way Ctrl-C does: through
-    # its cleanup, with a one-line message.
-    raise KeyboardInterrupt
+    """Ctrl-C, SIGTERM and SIGHUP (a closed terminal) end plug through its cleanup, with
+    a one-line message. Another while plug is ending what the first interrupted (the
+    host finishing or undoing a deploy, rsync stopping) says so and lets it end; a
+    third leaves at once (what plug started dies with it)."""
+    global _interrupts
+    _interrupts += 1
+    if _interrupts == 1:
+        raise KeyboardInterrupt
+    if _interrupts == 2:
+        os.write(2, b"plug: still ending what was interrupted, in a few seconds; "
+                    b"interrupt once more to leave at once\n")
+        return
+    os.write(2, b"plug: left at once; see `plug status`\n")
+    os._exit(INTERRUPTED)
 
 
 def _parse(argv: list[str]):
@@ -36,15 +54,16 @@ def _parse(argv: list[str]):
             return None, None, None, [], None
         if options and word == "--":
             options = False
-        elif options and word in ("-c", "--config"):
-            config = next(words, None)
-        elif options and word.startswith("--config="):
-            config = word.partition("=")[2]
-        elif options and word in ("-s", "--stage"):
-            stage = next(words, None)
-        elif options and word.startswith("--stage="):
-            stage = word.partition("=")[2]
-        elif options and command == "status" and word == "--host":
+        elif options and (word in ("-c", "--config", "-s", "--stage") or word.startswith(("--config=", "--stage="))):
+            value = word.partition("=")[2] if "=" in word else next(words, None)
+            given = config if word.startswith(("-c", "--config")) else stage
+            if given is not None and given != value:  # the CLI refuses it: connect nowhere
+                return None, None, None, [], None
+            if word.startswith(("-c", "--config")):
+                config = value
+            else:
+                stage = value
+        elif options and word == "--host":  # status, exec, ssh: that host alone
             host = next(words, None)
         elif options and word in _VALUE_OPTIONS:
             next(words, None)
@@ -80,9 +99,13 @@ def start_ahead(argv: list[str]) -> None:
 
 
 def main() -> None:
-    signal.signal(signal.SIGTERM, _interrupted)
-    signal.signal(signal.SIGHUP, _interrupted)
-    start_ahead(sys.argv[1:])
-    from plugbox_client.cli import main as cli
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, _interrupted)
+    try:
+        start_ahead(sys.argv[1:])
+        from plugbox_client.cli import main as cli
 
-    cli()
+        cli()
+    except KeyboardInterrupt:  # before a command could say it in its own words
+        os.write(2, b"plug: interrupted\n")
+        sys.exit(INTERRUPTED)

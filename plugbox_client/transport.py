@@ -58,14 +58,15 @@ class Result:
     stdout: str = ""
 
 
-def run(argv: list[str], *, cwd: Path | None = None, out=None, err: Path | None = None,
+def run(argv: list[str], *, cwd: Path | None = None, out=None, err=None,
         stdin: Path | None = None, env: dict[str, str] | None = None) -> Result:
     """Run argv to its end and return its exit status (killed by signal N: 128+N).
 
     `out`: None passes stdout to the terminal; CAPTURE keeps it in Result.stdout; a
     callable gets it line by line, a line ending at a newline or a carriage
     return (rsync's progress rewrites its line with \\r); a Path receives it.
-    `err`: None passes stderr to the terminal, a Path receives it. `stdin`: the
+    `err`: None passes stderr to the terminal, a callable gets it line by line, a
+    Path receives it. `stdin`: the
     terminal's, or the file given.
     """
     if callable(out):
@@ -79,7 +80,7 @@ def run(argv: list[str], *, cwd: Path | None = None, out=None, err: Path | None 
             _cwd=str(cwd) if cwd else None,
             _env={**os.environ, **env} if env else None,
             _in=files.enter_context(open(stdin, "rb")) if stdin is not None else 0,
-            _err=files.enter_context(open(err, "wb")) if err is not None else 2,
+            _err=files.enter_context(open(err, "wb")) if isinstance(err, Path) else err if err else 2,
         )
         if isinstance(out, Path):
             kwargs["_out"] = files.enter_context(open(out, "wb"))
@@ -103,11 +104,12 @@ def run(argv: list[str], *, cwd: Path | None = None, out=None, err: Path | None 
     return Result(done.exit_code, stdout)
 
 
-def _run_reading(argv: list[str], out, *, cwd: Path | None, err: Path | None, stdin: Path | None,
+def _run_reading(argv: list[str], out, *, cwd: Path | None, err, stdin: Path | None,
                  env: dict[str, str] | None) -> Result:
     """run() with `out` a callable, given each line as it comes. (Not sh: its
     unbuffered mode calls back once per byte, which rsync's thousands of lines
-    and its \\r-rewritten progress would make slow.)"""
+    and its \\r-rewritten progress would make slow.) A callable `err` gets the
+    lines of stderr, each with its newline, read by a thread of their own."""
     import re
 
     _command(argv[0])  # not found: one line
@@ -115,8 +117,14 @@ def _run_reading(argv: list[str], out, *, cwd: Path | None, err: Path | None, st
         process = subprocess.Popen(
             argv, cwd=cwd, env={**os.environ, **env} if env else None, stdout=subprocess.PIPE,
             stdin=files.enter_context(open(stdin, "rb")) if stdin is not None else None,
-            stderr=files.enter_context(open(err, "wb")) if err is not None else None,
+            stderr=(subprocess.PIPE if callable(err) else
+                    files.enter_context(open(err, "wb")) if err is not None else None),
             preexec_fn=_die_with_parent)
+        said = None
+        if callable(err):
+            said = threading.Thread(target=lambda: [err(line.decode("utf-8", "replace"))
+                                                    for line in process.stderr], daemon=True)
+            said.start()
         try:
             pending = b""
             while chunk := os.read(process.stdout.fileno(), 65536):
@@ -126,6 +134,8 @@ def _run_reading(argv: list[str], out, *, cwd: Path | None, err: Path | None, st
             if pending:
                 out(pending.decode("utf-8", "replace"))
             code = process.wait()
+            if said is not None:
+                said.join(5)
         except BaseException:
             # Ctrl-C or plug's end: stop it and let it say its last word before plug does.
             with contextlib.suppress(Exception):
@@ -135,6 +145,9 @@ def _run_reading(argv: list[str], out, *, cwd: Path | None, err: Path | None, st
             raise
         finally:
             process.stdout.close()
+            if said is not None:
+                said.join(1)
+                process.stderr.close()
     return Result(128 - code if code < 0 else code)
 
 
@@ -362,17 +375,19 @@ class Session:
     # --- what rides on the connection -----------------------------------------------
 
     def ride(self, remote: list[str], *, tty: bool = False, stdin: Path | None = None,
-             capture: bool = False) -> Result:
+             capture: bool = False, out=None, err=None) -> Result:
         """Run `remote` (a host-side argv) on the host over this connection: on this
-        terminal, or with `capture` its stdout kept (and `stdin` read from a file).
-        With host "local", it runs here, told plugbox_env as on a host."""
+        terminal; or with `capture` its stdout kept, or `out`/`err` given its lines
+        (see run), `stdin` read from a file. With host "local", it runs here, told
+        plugbox_env as on a host."""
         if self.local:
             argv, env = remote, self.env
         else:
             self.greet()  # the master is up: what rides on it never logs in again
             argv, env = A.ssh_ride(self.base, self.config.host, remote, tty), None
-        if capture or stdin is not None:
-            return run(argv, out=CAPTURE if capture else None, stdin=stdin, env=env)
+        if capture or stdin is not None or out is not None or err is not None:
+            return run(argv, out=CAPTURE if capture else out, err=err, stdin=stdin, env=env)
+        # (on this terminal: nothing captured, the person sees what the host says)
         return Result(foreground(argv, env))
 
     def plugbox(self, args: list[str], **how) -> Result:

@@ -175,16 +175,24 @@ def human(size: int) -> str:
 
 
 def rsync(paths: list[str], dest: str, *, config: Config, rsh: str | None, link_dest: str | None = None,
-          dry_run=False, progress: Callable[[Count], None] | None = None) -> Count:
+          dry_run=False, progress: Callable[[Count], None] | None = None, prefix: str = "") -> Count:
     """rsync `paths` to `dest` (already host:path, or a local path), counting as it goes;
-    `progress(count)`: told how far it has got, every 0.1 s at most."""
+    `progress(count)`: told how far it has got, every 0.1 s at most.
+
+    What rsync says on stderr is shown once it has ended, each line after `prefix`
+    (its host's name, with several): never when plug was interrupted, whose one
+    line says it all (rsync's own words then are its noise about the signal).
+    """
     argv = A.rsync_upload(
         paths, dest, link_dest=link_dest, shared=config.shared,
         exclude=config.exclude + home_excludes(config), rsh=rsh, dry_run=dry_run,
         progress=progress is not None,
     )
     count = Count(dry_run=dry_run, progress=progress)
-    code = transport.run(argv, out=count.line).code
+    said: list[str] = []
+    code = transport.run(argv, out=count.line, err=said.append).code
+    for line in "".join(said).splitlines():
+        transport.show(f"{prefix}{line}")
     if code != 0:
         raise PlugboxError(f"rsync exited with {code} (see its messages above)")
     count.done()

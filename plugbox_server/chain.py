@@ -127,24 +127,30 @@ class Chain:
         return states
 
 
+# The states a version's history can give it, beside live and previous (the links').
+NOT_KEPT = ("pending", "failed", "reverted")   # what prune takes first: never a good rollback target
+
+
 def history_state(history: list[dict]) -> str:
-    """failed, retired or pending, from a version's history (its record's "history").
+    """failed, reverted, retired or pending, from a version's history (its record's "history").
 
     A version was live once when it went live and did not fail right after, or
     was switched away from other than after a failure (a kill may have cut the
     event of its going live short); it is failed when the last thing that
-    happened to it was a failed hook.
+    happened to it was a failed hook, and reverted when it came up well but was
+    switched back because another host of the same deploy failed.
     """
     events = [entry.get("event") if isinstance(entry, dict) else None for entry in history]
-    was_live = failed = False
+    was_live, ended = False, None
     for i, what in enumerate(events):
         before = events[i - 1] if i else None
         after = events[i + 1] if i + 1 < len(events) else None
-        if what == "failed":
-            failed = True
-        elif (what == "live" and after != "failed") or (what == "away" and before != "failed"):
-            was_live, failed = True, False
-    return "failed" if failed else "retired" if was_live else "pending"
+        if what in ("failed", "reverted"):
+            ended = what
+        elif (what == "live" and after not in ("failed", "reverted")) or \
+                (what == "away" and before not in ("failed", "reverted")):
+            was_live, ended = True, None
+    return ended or ("retired" if was_live else "pending")
 
 
 # --- naming a version ----------------------------------------------------------
@@ -314,7 +320,7 @@ def plan_prune(chain: Chain, keep: int, in_use: "set[str] | frozenset[str]" = fr
     states = chain.states(histories)
     candidates = sorted(
         (n for n in chain.versions if n not in protected),
-        key=lambda n: (states[n] not in ("pending", "failed"), n),
+        key=lambda n: (states[n] not in NOT_KEPT, n),
     )
     excess = len(chain.versions) - keep
     return sorted(candidates[: max(excess, 0)])

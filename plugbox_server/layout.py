@@ -12,6 +12,7 @@ import os
 import posixpath
 from dataclasses import dataclass, field
 
+from plugbox_server.environment import check_name, check_value
 from plugbox_server.errors import REFUSED, USAGE, PlugboxError
 
 # --- the home ---------------------------------------------------------------------
@@ -91,8 +92,10 @@ KEYS = {
     "build": ("prepare", "upload", "version_dir", "exclude"),
     "hooks": HOOKS,
     "timeouts": HOOKS,
+    "env": (),     # each key a variable of the version's environment
     "stages": (),  # each key a stage: a table of STAGE_KEYS
 }
+OPEN_TABLES = ("env", "stages")  # whose keys are names of the user's, not plugbox's
 # What a [stages.NAME] table may set: where the service runs, not what it is.
 STAGE_KEYS = ("host", "hosts", "jump", "home")
 
@@ -106,6 +109,7 @@ class Settings:
     hooks: dict[str, tuple[str, ...]] = field(default_factory=dict)
     timeouts: dict[str, float] = field(default_factory=dict)
     shared: tuple[str, ...] = ()
+    env: dict[str, str] = field(default_factory=dict)   # [env]: plain settings, never secrets
 
     def has(self, hook: str) -> bool:
         return bool(self.hooks.get(hook))
@@ -192,7 +196,7 @@ def settings(data: dict, check: Checker) -> Settings:
             raise check.error(None, name, "unknown table", f"the tables are {', '.join(KEYS)}")
     tables = {name: check.table(data, name) for name in KEYS}
     for name, keys in KEYS.items():
-        if name == "stages":
+        if name in OPEN_TABLES:
             continue
         for key in tables[name]:
             if key not in keys:
@@ -215,7 +219,13 @@ def settings(data: dict, check: Checker) -> Settings:
         if top in OWNED:
             raise check.error("service", "shared", f"{p!r} would replace the version's own {top}",
                               "choose another path")
-    return Settings(hooks, timeouts, shared)
+    env = {}
+    for key, value in tables["env"].items():
+        why = check_name(key) or check_value(key, value)
+        if why:
+            raise check.error("env", key, why, "[env] holds NAME = \"value\" lines, each on one line")
+        env[key] = value
+    return Settings(hooks, timeouts, shared, env)
 
 
 def shown(value) -> str:

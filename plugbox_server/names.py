@@ -48,7 +48,7 @@ def validate_version(name: str) -> str:
         # ascii(): one line, control characters escaped once ('a\nb', not 'a\\nb').
         raise PlugboxError(
             f"{name!a} is not a version name{old}: a name is {FORMAT}",
-            "see `plugbox status` for the versions",
+            "see `plugbox status` for the versions", code=USAGE,
         )
     return name
 
@@ -63,7 +63,7 @@ def validate_version_spec(text: str) -> str:
     if not is_version_spec(text):
         old = " (the old form with colons)" if _OLD.fullmatch(text) else ""
         raise PlugboxError(f"{text!a} is not a version name{old}: a name is {SPEC_FORMAT}",
-                           "see `plugbox status` for the versions")
+                           "see `plugbox status` for the versions", code=USAGE)
     return text
 
 

@@ -9,6 +9,7 @@ reads the version's tree:
     manifest       every entry of the tree as uploaded (JSON, one line), with
                    each file's sha256: what verify compares with
     post-upload    what post_upload added or changed, by stat only
+    env            its environment, NAME=VALUE a line (mode 0600; see environment.py)
 
 An older plugbox kept these in deploy/NAME/.plugbox/: they are read there, and
 moved the first time a command writes the record.
@@ -24,12 +25,15 @@ directory except what plugbox owns there: `previous`, `next` and `.plugbox`.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import stat
 from pathlib import Path
 
+from plugbox_server import environment
+from plugbox_server.environment import Environment
 from plugbox_server.errors import PlugboxError
 from plugbox_server.layout import BESIDE_TREE, RECORD_DIR, RECORDS
 from plugbox_server.names import utc_now, who
@@ -37,8 +41,9 @@ from plugbox_server.names import utc_now, who
 RECORD = "record.json"
 MANIFEST = "manifest"
 POST_UPLOAD = "post-upload"
+ENV = "env"
 ORIGIN_KEYS = ("user", "machine", "revision", "branch", "dirty", "message")
-EVENTS = ("live", "away", "failed")
+EVENTS = ("live", "away", "failed", "reverted")
 _MESSAGE_LIMIT = 2000
 
 
@@ -120,7 +125,8 @@ def after_post_upload(store, name: str) -> int:
 
 
 def event(store, name: str, what: str, *, command: str | None = None, hook: str | None = None) -> None:
-    """Add to the version's history: it went `live`, was switched `away` from, or `failed` a hook.
+    """Add to the version's history: it went `live`, was switched `away` from, `failed` a
+    hook, or was `reverted` (switched back though it came up well: another host failed).
 
     Never fails the command: the history is a record, not a step of the switch.
     """
@@ -136,6 +142,52 @@ def event(store, name: str, what: str, *, command: str | None = None, hook: str 
         _write_json(directory(store, name, make=True), RECORD, record)
     except (OSError, PlugboxError):
         pass
+
+
+def write_environment(store, name: str, env: Environment, change: dict | None = None) -> None:
+    """The version's environment: its values in `env` (mode 0600), and in its record
+    the names, their sources and the version that last changed each, and for an
+    environment change the names set and unset ({"set", "unset"}); never a value."""
+    own = directory(store, name, make=True)
+    _write(own, ENV, environment.render(env.values), mode=0o600)
+    record = load(store, name) or create(store, name)
+    record["environment"] = env.known()
+    if change:
+        record["change"] = change
+    _write_json(own, RECORD, record)
+
+
+def manifest(store, name: str) -> list[list]:
+    """The version's tree as uploaded, one entry a path (see seal), parents first;
+    refused when the version has none to give."""
+    own = directory(store, name)
+    entries = _read_manifest(own, MANIFEST)
+    if not (own / MANIFEST).is_file():
+        raise PlugboxError(f"{name} has no record of its files as uploaded (made by hand, or by an "
+                           "older plugbox)", "deploy a version first; nothing changed")
+    return sorted(entries, key=lambda e: e[1])
+
+
+def has_environment(store, name: str) -> bool:
+    return os.path.lexists(directory(store, name) / ENV)
+
+
+def read_environment(store, name: str) -> Environment:
+    """The version's environment (empty for a version that has none)."""
+    own = directory(store, name)
+    try:
+        fd = os.open(own / ENV, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return Environment()
+    except OSError as error:
+        raise PlugboxError(f"could not read {own / ENV}: {error.strerror}") from None
+    with os.fdopen(fd, "rb") as f:
+        values = environment.parse(f.read())
+    known = (load(store, name) or {}).get("environment") or {}
+    sources = {k: v.get("source", environment.SET) for k, v in known.items() if isinstance(v, dict)}
+    since = {k: v.get("since") for k, v in known.items() if isinstance(v, dict) and v.get("since")}
+    return Environment(values, {k: sources.get(k, environment.SET) for k in values},
+                       {k: since[k] for k in values if k in since})
 
 
 # --- reading ----------------------------------------------------------------------
@@ -316,13 +368,14 @@ def _write_lines(directory: Path, filename: str, entries: list[list]) -> None:
     _write(directory, filename, json.dumps({"entries": entries}).encode() + b"\n")
 
 
-def _write(directory: Path, filename: str, data: bytes) -> None:
+def _write(directory: Path, filename: str, data: bytes, mode: int = 0o644) -> None:
     """Write `filename` whole or not at all: temporary file, fsync, rename, fsync of the directory."""
     final = directory / filename
     temporary = directory / f".{filename}.new"
     try:
-        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC,
-                     0o644)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temporary)  # left by a kill, maybe with another mode
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
         try:
             view = memoryview(data)
             while view:

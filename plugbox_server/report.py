@@ -13,8 +13,10 @@ import time
 from pathlib import Path
 from typing import TextIO
 
-from plugbox_server import names, operations, record
-from plugbox_server.errors import PlugboxError, for_caller
+from plugbox_server import operations, record
+from plugbox_server.environment import digest
+from plugbox_server.errors import USAGE, PlugboxError, for_caller
+from plugbox_server.names import since as moment
 
 
 def status(home: Path, as_json: bool, out: TextIO, brief: bool = False) -> dict:
@@ -129,12 +131,42 @@ def check(home: Path, repair: bool, out: TextIO) -> None:
         print("ok", file=out)
 
 
+def env(home: Path, action: str, names: list[str], versions: list[str], out: TextIO) -> None:
+    """`env` (the live version's names: source, a short digest, the version that last
+    changed each), `env get NAME` (one value, on purpose), `env diff [A [B]]`."""
+    if action == "diff":
+        a, b, changes = operations.environment_diff(home, versions)
+        for what, name in changes:
+            print(f"{what} {name}", file=out)
+        if not changes:
+            print(f"the environments of {a} and {b} are the same", file=out)
+        return
+    version, environment = operations.environment_of(home, versions[0] if versions else None)
+    if action == "get":
+        if len(names) != 1:
+            raise PlugboxError("get prints one value", "name one variable", code=USAGE)
+        if names[0] not in environment.values:
+            raise PlugboxError(f"{names[0]} is not set in {version}", "see `plugbox env`")
+        print(environment.values[names[0]], file=out)
+        return
+    if not environment.values:
+        print(f"no variables in the environment of {version}", file=out)
+        return
+    rows = [("NAME", "SOURCE", "DIGEST", "CHANGED IN")] + [
+        (name, "[env]" if environment.sources.get(name) == "toml" else "plug env set",
+         digest(value), environment.since.get(name, "-"))
+        for name, value in sorted(environment.values.items())]
+    widths = [max(len(row[i]) for row in rows) for i in range(3)]
+    for row in rows:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)) + "  " + row[3], file=out)
+
+
 def log(home: Path, out: TextIO, output: bool = False, count: int | None = None,
         since: str | None = None) -> None:
     """The log (or, with `output`, the kept hook output, command by command): only
     what happened at or after `since` (any form names.since takes), the last
     `count` of it."""
-    start = names.since(since) if since is not None else None
+    start = moment(since) if since is not None else None
     if output:
         parts = _output_parts(operations.hook_output(home))
         parts = [part for when, part in parts if start is None or when >= start]
@@ -155,7 +187,7 @@ def log(home: Path, out: TextIO, output: bool = False, count: int | None = None,
 
 
 def _since(since: str | None) -> str:
-    return f" since {names.since(since)}" if since is not None else ""
+    return f" since {moment(since)}" if since is not None else ""
 
 
 # The heading store.OutputRecord writes before each command's kept output.

@@ -249,6 +249,37 @@ class Store:
         finally:
             os.close(fd)
 
+    def link_uploaded(self, source: str, building: Path, entries: list[list]) -> None:
+        """Fill `building` with the version `source`'s files as uploaded (`entries`, its
+        manifest, parents first, plugbox.toml among them): directories made, files
+        hard-linked, links copied. Never what post_upload made, which a hard link
+        would share and a rerun would overwrite in place: a file changed since the
+        upload (written in place) is refused, naming it."""
+        origin = self.deploy / source
+        for entry in entries:
+            kind, relative = entry[0], entry[1]
+            if relative.startswith("/") or ".." in relative.split("/"):
+                raise PlugboxError(f"deploy/.plugbox/{source}/manifest names {relative!a}, outside the version")
+            there, here = origin / relative, building / relative
+            try:
+                if kind == "d":
+                    os.mkdir(here)
+                    os.chmod(here, entry[2])
+                elif kind == "l":
+                    os.symlink(entry[2], here)
+                elif kind == "f":
+                    st = os.lstat(there)
+                    if (stat.S_ISREG(st.st_mode) and (st.st_ino, st.st_size, st.st_mtime_ns)
+                            == (entry[5], entry[3], entry[4])):
+                        os.link(there, here, follow_symlinks=False)
+                    else:
+                        raise PlugboxError(
+                            f"deploy/{source}/{relative} changed since it was uploaded (written in place, "
+                            "by post_upload or by hand): the new version cannot share it",
+                            "deploy instead, which uploads it afresh; nothing changed")
+            except OSError as error:
+                raise os_error(f"could not make deploy/{building.name}/{relative}", error)
+
     def commit_staging(self, name: str) -> None:
         """The version appears under its name, whole: the commit point of its making."""
         building = self.staging_dir(name)

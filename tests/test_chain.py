@@ -402,6 +402,11 @@ def test_prune_takes_failed_versions_with_the_pending_ones_first():
     # live once, then a rollback to it failed
     ([{"event": "live"}, {"event": "away"}, {"event": "live"},
       {"event": "failed", "hook": "check"}, {"event": "away"}], "failed"),
+    # came up well, switched back because another host of the deploy failed
+    ([{"event": "live"}, {"event": "reverted"}, {"event": "away"}], "reverted"),
+    # and later rolled forward to, and up: was live
+    ([{"event": "live"}, {"event": "reverted"}, {"event": "away"}, {"event": "live"}, {"event": "away"}],
+     "retired"),
 ])
 def test_history_state(history, state):
     assert history_state(history) == state

@@ -20,6 +20,10 @@ from plugbox_client.main import _parse
     (["deploy", "-s", "staging", "-c", "x.toml"], ("deploy", "x.toml", "staging", [], None)),
     (["rollback", "--rev", "abc1234", "--stage=prod"], ("rollback", None, "prod", [], None)),
     (["rollback", "live~2", "-s", "prod"], ("rollback", None, "prod", ["live~2"], None)),
+    # given twice, differently: the CLI refuses it, so nothing starts ahead
+    (["-s", "staging", "status", "-s", "production"], (None, None, None, [], None)),
+    (["-c", "a.toml", "status", "--config=b.toml"], (None, None, None, [], None)),
+    (["-s", "staging", "status", "--stage", "staging"], ("status", None, "staging", [], None)),
     # log's -n takes a value; elsewhere -n is --dry-run, which skips the head start
     (["log", "-n", "5", "--since", "2h"], ("log", None, None, [], None)),
     (["prune", "-n"], (None, None, None, [], None)),

@@ -45,8 +45,9 @@ def test_a_versions_tree_holds_what_was_uploaded_and_its_record_lives_beside_it(
     # What a web server serving deploy/NAME as it is would show: nothing of plugbox's.
     assert sorted(os.listdir(home / "deploy" / name)) == ["index.html"]
     records = home / "deploy" / ".plugbox"
-    assert sorted(os.listdir(records / name)) == ["manifest", "post-upload", "record.json"]
+    assert sorted(os.listdir(records / name)) == ["env", "manifest", "post-upload", "record.json"]
     assert (os.stat(records).st_mode & 0o777, os.stat(records / name).st_mode & 0o777) == (0o700, 0o700)
+    assert os.stat(records / name / "env").st_mode & 0o777 == 0o600
     assert read(home, name)["name"] == name
 
 

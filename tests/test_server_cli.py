@@ -332,7 +332,7 @@ def lived(home):
 @pytest.mark.parametrize("name", BAD_NAMES, ids=repr)
 @pytest.mark.parametrize("command", [["upgrade-to"], ["rollback-to"], ["remove", "-v"]])
 def test_a_bad_version_name_is_refused(lived, command, name):
-    line = refused(lived, *command, name)
+    line = refused(lived, *command, name, code=2)  # bad usage
     assert line == (f"plugbox: {name!a} is not a version name: a name is YYYYMMDDTHHMMSSZ, such as 20261121T090000Z, "
                     "or a unique prefix of one (20261121T09), live, previous or live~N (N versions back from live); "
                     "see `plugbox status` for the versions\n")
@@ -431,7 +431,7 @@ def test_remove_of_several_with_one_bad_removes_none(home, bad):
     live = link(home, "deploy/live")
     other, named = {"unknown": (Z, f"no version {Z} "), "live": (live, f"{live} is live"),
                     "malformed": ("../x", "'../x' is not a version name")}[bad]
-    line = refused(home, "remove", "-v", first, "-v", second, "-v", other)
+    line = refused(home, "remove", "-v", first, "-v", second, "-v", other, code=2 if bad == "malformed" else 1)
     assert line.startswith(f"plugbox: {named}")
 
 

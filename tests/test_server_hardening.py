@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import TIMEOUT, WAIT_FOR_GO, one_line, toml_of, tracing, wait_for
+from helpers import TIMEOUT, WAIT_FOR_GO, fill_inodes, one_line, small_disk, toml_of, tracing, wait_for  # noqa: F401 (a fixture)
 from plugbox_host import PLUGBOX, Host
 from plugbox_server import hooks, store as store_module
 from plugbox_server.errors import HookFailed
@@ -149,41 +149,6 @@ def test_a_link_left_at_a_shared_path_is_replaced_not_followed(host: Host, tmp_p
 
 
 # --- 3 and 4. a full disk: nothing left to repair, the service never left stopped --------------
-
-
-@pytest.fixture
-def small_disk(tmp_path: Path):
-    """A tmpfs of a few hundred inodes, mounted for this test alone."""
-    mount = tmp_path / "disk"
-    mount.mkdir()
-    if os.geteuid() != 0:
-        pytest.skip("the full-disk cases mount a small tmpfs, which needs root")
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m,nr_inodes=300,mode=0755",
-                           "plugbox-test", str(mount)], capture_output=True, text=True)
-    if done.returncode != 0:
-        pytest.skip(f"mounting a tmpfs is not permitted here: {done.stderr.strip()}")
-    try:
-        yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], capture_output=True)
-
-
-def fill_inodes(directory: Path, leave: int) -> None:
-    """Create empty files in `directory` until exactly `leave` inodes are free."""
-    directory.mkdir(exist_ok=True)
-    made = []
-    for i in range(10_000):  # more than the disk has
-        try:
-            (directory / str(i)).touch()
-        except OSError as error:
-            assert error.errno == errno.ENOSPC, error
-            break
-        made.append(directory / str(i))
-    else:
-        pytest.fail("the disk never filled")
-    for path in made[len(made) - leave:]:
-        path.unlink()
-    assert os.statvfs(directory).f_ffree == leave
 
 
 def test_next_version_on_a_disk_out_of_inodes_leaves_nothing_behind(
