@@ -9,12 +9,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from plugbox_server import chain as c
 from plugbox_server import environment, hooks, inuse, layout, record
-from plugbox_server.errors import REVERT_FAILED, USAGE, Aborted, HookFailed, PlugboxError, Reverted
+from plugbox_server.errors import REVERT_FAILED, USAGE, Aborted, HookFailed, PlugboxError, Reverted, for_caller
 from plugbox_server.names import new_version_name, validate_version
 from plugbox_server.output import keep_going_when_the_caller_goes, say
 from plugbox_server.store import Store
@@ -71,11 +71,13 @@ def _changing(store: Store, command: str, wait: float = 0):
             store.append_log(logged.command or command, logged.before, logged.after, outcome)
 
 
-def _existing(chain: c.Chain, name: str) -> str:
-    validate_version(name)
-    if name not in chain.versions:
-        raise PlugboxError(f"no version {name} in deploy/", "see `plugbox status`")
-    return name
+def _resolved(store: Store, chain: c.Chain, spec: str | None, rev: str | None = None) -> str:
+    """The version `spec` (a name, a prefix, live, previous, live~N) or `rev` (a git
+    revision) names; see chain.resolve. The records are read only for a revision."""
+    revisions = None
+    if rev is not None:
+        revisions = {name: (record.load(store, name) or {}).get("revision") for name in chain.versions}
+    return c.resolve(chain, spec, rev, revisions)
 
 
 class _Service:
@@ -130,10 +132,10 @@ def next_version(home: Path, *, origin: dict | None = None) -> tuple[str, str | 
         return name, live
 
 
-def upgrade_to(home: Path, version: str, *,
+def upgrade_to(home: Path, version: str | None, *, rev: str | None = None,
                before_stop: "Gate | None" = None,
                after_check: Callable[[], None] | None = None) -> None:
-    """Make `version`, made against the live version, live.
+    """Make `version` (or the version deployed from `rev`), made against the live version, live.
 
     post_upload, then the release step ([hooks] release, see _release), then the
     switch. `before_stop(release)` runs once post_upload has succeeded, before
@@ -144,9 +146,9 @@ def upgrade_to(home: Path, version: str, *,
     a failed check does). A deploy to several hosts waits for its caller in them.
     """
     store = _existing_store(home)
-    command = f"upgrade-to {version}"
-    with _changing(store, command) as (chain, logged):
-        _existing(chain, version)
+    with _changing(store, f"upgrade-to {version or '--rev ' + str(rev)}") as (chain, logged):
+        version = _resolved(store, chain, version, rev)
+        logged.command = command = f"upgrade-to {version}"
         live = chain.live_version()
         if version == live:
             raise PlugboxError(f"{version} is already live", "see `plugbox status`")
@@ -350,21 +352,30 @@ def _proposed(name: str, existing: list[str]) -> str:
 
 def rollback_to(home: Path, version: str | None = None, refresh: bool = False,
                 wait: float = 0,
-                choose: Callable[[str | None, str | None, list[str]], str | None] | None = None
-                ) -> tuple[str, str | None]:
-    """`choose(live, its previous, versions)`, once the lock is held, names the version to roll
-    back to, or None when there is nothing to do here (a rollback of several
-    hosts, which the caller decides for all of them at once)."""
+                choose: Callable[[str | None, str | None, list[str], str | None], str | None] | None = None,
+                rev: str | None = None) -> tuple[str, str | None]:
+    """Make `version` live again (any form chain.resolve takes; or the version
+    deployed from `rev`; default: live's previous).
+
+    `choose(live, its previous, versions, named)`, once the lock is held, names
+    the version to roll back to, or None when there is nothing to do here (a
+    rollback of several hosts, which the caller decides for all of them at
+    once); `named` is the version `version` or `rev` names here, if given.
+    """
     store = _existing_store(home)
-    command = f"rollback-to {version or ''}".strip() + (" --refresh" if refresh else "")
-    with _changing(store, command, wait) as (chain, logged):
+    flag = " --refresh" if refresh else ""
+    asked = version or (f"--rev {rev}" if rev is not None else "")
+    with _changing(store, f"rollback-to {asked}".strip() + flag, wait) as (chain, logged):
         live = chain.live_version()
+        if version is not None or rev is not None:
+            version = _resolved(store, chain, version, rev)
+            logged.command = f"rollback-to {version}{flag}"
         if choose is not None:
-            version = choose(live, chain.previous(live) if live else None, sorted(chain.versions))
+            version = choose(live, chain.previous(live) if live else None, sorted(chain.versions), version)
             if version is None or version == live:
                 logged.command = f"rollback-to {version or ''}".strip() + ": already live"
                 return live, live
-            logged.command = f"rollback-to {version}" + (" --refresh" if refresh else "")
+            logged.command = f"rollback-to {version}{flag}"
         if version is None:
             if live is None:
                 raise PlugboxError("there is no live version to roll back from",
@@ -373,10 +384,10 @@ def rollback_to(home: Path, version: str | None = None, refresh: bool = False,
             if version is None:
                 raise PlugboxError(f"the live version {live} has no previous version",
                                    "see `plugbox status`")
-        _existing(chain, version)
+        version = _resolved(store, chain, version)
         if version == live:
             raise PlugboxError(f"{version} is already live", "see `plugbox status`")
-        service = _Service(store, chain, command)
+        service = _Service(store, chain, f"rollback-to {version}{flag}")
         try:
             # Read VERSION's plugbox.toml now: a malformed one must refuse before the stop.
             config = service.config(version)
@@ -478,6 +489,20 @@ def _switch(service: _Service, logged: _Logged, live: str | None, version: str,
             raise HookFailed(f"{error.message}; switched back to {live}, but "
                              f"{revert_error.message}", code=REVERT_FAILED) from None
         raise HookFailed(f"{error.message}; switched back to {live}, which is up again") from None
+    if live and not refresh and _left_stopped(service, live, version):
+        warn(for_caller(f"warning: {version} has no start hook, and the stop hook of {live} ran: nothing "
+                        f"runs the service now; start it yourself, or `plugbox rollback-to {live}`, "
+                        "whose start hook starts it, and add a start hook to plugbox.toml"))
+
+
+def _left_stopped(service: _Service, live: str, version: str) -> bool:
+    """Whether a stop + start left the service stopped: `live` had a stop hook (which
+    ran) and a start hook, and `version` has no start hook."""
+    try:
+        before = service.config(live)
+        return before.has("stop") and before.has("start") and not service.config(version).has("start")
+    except PlugboxError:  # the live version's plugbox.toml is unreadable: it says nothing
+        return False
 
 
 def _unswitched(service: _Service, logged: _Logged, live: str | None, version: str,
@@ -521,22 +546,51 @@ def _bring_up(service: _Service, name: str, refresh: bool, stopped_version: str 
     service.run("start", name)
 
 
-def remove(home: Path, versions: list[str]) -> None:
+@dataclass
+class Plan:
+    """What a remove or prune deletes, and what it keeps and why: what --dry-run
+    shows, and what a person confirms."""
+
+    remove: list[str]                 # oldest first
+    states: dict[str, str]            # the state of each of them
+    keep: list[tuple[str, str]] = field(default_factory=list)  # (version, why), newest first
+
+
+def remove(home: Path, versions: list[str], *, rev: str | None = None, dry_run: bool = False,
+           confirm: Callable[[Plan], None] | None = None) -> Plan:
+    """Remove the versions that `versions` (any form chain.resolve takes) and `rev`
+    name; refuse them all if one is live or in use. `dry_run`: the plan, nothing
+    removed, no lock taken. `confirm(plan)`, under the lock, may call it off by raising."""
+    if not versions and rev is None:
+        raise PlugboxError("name a version to remove", code=USAGE)
     store = _existing_store(home)
-    with _changing(store, "remove " + " ".join(versions)) as (chain, logged):
-        live = chain.live_version()
-        for name in versions:
-            _existing(chain, name)
-            if name == live:
-                raise PlugboxError(f"{name} is live and cannot be removed",
-                                   "roll back or deploy first")
-        for name, processes in sorted(inuse.users(str(store.deploy), versions).items()):
-            raise PlugboxError(f"{name} is in use by {_listed(processes)}",
-                               "stop it first; nothing was removed")
-        names = list(dict.fromkeys(versions))
-        store.remove_versions(chain, names)
-        for name in names:
+    if dry_run:
+        return _remove_plan(store, store.read(), versions, rev)
+    asked = " ".join(versions) + (f" --rev {rev}" if rev is not None else "")
+    with _changing(store, f"remove {asked.strip()}") as (chain, logged):
+        plan = _remove_plan(store, chain, versions, rev)
+        logged.command = "remove " + " ".join(plan.remove)
+        if confirm:
+            confirm(plan)
+        store.remove_versions(chain, plan.remove)
+        for name in plan.remove:
             say(f"removed {name}")
+        return plan
+
+
+def _remove_plan(store: Store, chain: c.Chain, versions: list[str], rev: str | None) -> Plan:
+    names = [_resolved(store, chain, spec) for spec in versions]
+    if rev is not None:
+        names.append(_resolved(store, chain, None, rev))
+    names = sorted(set(names))
+    live = chain.live_version()
+    if live in names:
+        raise PlugboxError(f"{live} is live and cannot be removed", "roll back or deploy first")
+    for name, processes in sorted(inuse.users(str(store.deploy), names).items()):
+        raise PlugboxError(f"{name} is in use by {_listed(processes)}", "stop it first; nothing was removed")
+    histories = {name: r["history"] for name in names if (r := record.load(store, name)) is not None}
+    states = chain.states(histories)
+    return Plan(names, {name: states[name] for name in names})
 
 
 def _listed(processes: list[inuse.User]) -> str:
@@ -544,25 +598,48 @@ def _listed(processes: list[inuse.User]) -> str:
     return shown + (f" and {len(processes) - 3} more" if len(processes) > 3 else "")
 
 
-def prune(home: Path, keep: int = 5) -> tuple[list[str], int]:
-    """Remove versions as plan_prune says; returns them and how many versions are left."""
+def prune(home: Path, keep: int = 5, *, dry_run: bool = False,
+          confirm: Callable[[Plan], None] | None = None) -> Plan:
+    """Remove versions as plan_prune says; returns the plan carried out. `dry_run`:
+    the plan, nothing removed, no lock taken. `confirm(plan)`, under the lock and
+    when there is something to remove, may call it off by raising."""
     if keep < 1:
         raise PlugboxError(f"--keep {keep}: keep at least 1 version", code=USAGE)
     store = Store(home)
     if not store.exists():
-        return [], 0
+        return Plan([], {})
+    if dry_run:
+        return _prune_plan(store, store.read(), keep)
     with _changing(store, f"prune --keep {keep}") as (chain, logged):
-        using = inuse.users(str(store.deploy), chain.versions)
-        _, histories = _histories(store, chain)
-        doomed = c.plan_prune(chain, keep, in_use=set(using), histories=histories)
-        for name in sorted(set(c.plan_prune(chain, keep, histories=histories)) - set(doomed)):
-            say(f"kept {name}: in use by {_listed(using[name])}")
+        plan = _prune_plan(store, chain, keep)
+        if plan.remove and confirm:
+            confirm(plan)
+        for name, why in reversed(plan.keep):
+            if why.startswith("in use by "):
+                say(f"kept {name}: {why}")
         # One pass over deploy/, read once above: what takes time is the deleting.
-        if doomed:
-            store.remove_versions(chain, doomed)
-        for name in doomed:
+        if plan.remove:
+            store.remove_versions(chain, plan.remove)
+        for name in plan.remove:
             say(f"removed {name}")
-        return doomed, len(chain.versions) - len(doomed)
+        return plan
+
+
+def _prune_plan(store: Store, chain: c.Chain, keep: int) -> Plan:
+    using = inuse.users(str(store.deploy), chain.versions)
+    _, histories = _histories(store, chain)
+    doomed = c.plan_prune(chain, keep, in_use=set(using), histories=histories)
+    spared = set(c.plan_prune(chain, keep, histories=histories)) - set(doomed)  # by a process alone
+    states = chain.states(histories)
+    live = chain.live_version()
+    previous = chain.previous(live) if live else None
+    kept = []
+    for name in sorted(set(chain.versions) - set(doomed), reverse=True):
+        kept.append((name, "live" if name == live else
+                     "live's previous" if name == previous else
+                     f"in use by {_listed(using[name])}" if name in spared else
+                     f"within --keep {keep}"))
+    return Plan(doomed, {name: states[name] for name in doomed}, kept)
 
 
 @dataclass
@@ -590,15 +667,16 @@ def status(home: Path) -> tuple[str | None, list[Row]]:
     return chain.live_version(), rows
 
 
-def verify(home: Path, version: str | None = None) -> tuple[str, dict]:
-    """Compare `version` (default: live) with its record; see record.verify. Changes nothing."""
+def verify(home: Path, version: str | None = None, rev: str | None = None) -> tuple[str, dict]:
+    """Compare `version` (any form chain.resolve takes; or the version deployed from
+    `rev`; default: live) with its record; see record.verify. Changes nothing."""
     store = _existing_store(home)
     chain = store.read()
-    if version is None:
+    if version is None and rev is None:
         version = chain.live_version()
         if version is None:
             raise PlugboxError("there is no live version to verify", "name one: `plugbox verify VERSION`")
-    _existing(chain, version)
+    version = _resolved(store, chain, version, rev)
     return version, record.verify(store, version)
 
 
@@ -655,7 +733,7 @@ def environment_of(home: Path, version: str | None = None) -> tuple[str, environ
         version = chain.live_version()
         if version is None:
             raise PlugboxError("there is no live version", "name one, or deploy a first version")
-    _existing(chain, version)
+    version = _resolved(store, chain, version)
     return version, record.read_environment(store, version)
 
 
@@ -675,8 +753,7 @@ def environment_diff(home: Path, versions: list[str]) -> tuple[str, str, list[tu
         a, b = (chain.previous(live) if live else None), live
     if a is None or b is None:
         raise PlugboxError("there is no pair of versions to compare", "name them: A B")
-    for name in (a, b):
-        _existing(chain, name)
+    a, b = (_resolved(store, chain, name) for name in (a, b))
     return a, b, environment.diff(record.read_environment(store, a).values,
                                   record.read_environment(store, b).values)
 

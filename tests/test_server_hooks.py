@@ -695,3 +695,38 @@ def test_an_environment_change_never_runs_the_release_step(host: Host) -> None:
                           text=True, timeout=TIMEOUT)
     assert done.returncode == 0, done.stderr
     assert host.trace() == []
+
+
+# --- a version without a start hook after one with ----------------------------------------
+
+
+def test_a_version_without_start_after_one_with_says_the_service_is_left_stopped(host: Host) -> None:
+    first = host.deploy_version(toml_of(tracing("a", "stop", "start")))
+    second = host.upload(toml_of(tracing("b", "stop")))  # its start hook forgotten
+    host.trace()
+
+    done = host.ok("upgrade-to", second)
+
+    assert host.trace() == [f"a stop {first} {first}"]  # stopped, and nothing started
+    warning = [line for line in done.stderr.splitlines() if "warning" in line]
+    assert warning == [
+        f"plugbox: warning: {second} has no start hook, and the stop hook of {first} ran: nothing runs the "
+        f"service now; start it yourself, or `plugbox rollback-to {first}`, whose start hook starts it, "
+        "and add a start hook to plugbox.toml"]
+    # Run by plug, the way back is named as plug's command.
+    host.ok("rollback-to", first)  # stop of b, start of a
+    third = host.upload(toml_of({}))
+    done = subprocess.run([PLUGBOX, "upgrade-to", third], env=host.env(PLUGBOX_CLIENT="plug"), capture_output=True,
+                          text=True, timeout=TIMEOUT, stdin=subprocess.DEVNULL)
+    assert done.returncode == 0
+    assert f"or `plug rollback {first}`, whose start hook" in done.stderr
+
+
+@pytest.mark.parametrize("toml", [
+    toml_of(tracing("b", "stop", "start")),     # a start hook: it starts
+    toml_of(tracing("b", "refresh")),           # a refresh instead of stop + start: nothing stopped
+])
+def test_no_warning_when_something_starts_the_service_or_nothing_stopped_it(host: Host, toml: str) -> None:
+    host.deploy_version(toml_of(tracing("a", "stop", "start")))
+    second = host.upload(toml)
+    assert "warning" not in host.ok("upgrade-to", second).stderr
