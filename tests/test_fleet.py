@@ -222,7 +222,7 @@ def test_drift_shows_in_status_and_rollback_brings_the_fleet_together(plug: Plug
     status = plug.ok("status")
     assert status.out.splitlines()[-1] == f"live versions differ: fleet-a, fleet-c on {second}; fleet-b on {first}"
     assert compact(status.out)["fleet-b"][0] == first
-    assert f"fleet-b: {first}  live" in plug.ok("status", "--all").out
+    assert any(line.split()[:3] == ["fleet-b:", first, "live"] for line in plug.ok("status", "--all").out.splitlines())
     as_json = json.loads(plug.ok("status", "--json").out)
     assert as_json["same_live"] is False
     assert {alias: state["live"] for alias, state in as_json["hosts"].items()} == {
@@ -318,7 +318,7 @@ def test_status_of_several_hosts_is_one_line_each_and_all_or_host_gives_the_list
     for alias in HOSTS:
         assert rows[alias][0] == second and rows[alias][-2:] == ["the", "second"], out
     assert lines[-1] == f"live on every host: {second}"
-    assert first not in out
+    assert first not in out.split()  # (a name of the same second is first's name plus .001)
 
     every = plug.ok("status", "--all").out.splitlines()
     assert [line.split()[:3] for line in every[:-1]] == [
