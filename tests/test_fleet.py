@@ -478,12 +478,16 @@ def test_ctrl_c_before_the_switch_calls_the_deploy_off_everywhere(plug: Plug, ho
     assert lives(homes) == {alias: good for alias in HOSTS}
 
 
+# A check that, on the host whose home holds `hold`, says so (`held`) and waits until the
+# test removes `hold` (at most a minute).
+HELD_CHECK = ['test ! -e "$PLUGBOX_HOME/hold" || { touch "$PLUGBOX_HOME/held"; i=0; '
+              'while [ -e "$PLUGBOX_HOME/hold" ] && [ $i -lt 600 ]; do sleep 0.1; i=$((i+1)); done; }']
+
+
 def test_plug_killed_mid_switch_leaves_switched_hosts_switched_and_the_others_as_they_were(
         plug: Plug, homes, tmp_path: Path) -> None:
     # One host at a time; fleet-b's check waits until the test lets it go.
-    write_fleet_config(plug.project, check=['test ! -e "$PLUGBOX_HOME/hold" || '
-                                            '{ touch "$PLUGBOX_HOME/held"; while [ -e "$PLUGBOX_HOME/hold" ]; '
-                                            'do sleep 0.1; done; }'])
+    write_fleet_config(plug.project, check=HELD_CHECK)
     good = plug.ok("deploy") and live(homes["fleet-a"])
     (homes["fleet-b"] / "hold").touch()
     (plug.project / "app" / "a.txt").write_text("two\n")
@@ -506,9 +510,7 @@ def test_plug_killed_mid_switch_leaves_switched_hosts_switched_and_the_others_as
 
 def test_a_connection_lost_in_the_switch_reverts_the_others_and_says_the_lost_host_finishes(
         plug: Plug, homes, fleet: Fleet) -> None:
-    write_fleet_config(plug.project, check=['test ! -e "$PLUGBOX_HOME/hold" || '
-                                            '{ touch "$PLUGBOX_HOME/held"; while [ -e "$PLUGBOX_HOME/hold" ]; '
-                                            'do sleep 0.1; done; }'])
+    write_fleet_config(plug.project, check=HELD_CHECK)
     good = plug.ok("deploy") and live(homes["fleet-a"])
     (homes["fleet-b"] / "hold").touch()
     (plug.project / "app" / "a.txt").write_text("two\n")
