@@ -17,9 +17,7 @@ hosts) or TOML (`[env]` of plugbox.toml, which travels with the project).
 
 from __future__ import annotations
 
-import hashlib
 import re
-from dataclasses import dataclass, field
 
 from plugbox_server.errors import USAGE, PlugboxError
 
@@ -73,17 +71,30 @@ def parse(text: bytes) -> dict[str, str]:
 
 def digest(value: str) -> str:
     """A short digest of a value, to compare two without showing either."""
+    import hashlib  # here: plug's start-up imports this module, and needs no digest
+
     return hashlib.sha256(value.encode("utf-8", "surrogateescape")).hexdigest()[:8]
 
 
-@dataclass
 class Environment:
     """A version's environment: values, each name's source, and the version that last
-    changed each value (what record.py keeps of it: names, sources, versions)."""
+    changed each value (what record.py keeps of it: names, sources, versions).
+    (A plain class, for the reason layout.Settings is one.)"""
 
-    values: dict[str, str] = field(default_factory=dict)
-    sources: dict[str, str] = field(default_factory=dict)
-    since: dict[str, str] = field(default_factory=dict)
+    __slots__ = ("values", "sources", "since")
+
+    def __init__(self, values: dict[str, str] | None = None, sources: dict[str, str] | None = None,
+                 since: dict[str, str] | None = None):
+        self.values = {} if values is None else values
+        self.sources = {} if sources is None else sources
+        self.since = {} if since is None else since
+
+    def __eq__(self, other) -> bool:
+        return type(other) is Environment and (self.values, self.sources, self.since) == (
+            other.values, other.sources, other.since)
+
+    def __repr__(self) -> str:  # never a value: a repr may reach a log or a traceback
+        return f"Environment(names={sorted(self.values)!r}, sources={self.sources!r}, since={self.since!r})"
 
     def known(self) -> dict[str, dict]:
         """What the record keeps: {NAME: {"source", "since"}}, no value."""

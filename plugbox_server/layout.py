@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import posixpath
-from dataclasses import dataclass, field
 
 from plugbox_server.environment import check_name, check_value
 from plugbox_server.errors import REFUSED, USAGE, PlugboxError
@@ -106,16 +105,30 @@ STAGE_KEYS = ("host", "hosts", "jump", "home")
 _WILDCARD = frozenset("*?[\\")
 
 
-@dataclass(frozen=True)
 class Settings:
-    """What plugbox.toml says of a version itself, as both sides read it."""
+    """What plugbox.toml says of a version itself, as both sides read it.
 
-    hooks: dict[str, tuple[str, ...]] = field(default_factory=dict)
-    timeouts: dict[str, float] = field(default_factory=dict)
-    shared: tuple[str, ...] = ()
-    env: dict[str, str] = field(default_factory=dict)   # [env]: plain settings, never secrets
-    release_host: str | None = None                      # [release] host: where it runs
-    when_changed: tuple[str, ...] = ()                   # [release] when_changed: paths
+    (A plain class: plug reads plugbox.toml with this module before it starts
+    ssh, and a dataclass would bring dataclasses and inspect into that start.)
+    """
+
+    __slots__ = ("hooks", "timeouts", "shared", "env", "release_host", "when_changed")
+
+    def __init__(self, hooks: dict[str, tuple[str, ...]] | None = None, timeouts: dict[str, float] | None = None,
+                 shared: tuple[str, ...] = (), env: dict[str, str] | None = None, release_host: str | None = None,
+                 when_changed: tuple[str, ...] = ()):
+        self.hooks = hooks or {}
+        self.timeouts = timeouts or {}
+        self.shared = shared
+        self.env = env or {}                 # [env]: plain settings, never secrets
+        self.release_host = release_host     # [release] host: where it runs
+        self.when_changed = when_changed     # [release] when_changed: paths
+
+    def __eq__(self, other) -> bool:
+        return type(other) is Settings and all(getattr(self, k) == getattr(other, k) for k in self.__slots__)
+
+    def __repr__(self) -> str:
+        return "Settings(" + ", ".join(f"{k}={getattr(self, k)!r}" for k in self.__slots__) + ")"
 
     def has(self, hook: str) -> bool:
         return bool(self.hooks.get(hook))
