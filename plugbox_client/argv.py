@@ -8,7 +8,6 @@ from validated parts.
 """
 
 import shlex
-from pathlib import PurePosixPath
 
 from plugbox_server import layout, protocol
 

@@ -7,12 +7,11 @@ is an error too, so that a typo never passes silently.
 """
 
 import contextlib
-import json
 import os
 import re
 import tomllib
-from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
+from typing import NamedTuple
 
 from plugbox_server.errors import USAGE, PlugboxError
 from plugbox_server.layout import CONFIG as FILENAME
@@ -27,8 +26,10 @@ _HOST = re.compile(r"(?:[A-Za-z0-9._%+-]+@)?[A-Za-z0-9._-]+")
 _JUMP = re.compile(r"(?:[A-Za-z0-9._%+-]+@)?[A-Za-z0-9._-]+(?::[0-9]+)?")
 
 
-@dataclass(frozen=True)
-class Config:
+class Config(NamedTuple):
+    """What plugbox.toml says, validated. (A NamedTuple, not a dataclass: plug reads
+    it before it starts ssh, and dataclasses would bring inspect into that start.)"""
+
     path: Path                      # the plugbox.toml read, absolute
     host: str                       # ssh destination, or "local"; with hosts, the first
     jump: tuple[str, ...] = ()
@@ -39,7 +40,7 @@ class Config:
     version_dir: str | None = None
     artifact: str | None = None     # a file prepare makes, relative to the project
     exclude: tuple[str, ...] = ()
-    hooks: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    hooks: dict[str, tuple[str, ...]] = {}  # (never changed: a shared default is safe)
     hosts: tuple[str, ...] = ()     # every host: (host,) for one
     stage: str | None = None        # the [stages.NAME] chosen, if any
     release_host: str | None = None  # where the release step runs: [release] host, else the first
@@ -50,7 +51,7 @@ class Config:
 
     def for_host(self, host: str) -> "Config":
         """The same config for one of its hosts alone."""
-        return replace(self, host=host, hosts=(host,))
+        return self._replace(host=host, hosts=(host,))
 
     @property
     def project(self) -> Path:
@@ -228,6 +229,8 @@ def _names(keys) -> str:
 
 def _toml(value) -> str:
     # A TOML basic string is a JSON string (json escapes what TOML requires).
+    import json
+
     if isinstance(value, (list, tuple)):
         return "[" + ", ".join(_toml(v) for v in value) + "]"
     return json.dumps(value, ensure_ascii=False)

@@ -96,16 +96,16 @@ def start_ahead(argv: list[str]) -> None:
 
         if not all(map(is_version_spec, arguments)):
             return  # refused before anything connects
+    # Only a deploy of what [build] says needs [build] to say it (as the CLI loads it);
+    # an --artifact that is no file is refused before anything connects.
+    artifact = _value(argv, "--artifact")
+    if artifact is not None and not os.path.isfile(artifact):
+        return
     from pathlib import Path
 
     from plugbox_client import config as cfg
     from plugbox_client import transport
 
-    # Only a deploy of what [build] says needs [build] to say it (as the CLI loads it);
-    # an --artifact that is no file is refused before anything connects.
-    artifact = _value(argv, "--artifact")
-    if artifact is not None and not Path(artifact).is_file():
-        return
     try:
         loaded = cfg.load_config(Path(config) if config else None, stage=stage,
                                  upload_required=command == "deploy" and artifact is None)

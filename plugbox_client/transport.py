@@ -33,14 +33,13 @@ they cannot override) and before the host:
 import contextlib
 import json
 import os
-import shutil
-import subprocess
+import signal
 import sys
-import tempfile
 import threading
+import time
 from collections import deque
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from plugbox_client import argv as A
 from plugbox_client.config import Config
@@ -52,8 +51,7 @@ CAPTURE = "capture"
 DEVNULL = Path(os.devnull)
 
 
-@dataclass
-class Result:
+class Result(NamedTuple):
     code: int
     stdout: str = ""
 
@@ -71,6 +69,8 @@ def run(argv: list[str], *, cwd: Path | None = None, out=None, err=None,
     """
     if callable(out):
         return _run_reading(argv, out, cwd=cwd, err=err, stdin=stdin, env=env)
+    import subprocess
+
     import sh  # only the commands that run something pay for it
 
     command = _command(argv[0])
@@ -111,6 +111,7 @@ def _run_reading(argv: list[str], out, *, cwd: Path | None, err, stdin: Path | N
     and its \\r-rewritten progress would make slow.) A callable `err` gets the
     lines of stderr, each with its newline, read by a thread of their own."""
     import re
+    import subprocess
 
     _command(argv[0])  # not found: one line
     with contextlib.ExitStack() as files:
@@ -174,7 +175,7 @@ def foreground(argv: list[str], env: dict[str, str] | None = None) -> int:
     stops the child first. (subprocess, not sh's _fg, which spawns without a way
     to make the child die with plug.)
     """
-    import signal
+    import subprocess
 
     _command(argv[0])  # not found: one line
     interrupted = []
@@ -204,6 +205,10 @@ def scratch():
     moment it takes to notice (it removes the directory once its end of a pipe
     from plug closes, which plug's end, even by SIGKILL, does). The watcher is in
     a session of its own, so a Ctrl-C or a job's kill of plug's group spares it."""
+    import shutil
+    import subprocess
+    import tempfile
+
     directory = tempfile.mkdtemp(prefix="plug-")
     watcher = None
     try:
@@ -224,13 +229,127 @@ def scratch():
 
 
 def _die_with_parent() -> None:  # runs in the child, between fork and exec
+    if _prctl:
+        _prctl[0](1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+def _libc_prctl() -> list:
+    """libc's prctl, looked up once here, before the first fork, rather than in
+    every child (each would import ctypes again: a few ms before its exec)."""
     try:
         import ctypes
-        import signal
 
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+        return [ctypes.CDLL(None, use_errno=True).prctl]
     except (OSError, AttributeError):
-        pass  # not Linux: the end of plug's pipe still ends the session
+        return []  # not Linux: the end of plug's pipe still ends the session
+
+
+_prctl = _libc_prctl()
+
+
+class _Started:
+    """A process with pipes for its stdin, stdout and stderr, started by fork and
+    exec, that dies with plug: what a Session talks to (ssh, or a local plugbox).
+
+    Not subprocess.Popen: plug starts its sessions before it loads anything it can
+    do without, and subprocess (with selectors, locale ...) costs that start a
+    few milliseconds. What Popen does that a session needs is here: the child's
+    other descriptors closed, a failed exec raised here as OSError, wait with a
+    time limit (None: still running), terminate and kill, SIGPIPE as exec finds it
+    by default.
+    """
+
+    def __init__(self, argv: list[str], env: dict[str, str] | None = None):
+        parent = os.getpid()
+        stdin, self._stdin = os.pipe()      # (not inherited: os.pipe's are close-on-exec)
+        self._stdout, stdout = os.pipe()
+        self._stderr, stderr = os.pipe()
+        failed, failing = os.pipe()
+        try:
+            self.pid = os.fork()
+        except OSError:
+            for fd in (stdin, self._stdin, self._stdout, stdout, self._stderr, stderr, failed, failing):
+                os.close(fd)
+            raise
+        if self.pid == 0:  # the child: nothing here may return or raise into plug's code
+            try:
+                _die_with_parent()
+                if os.getppid() != parent:  # plug died before that took effect
+                    os._exit(1)
+                for signum in (signal.SIGPIPE, signal.SIGXFSZ):  # as Popen does: python ignores them
+                    signal.signal(signum, signal.SIG_DFL)
+                ends = [stdin, stdout, stderr]
+                if min(ends) < 3:  # plug was started with 0, 1 or 2 closed: move them out of the way
+                    import fcntl
+
+                    ends = [fcntl.fcntl(fd, fcntl.F_DUPFD, 3) for fd in ends]
+                for target, fd in enumerate(ends):
+                    os.dup2(fd, target)
+                os.closerange(3, failing)
+                os.closerange(failing + 1, os.sysconf("SC_OPEN_MAX"))
+                if env is None:
+                    os.execvp(argv[0], argv)
+                os.execvpe(argv[0], argv, env)
+            except OSError as error:
+                os.write(failing, str(error.errno).encode())
+            finally:
+                os._exit(127)
+        for fd in (stdin, stdout, stderr, failing):
+            os.close(fd)
+        self.returncode: int | None = None
+        self._reaping = threading.Lock()
+        try:  # readable once it has ended (Linux 5.3), and for good: waits need no polling
+            self._ended = os.pidfd_open(self.pid)
+        except (AttributeError, OSError):
+            self._ended = None
+        with os.fdopen(failed, "rb") as said:
+            why = said.read()  # empty: exec succeeded (the pipe closed with it)
+        if why:
+            self.wait(None)
+            for fd in (self._stdin, self._stdout, self._stderr):
+                os.close(fd)
+            code = int(why)
+            raise OSError(code, os.strerror(code), argv[0])
+        self.stdin = os.fdopen(self._stdin, "wb")
+        self.stdout = os.fdopen(self._stdout, "rb")
+        self.stderr = os.fdopen(self._stderr, "rb")
+
+    def wait(self, seconds: float | None) -> int | None:
+        """Its exit status (-N: killed by signal N) once it has ended, within `seconds`
+        (None: however long it takes); None if it is still running then."""
+        deadline = None if seconds is None else time.monotonic() + seconds
+        pause = 0.0005
+        while True:
+            with self._reaping:
+                if self.returncode is not None:
+                    return self.returncode
+                pid, status = os.waitpid(self.pid, os.WNOHANG)
+                if pid:
+                    self.returncode = os.waitstatus_to_exitcode(status)
+                    return self.returncode
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                return None
+            if self._ended is not None:
+                import select
+
+                poll = select.poll()
+                poll.register(self._ended, select.POLLIN)
+                poll.poll(None if left is None else max(1, int(left * 1000)))
+            else:
+                time.sleep(pause if left is None else min(pause, left))
+                pause = min(pause * 2, 0.05)
+
+    def send_signal(self, signum: int) -> None:
+        if self.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, signum)
+
+    def terminate(self) -> None:
+        self.send_signal(signal.SIGTERM)
+
+    def kill(self) -> None:
+        self.send_signal(signal.SIGKILL)
 
 
 def local_plugbox(home: str) -> list[str]:
@@ -241,16 +360,30 @@ def local_plugbox(home: str) -> list[str]:
                       Path(os.path.expanduser("~"), ".local", "bin", "plugbox")):
         if os.access(installed, os.X_OK):
             return [str(installed)]
+    import shutil
+
     found = shutil.which("plugbox")
     return [found] if found else [sys.executable, "-m", "plugbox_server"]
 
 
+def _temporary_directory() -> str:
+    """The temporary directory as tempfile chooses it (TMPDIR, TEMP or TMP when it is
+    a directory plug may write in, else /tmp), without importing tempfile (and
+    random, shutil ... with it) before ssh starts."""
+    for name in ("TMPDIR", "TEMP", "TMP"):
+        directory = os.environ.get(name)
+        if directory and os.path.isdir(directory) and os.access(directory, os.W_OK | os.X_OK):
+            return os.path.abspath(directory)
+    return "/tmp"
+
+
 def _control_path() -> str:
     """A fresh socket name that ssh creates and removes itself (short: sun_path)."""
-    directory = tempfile.gettempdir()
+    directory = _temporary_directory()
     if len(directory) > 60:
         directory = "/tmp"
     return os.path.join(directory, f"plug-{os.getpid()}-{os.urandom(4).hex()}")
+
 
 
 _DEFAULTS = str(Path(__file__).with_name("ssh_config"))
@@ -293,8 +426,7 @@ class Session:
         sys.stdout.flush()
         sys.stderr.flush()
         try:
-            self.process = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                            stderr=subprocess.PIPE, env=env, preexec_fn=_die_with_parent)
+            self.process = _Started(argv, env)
         except OSError as error:
             raise PlugboxError(f"could not run {argv[0]}: {error.strerror}", f"install {argv[0]}") from None
         self._relay = threading.Thread(target=self._pass_on_stderr, daemon=True)
@@ -441,10 +573,7 @@ class Session:
     def wait(self, seconds: float) -> int | None:
         if self.process is None:
             return 0
-        try:
-            return self.process.wait(seconds)
-        except subprocess.TimeoutExpired:
-            return None
+        return self.process.wait(seconds)
 
     def end_input(self) -> None:
         """The host sees the end of its input: before the switch it undoes, after it finishes."""
