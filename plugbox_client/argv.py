@@ -116,11 +116,35 @@ def ssh_base(control_path: str, jump: tuple[str, ...] = (), extra: list[str] | t
     return argv
 
 
-def ssh_session(base: list[str], host: str, remote: list[str]) -> list[str]:
-    """The master connection, running `remote` as its own session: the master lives
-    exactly as long as that session (and the sessions riding on it), no longer."""
-    return [*_with_mode(base, "-o", "ControlMaster=yes", "-o", "ControlPersist=no"),
-            "-T", "--", host, shlex.join(remote)]
+def ssh_session(base: list[str], host: str, remote: list[str], keep: int | None = None) -> list[str]:
+    """The connection of one plug command, running `remote` as its session.
+
+    Without `keep`, it is the master connection itself: the master lives exactly
+    as long as that session (and the sessions riding on it), no longer. With
+    `keep` seconds, the session rides the master that listens at base's control
+    path, or makes one there, which ssh puts in the background once logged in
+    (ControlPersist) and which outlives the last session riding it by `keep`
+    seconds; the session itself, like any rider, ends as plug does.
+    """
+    mode = (("-o", "ControlMaster=auto", "-o", f"ControlPersist={keep}") if keep else
+            ("-o", "ControlMaster=yes", "-o", "ControlPersist=no"))
+    return [*_with_mode(base, *mode), "-T", "--", host, shlex.join(remote)]
+
+
+def kept_control_path(directory: str, jump: tuple[str, ...] = ()) -> str:
+    """Where the master kept for a destination listens, in `directory`: ssh's %C (a
+    hash of this machine, the host, port and user as ssh resolves them), and a
+    hash of the jump hosts when there are some: one master per way to the host."""
+    if not jump:
+        return f"{directory}/%C"
+    import zlib
+
+    return f"{directory}/%C-{zlib.crc32(','.join(jump).encode()):08x}"
+
+
+def ssh_exit(base: list[str], host: str) -> list[str]:
+    """Tell the master at base's control path to close, at once (`ssh -O exit`)."""
+    return [*_with_mode(base, "-O", "exit"), "--", host]
 
 
 def remote_serve(home: str | None, user: str) -> list[str]:

@@ -435,6 +435,21 @@ def ssh(host: HostOption = None, config: ConfigOption = None, stage: StageOption
     return driver.shell_in_live(driver.on_host(_load(config, stage), host))
 
 
+@app.command()
+@reports_errors()
+def disconnect(host: HostOption = None, config: ConfigOption = None, stage: StageOption = None) -> None:
+    """Close the connections kept to the hosts, now.
+
+    With keep_connection in [service] of plugbox.toml, or PLUG_KEEP_CONNECTION
+    in the environment, each command leaves its ssh connection up for that many
+    seconds, so that the next one skips the login. This closes it on every host
+    (--host NAME: that one), and says for each whether one was open.
+    """
+    from plugbox_client import driver
+
+    _report(driver.disconnect(driver.on_host(_load(config, stage), host)))
+
+
 env_app = typer.Typer(
     help="The environment of the live version on the host: settings and secrets, NAME=VALUE, "
     "versioned with the code (a rollback restores them). Values are never shown but by `env get`.",

@@ -44,6 +44,7 @@ class Config(NamedTuple):
     hosts: tuple[str, ...] = ()     # every host: (host,) for one
     stage: str | None = None        # the [stages.NAME] chosen, if any
     release_host: str | None = None  # where the release step runs: [release] host, else the first
+    keep_connection: int | None = None  # seconds the ssh master outlives a command; None: not at all
 
     @property
     def several(self) -> bool:
@@ -90,7 +91,23 @@ def load_config(path: Path | None = None, cwd: Path | None = None, stage: str | 
     except (OSError, UnicodeDecodeError) as e:
         reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
         raise ConfigError(f"{path}: cannot read it: {reason}", "check the file", code=USAGE) from None
-    return parse_config(text, path, stage, upload_required)
+    config = parse_config(text, path, stage, upload_required)
+    if config.local:  # no connection to keep
+        return config
+    return config._replace(keep_connection=kept(os.environ, config.keep_connection))
+
+
+def kept(environ, configured: int | None) -> int | None:
+    """How long to keep the connection after a command: PLUG_KEEP_CONNECTION when it
+    is set (0: not at all), else [service] keep_connection."""
+    given = environ.get("PLUG_KEEP_CONNECTION", "")
+    if given == "":
+        return configured
+    if not (given.isascii() and given.isdigit()):
+        raise ConfigError(f"PLUG_KEEP_CONNECTION is {given!r}, not a whole number of seconds",
+                          "set it to the seconds to keep the connection after a command, or 0 for none",
+                          code=USAGE)
+    return int(given) or None
 
 
 def parse_config(text: str, path: Path, stage: str | None = None, upload_required: bool = True) -> Config:
@@ -164,6 +181,7 @@ def parse_config(text: str, path: Path, stage: str | None = None, upload_require
         path=path, host=host, jump=jump, home=home, shared=version.shared, prepare=prepare,
         upload=upload, version_dir=version_dir, artifact=artifact, exclude=exclude, hooks=version.hooks,
         hosts=hosts, stage=stage, release_host=version.release_host or hosts[0],
+        keep_connection=None if host == LOCAL else service.get("keep_connection"),
     )
 
 
@@ -270,6 +288,9 @@ def render_config(
         line("home", home, '"/home/hello"'),
         "# Paths that outlive versions: linked from each version into HOME/shared/.",
         line("shared", list(shared), '["media", "log"]'),
+        "# Seconds to keep the ssh connection after a command, so that the next one skips",
+        "# the login (`plug disconnect` closes it); default: nothing outlives a command.",
+        "# keep_connection = 60",
         "",
         "[build]",
         "# Shell lines run here, in the project directory, before the upload.",

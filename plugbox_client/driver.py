@@ -957,6 +957,12 @@ def on_host(config: Config, name: str | None) -> Config:
     return config.for_host(name)
 
 
+def disconnect(config: Config) -> list[str]:
+    """Close the connection kept to every host (keep_connection) now; one line per host."""
+    return [f"closed the connection kept to {name}" if transport.disconnect(config.for_host(name)) else
+            f"no connection kept to {name}" for name in config.hosts]
+
+
 def exec_in_live(config: Config, command: list[str], tty: bool = False) -> int:
     """`plugbox exec -- COMMAND` in the live version of every host: on this terminal
     for one host; for several, at once, each line prefixed by its host, and the

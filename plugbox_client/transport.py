@@ -16,6 +16,14 @@ undoes what it was doing, and a command run by `plug exec` ends with its
 connection (see plugbox exec). The control socket is a name in the temporary
 directory that ssh itself creates and removes.
 
+The one exception is asked for: with keep_connection (or PLUG_KEEP_CONNECTION),
+the master is kept that many seconds after the command, at a control path of its
+own per destination (%C) in a directory of this user's alone, where the next
+command finds it and logs in no more; `plug disconnect` closes it. ssh then runs
+the master in the background and every session, the plugbox --serve one
+included, rides it as a mux client: a session still ends as plug does, and
+what it ran on the host with it; only the connection waits.
+
 ssh reads plug's own ssh_config (next to this file), which includes the user's
 ~/.ssh/config first and then sets ConnectTimeout and ServerAliveInterval, so a
 dead host fails within seconds while the user's settings still win. Extra ssh
@@ -34,6 +42,7 @@ import contextlib
 import json
 import os
 import signal
+import stat
 import sys
 import threading
 import time
@@ -385,6 +394,40 @@ def _control_path() -> str:
     return os.path.join(directory, f"plug-{os.getpid()}-{os.urandom(4).hex()}")
 
 
+# A socket's path has at most 107 bytes, and ssh binds a kept master's at its name
+# plus 17 (then renames it): the directory has what the name, %C (40 hex digits)
+# and the jump's hash, leave.
+_KEPT_ROOM = 107 - 17 - len("/") - 40 - len("-12345678")
+
+
+def _kept_directory(make: bool = True) -> str | None:
+    """The directory where the masters plug keeps listen: this user's alone (0700),
+    plug/ in XDG_RUNTIME_DIR, else plug-UID in the temporary directory (or in /tmp,
+    when those are too long for a socket's path). None when it is not there and
+    not `make`."""
+    uid = os.getuid()
+    for parent, name in ((os.environ.get("XDG_RUNTIME_DIR"), "plug"), (_temporary_directory(), f"plug-{uid}"),
+                         ("/tmp", f"plug-{uid}")):
+        if parent and os.path.isabs(parent) and len(os.path.join(parent, name)) <= _KEPT_ROOM:
+            break
+    directory = os.path.join(parent, name)
+    if make:
+        try:
+            os.mkdir(directory, 0o700)
+        except FileExistsError:
+            pass
+        except OSError as error:
+            raise PlugboxError(f"could not make {directory} for the kept connection: {error.strerror}",
+                               "set PLUG_KEEP_CONNECTION=0 to keep none") from None
+    try:
+        found = os.lstat(directory)
+    except FileNotFoundError:
+        return None
+    if not (stat.S_ISDIR(found.st_mode) and found.st_uid == uid and not found.st_mode & 0o077):
+        raise PlugboxError(f"{directory} is not a directory of this user's alone (mode 0700), where plug "
+                           "keeps its connections", "remove it, or set PLUG_KEEP_CONNECTION=0 to keep none")
+    return directory
+
 
 _DEFAULTS = str(Path(__file__).with_name("ssh_config"))
 
@@ -419,9 +462,11 @@ class Session:
             argv = [*local_plugbox(config.home), *protocol.ARGS]
             env = {**os.environ, **self.env}
         else:
-            self.base = A.ssh_base(_control_path(), config.jump, A.ssh_extra(os.environ), _DEFAULTS)
+            keep = config.keep_connection
+            control = A.kept_control_path(_kept_directory(), config.jump) if keep else _control_path()
+            self.base = A.ssh_base(control, config.jump, A.ssh_extra(os.environ), _DEFAULTS)
             remote = A.remote_serve(config.home, self.env["PLUGBOX_USER"]) if serve else A.HOLD
-            argv = A.ssh_session(self.base, config.host, remote)
+            argv = A.ssh_session(self.base, config.host, remote, keep)
             env = None
         sys.stdout.flush()
         sys.stderr.flush()
@@ -605,6 +650,22 @@ class Session:
     def __exit__(self, *exc):
         self.close()
         return False
+
+
+def disconnect(config: Config) -> bool:
+    """Close the master kept for `config`'s host (keep_connection) at once; whether
+    there was one."""
+    directory = _kept_directory(make=False)
+    if config.local or directory is None:
+        return False
+    base = A.ssh_base(A.kept_control_path(directory, config.jump), config.jump, A.ssh_extra(os.environ), _DEFAULTS)
+    said: list[str] = []
+    if run(A.ssh_exit(base, config.host), out=CAPTURE, err=said.append).code == 0:
+        return True
+    why = next((line.strip() for line in reversed(said) if line.strip()), "")
+    if "No such file or directory" in why or "Connection refused" in why:  # none, or a stale socket
+        return False
+    raise PlugboxError(f"could not close the connection kept to {config.host}" + (f": {why}" if why else ""))
 
 
 _ahead: list[Session] = []  # (a Config is not hashable: its hooks are a dict)

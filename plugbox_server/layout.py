@@ -90,7 +90,7 @@ DEFAULT_TIMEOUTS = {"post_upload": 900, "release": 900, "stop": 300, "start": 30
 IN_VERSION = ("post_upload", "release")
 
 KEYS = {
-    "service": ("host", "hosts", "jump", "home", "shared"),
+    "service": ("host", "hosts", "jump", "home", "shared", "keep_connection"),
     "build": ("prepare", "upload", "version_dir", "artifact", "exclude"),
     "hooks": HOOKS,
     "timeouts": HOOKS,
@@ -244,6 +244,11 @@ def settings(data: dict, check: Checker) -> Settings:
         if why:
             raise check.error("env", key, why, "[env] holds NAME = \"value\" lines, each on one line")
         env[key] = value
+    keep = tables["service"].get("keep_connection")  # plug's alone, but a bad one is bad on both sides
+    if keep is not None and (isinstance(keep, bool) or not isinstance(keep, int) or keep < 1):
+        raise check.error("service", "keep_connection", f"{keep!r} is not a whole number of seconds above 0",
+                          "give the seconds to keep the connection after a command, such as 60, "
+                          "or leave it out to keep none")
     release = tables["release"]
     release_host = check.string("release", "host", release["host"]) if "host" in release else None
     when_changed = tuple(check.relative("release", "when_changed", p, inside="the version directory")

@@ -175,9 +175,9 @@ def toml_value(value: object) -> str:
 
 
 def write_config(project: Path, home: Path | str, host: str = "plugbox-test", **keys) -> Path:
-    """plugbox.toml in PROJECT: [service] host/home/jump, [build] from KEYS."""
+    """plugbox.toml in PROJECT: [service] host/home/jump/shared/keep_connection, [build] from KEYS."""
     service = {"host": host, "home": str(home)}
-    for key in ("jump", "shared"):
+    for key in ("jump", "shared", "keep_connection"):
         if key in keys:
             service[key] = keys.pop(key)
     hooks = keys.pop("hooks", {})

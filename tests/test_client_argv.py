@@ -36,6 +36,26 @@ def test_the_session_is_the_master_and_lives_no_longer_than_its_command():
                                      *protocol.ARGS]
 
 
+def test_a_kept_session_rides_the_kept_master_or_makes_one_that_outlives_it():
+    base = A.ssh_base(A.kept_control_path("/run/user/1000/plug"))
+    argv = A.ssh_session(base, "hello@host", ["true"], keep=60)
+    assert argv[:7] == ["ssh", "-o", "ControlMaster=auto", "-o", "ControlPersist=60", "-o",
+                        "ControlPath=/run/user/1000/plug/%C"]
+    assert argv[-3:] == ["--", "hello@host", "true"]
+
+
+def test_a_kept_master_is_one_per_way_to_the_host():
+    assert A.kept_control_path("/d") == "/d/%C"
+    through = A.kept_control_path("/d", ("bastion",))
+    assert through.startswith("/d/%C-") and len(through) == len("/d/%C-") + 8
+    assert through == A.kept_control_path("/d", ("bastion",)) != A.kept_control_path("/d", ("other",))
+
+
+def test_disconnect_tells_the_master_to_exit():
+    base = A.ssh_base(CP, ("bastion",))
+    assert A.ssh_exit(base, "hello@host") == ["ssh", "-O", "exit", *base[1:], "--", "hello@host"]
+
+
 def test_what_rides_on_the_master_never_becomes_one():
     base = A.ssh_base(CP, extra=["-o", "ControlMaster=auto"])
     assert A.ssh_ride(base, "hello@host", ["echo", "a b"]) == [

@@ -166,6 +166,11 @@ def test_local_home_may_be_relative_to_the_file(tmp_path):
     (MINIMAL + '[hooks]\nstart = "run"\n', "[hooks] start: must be a list of non-empty strings"),
     (MINIMAL + "[hooks]\ncheck = [true]\n", "[hooks] check: must be a list of non-empty strings"),
     (MINIMAL + '[hooks]\nstop = [["nested"]]\n', "[hooks] stop: must be a list of non-empty strings"),
+    # keep_connection: whole seconds
+    (MINIMAL.replace("[build]", "keep_connection = 0\n[build]"), "[service] keep_connection: 0 is not a whole number"),
+    (MINIMAL.replace("[build]", "keep_connection = 2.5\n[build]"), "keep_connection: 2.5 is not a whole number"),
+    (MINIMAL.replace("[build]", 'keep_connection = "60"\n[build]'), "keep_connection: '60' is not a whole number"),
+    (MINIMAL + "[stages.x]\nhost = 'h'\nkeep_connection = 60\n", "[stages.x] keep_connection: unknown key"),
     # not TOML at all
     ("[service\nhost = 'x'\n", "not valid TOML"),
     (MINIMAL + '[service]\nhost = "again"\n', "not valid TOML"),
@@ -174,6 +179,23 @@ def test_each_problem_names_the_file_the_key_and_why(text, expected):
     message = refused(text)
     assert message.startswith(f"{WHERE}: ")
     assert expected in message
+
+
+def test_keep_connection_the_environment_wins(tmp_path, monkeypatch):
+    path = tmp_path / "plugbox.toml"
+    path.write_text(MINIMAL.replace("[build]", "keep_connection = 60\n[build]"))
+    assert parse_config(path.read_text(), path).keep_connection == 60
+    monkeypatch.delenv("PLUG_KEEP_CONNECTION", raising=False)
+    assert load_config(path).keep_connection == 60
+    monkeypatch.setenv("PLUG_KEEP_CONNECTION", "0")
+    assert load_config(path).keep_connection is None
+    monkeypatch.setenv("PLUG_KEEP_CONNECTION", "5")
+    assert load_config(path).keep_connection == 5
+    path.write_text(MINIMAL)
+    assert load_config(path).keep_connection == 5
+    monkeypatch.setenv("PLUG_KEEP_CONNECTION", "-1")
+    with pytest.raises(ConfigError, match="PLUG_KEEP_CONNECTION is '-1', not a whole number of seconds"):
+        load_config(path)
 
 
 def test_unknown_key_lists_the_known_ones():
