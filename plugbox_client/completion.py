@@ -12,7 +12,6 @@ stage: before any status, only live, previous and live~N are offered.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 
@@ -26,6 +25,8 @@ _KEPT = 200  # names remembered per plugbox.toml and stage, newest first
 
 def _cache(config_path: Path, stage: str | None) -> Path:
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    import hashlib  # here: the CLI loads this module for every command
+
     key = hashlib.sha256(f"{config_path}\n{stage or ''}".encode()).hexdigest()[:16]
     return Path(base, "plug", f"versions-{key}")
 

@@ -25,27 +25,34 @@ A deploy is one transaction on each host (the exchange is in protocol.py):
    before the next. When one fails (and switches itself back), the hosts
    already switched are told to revert and the others to call it off, so the
    fleet ends on one version; with `keep_going`, the others go on.
+
+What only some commands need (the build, the upload, threads for several hosts)
+is imported where it is needed: plug loads this module for every command, while
+the host is waiting for its request.
 """
+
+from __future__ import annotations
 
 import contextlib
 import json
 import os
 import sys
-import tempfile
 import time
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
-from plugbox_client import artifact as artifacts
-from plugbox_client import source, transport, upload
+from plugbox_client import transport
 from plugbox_client.config import Config
 from plugbox_server import protocol as P
 from plugbox_server.errors import CONNECTION_FAILED, INTERRUPTED, REVERT_FAILED, USAGE, PlugboxError
 from plugbox_server.names import login, new_version_name, validate_revision, validate_version, validate_version_spec
 from plugbox_server.output import ask
+
+if TYPE_CHECKING:
+    from plugbox_client import artifact as artifacts
+    from plugbox_client import upload
 
 
 class Quiet(PlugboxError):
@@ -152,6 +159,8 @@ class _Hosts:
         if not self.gated:
             work(hosts[0])
             return []
+        from concurrent.futures import ThreadPoolExecutor
+
         pool = ThreadPoolExecutor(max_workers=len(hosts))
         try:
             futures = [(host, pool.submit(work, host)) for host in hosts]
@@ -354,6 +363,8 @@ def origin(config: Config, message: str | None, artifact: artifacts.Artifact | N
     """Who deploys, from which machine and source, and why, and from what artifact:
     the version's record keeps it."""
     made_from = {"artifact": artifact.name, "artifact_sha256": artifact.sha256} if artifact else {}
+    from plugbox_client import source
+
     return {**caller(), **source.describe(config.project), "message": message, **made_from}
 
 
@@ -389,6 +400,8 @@ def deploy(config: Config, message: str | None = None, wait_lock: float = 0,
     names unset), makes the new version on each host from its live version's
     files instead: no build, no upload.
     """
+    from plugbox_client import upload
+
     hosts = _Hosts(config)
     steps = _Steps()
     gated = hosts.gated
@@ -703,6 +716,8 @@ def dry_run(config: Config, artifact: Path | None = None, force: bool = False) -
     counts are for the project (or the artifact) as it is now. A host whose live
     version has the artifact already would make nothing (unless `force`).
     """
+    from plugbox_client import upload
+
     hosts = _Hosts(config)
     found: dict[str, tuple[str | None, list[str], upload.Count | None]] = {}
     # "hold": the session, and so the connection rsync rides on, stays up until plug closes it.
@@ -891,6 +906,8 @@ def bootstrap(config: Config, zipapp: Path, into_home: bool = False) -> list[str
     plugbox goes to the login's ~/.local/bin, where plug finds it for every home of
     that login, or with `into_home` to HOME/.local/bin, for that home alone.
     """
+    import tempfile
+
     from plugbox_client import argv as A
 
     hosts = _Hosts(config, serve=False)
