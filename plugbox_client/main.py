@@ -125,3 +125,26 @@ def main() -> None:
     except KeyboardInterrupt:  # before a command could say it in its own words
         os.write(2, b"plug: interrupted\n")
         sys.exit(INTERRUPTED)
+    except SystemExit as done:  # how typer ends every command
+        _leave(done)
+
+
+def _leave(done: SystemExit) -> None:
+    """Exit with `done`'s status now, without the interpreter's teardown of every
+    module plug loaded (typer's, click's, rich's ...: about 10 ms at the end of each
+    command). The output is flushed first; the sessions, rsync and the temporary
+    directories of the command were closed when it returned; the only exit hook
+    registered by then is logging's, which has nothing to flush. When something
+    would still need that teardown (a thread of plug's still running, output that
+    cannot be flushed), the interpreter ends as usual."""
+    import threading
+
+    code = done.code
+    if not (code is None or isinstance(code, int)) or threading.active_count() > 1:
+        raise done
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except (OSError, ValueError):
+        raise done from None
+    os._exit(code or 0)
