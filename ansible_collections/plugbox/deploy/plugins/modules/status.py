@@ -1,0 +1,122 @@
+#!/usr/bin/python
+# Copyright: Plugbox developers
+# MIT License (see LICENSE of the Plugbox repository)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: status
+short_description: The versions Plugbox keeps of a service on the host
+version_added: "0.1.0"
+description:
+  - Reads the versions in O(home)/deploy/ with Plugbox's own code, imported from the plugbox
+    zipapp that C(plug bootstrap) installs on the host, and returns what C(plugbox status --json) prints.
+  - Changes nothing on the host.
+  - A prototype of how the modules of this collection drive Plugbox on the host.
+options:
+  home:
+    description:
+      - The service's home, holding C(deploy/).
+      - Default, as for C(plugbox) itself, E(PLUGBOX_HOME), else the login's E(HOME).
+    type: path
+  plugbox:
+    description:
+      - The plugbox zipapp to import Plugbox from.
+      - Default, as C(plug) looks, O(home)/.local/bin/plugbox, then the login's C(~/.local/bin/plugbox).
+    type: path
+requirements:
+  - Python 3.11 or newer on the host.
+  - The plugbox zipapp on the host (C(plug bootstrap)).
+attributes:
+  check_mode:
+    support: full
+  diff_mode:
+    support: none
+author:
+  - Plugbox developers
+"""
+
+EXAMPLES = r"""
+- name: What is live on each host
+  plugbox.deploy.status:
+    home: /srv/hello
+  register: state
+
+- name: Show it
+  ansible.builtin.debug:
+    msg: "{{ inventory_hostname }}: {{ state.live }}"
+"""
+
+RETURN = r"""
+home:
+  description: The service's home, absolute.
+  returned: success
+  type: str
+  sample: /srv/hello
+live:
+  description: The name of the live version, or null when there is none.
+  returned: success
+  type: str
+  sample: 20261121T090000Z
+versions:
+  description: Every version, newest first, as C(plugbox status --json) lists them.
+  returned: success
+  type: list
+  elements: dict
+plugbox_version:
+  description: The version of the plugbox zipapp that answered.
+  returned: success
+  type: str
+  sample: 0.1.0
+plugbox_path:
+  description: The plugbox zipapp that answered.
+  returned: success
+  type: str
+  sample: /home/hello/.local/bin/plugbox
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.plugbox.deploy.plugins.module_utils.plugbox import (
+    PlugboxMissing,
+    find_zipapp,
+    load,
+)
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            home=dict(type="path"),
+            plugbox=dict(type="path"),
+        ),
+        supports_check_mode=True,
+    )
+    try:
+        path = find_zipapp(module.params["home"], module.params["plugbox"])
+        plugbox_server = load(path)
+    except PlugboxMissing as error:
+        module.fail_json(msg=str(error))
+
+    from pathlib import Path
+
+    from plugbox_server import operations
+    from plugbox_server.errors import PlugboxError
+
+    try:
+        home = operations.home_from(module.params["home"])
+        live, rows = operations.status(home)
+    except PlugboxError as error:
+        module.fail_json(msg=str(error), plugbox_path=path)
+    module.exit_json(
+        changed=False,
+        home=str(Path(home).absolute()),
+        live=live,
+        versions=[vars(row) for row in rows],
+        plugbox_version=plugbox_server.__version__,
+        plugbox_path=path,
+    )
+
+
+if __name__ == "__main__":
+    main()
