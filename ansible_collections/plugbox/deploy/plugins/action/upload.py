@@ -73,7 +73,7 @@ class ActionModule(ActionBase):
     def run(self, tmp=None, task_vars=None):
         result = super().run(tmp, task_vars)
         del tmp
-        _, args = self.validate_argument_spec(argument_spec=ARGUMENT_SPEC)
+        dummy, args = self.validate_argument_spec(argument_spec=ARGUMENT_SPEC)
         if len(args["link_dest"]) > MAX_LINK_DEST:
             return dict(result, failed=True, msg="at most %d link_dest directories" % MAX_LINK_DEST)
         try:
@@ -86,7 +86,7 @@ class ActionModule(ActionBase):
         result["cmd"] = argv
         try:
             done = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True,
-                                  errors="replace")
+                                  errors="replace", check=False)
         except FileNotFoundError:
             return dict(result, failed=True, msg="rsync is not installed on the controller")
         result["rc"] = done.returncode

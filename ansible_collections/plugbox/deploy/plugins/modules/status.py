@@ -30,11 +30,13 @@ requirements:
   - The plugbox zipapp on the host (C(plug bootstrap)).
 attributes:
   check_mode:
+    description: Can run in check mode; it changes nothing in any mode.
     support: full
   diff_mode:
+    description: No diff.
     support: none
 author:
-  - Plugbox developers
+  - Plugbox developers (!UNKNOWN)
 """
 
 EXAMPLES = r"""

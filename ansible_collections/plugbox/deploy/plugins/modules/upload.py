@@ -52,17 +52,19 @@ options:
     default: rsync
 attributes:
   check_mode:
+    description: Can run in check mode.
     support: full
     details: rsync C(--dry-run); nothing is changed on the host.
   diff_mode:
+    description: No diff.
     support: none
 requirements:
   - rsync on the controller and on the host.
 notes:
-  - Privilege escalation (C(become)) is refused: the files would belong to the login, not to the user become names.
+  - "Privilege escalation (C(become)) is refused: the files would belong to the login, not to the user become names."
   - Password authentication is refused; use a key.
 author:
-  - Plugbox developers
+  - Plugbox developers (!UNKNOWN)
 """
 
 EXAMPLES = r"""
