@@ -250,5 +250,30 @@ def test_upload_refuses_become(rig: Rig, tmp_path: Path) -> None:
     assert not (rig.home("pbx-a01") / "up" / "x").exists()
 
 
+def test_upload_over_the_local_connection(tmp_path: Path) -> None:
+    """ansible_connection=local: rsync between two paths of this machine, no ssh."""
+    tree = make_tree(tmp_path / "tree")
+    target = tmp_path / "target"
+    target.mkdir()
+    book = playbook(tmp_path / "local.yml", [{
+        "hosts": "localhost", "gather_facts": False, "connection": "local",
+        "tasks": [
+            {"plugbox.deploy.upload": {"src": str(tree), "dest": str(target / "v1")}},
+            {"plugbox.deploy.upload": {"src": str(tree), "dest": str(target / "v2"), "link_dest": ["../v1"]},
+             "register": "sent"},
+            {"ansible.builtin.assert": {"that": ["sent.linked == 4", "sent.sent == 0"]}},
+        ],
+    }])
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("ANSIBLE_")},
+           "PATH": f"{find_ansible()}{os.pathsep}{os.environ.get('PATH', '')}",
+           "ANSIBLE_HOME": str(tmp_path / "ansible-home"), "ANSIBLE_LOCAL_TEMP": str(tmp_path / "ansible-tmp"),
+           "ANSIBLE_COLLECTIONS_PATH": str(REPOSITORY), "ANSIBLE_NOCOLOR": "1",
+           "ANSIBLE_LOCALHOST_WARNING": "0", "ANSIBLE_INVENTORY_UNPARSED_WARNING": "0"}
+    done = subprocess.run(["ansible-playbook", str(book)], capture_output=True, text=True, env=env,
+                          timeout=120, stdin=subprocess.DEVNULL)
+    ok(done)
+    assert files_of(target / "v2") == files_of(target / "v1")
+
+
 if __name__ == "__main__":
     sys.exit(pytest.main([__file__, "-v", "-s"]))
