@@ -51,6 +51,9 @@ def load(path):
     The zipapp goes first on sys.path, so a plugbox_server installed otherwise on
     the host never shadows the one the zipapp carries.
     """
+    if sys.version_info < (3, 11):
+        raise PlugboxMissing("plugbox needs Python 3.11 or newer; this module runs on %s (%s): set "
+                             "ansible_python_interpreter" % (sys.version.split()[0], sys.executable))
     if path not in sys.path:
         sys.path.insert(0, path)
     try:
