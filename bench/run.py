@@ -58,6 +58,8 @@ sys.path[:0] = [str(HERE), str(ROOT / "tests"), str(ROOT)]
 import tree as trees  # noqa: E402
 from sshd import Sshd, make_key, write_client_config  # noqa: E402
 
+from plugbox_server import protocol  # noqa: E402
+
 HOST = "bench"
 SYSTEM_PATH = "/usr/bin:/bin"
 
@@ -498,7 +500,8 @@ class Bench:
             "plug --version": lambda i: run([str(self.clients["plug"]), "--version"]),
             "plugbox --version (zipapp on the host)": lambda i: run([str(self.zipapp), "--version"], env=self.host_env),
             "plugbox --serve: status (zipapp on the host, what plug runs)": lambda i: run(
-                ["sh", "-c", f"echo '{{\"command\": \"status\"}}' | {shlex.quote(str(self.zipapp))} --serve 1"],
+                ["sh", "-c", f"echo '{{\"command\": \"status\"}}' | {shlex.quote(str(self.zipapp))} "
+                       f"{shlex.join(protocol.ARGS)}"],
                 env={**self.host_env, "PLUGBOX_HOME": str(self.work / "host" / "plug")}),
             "python3 -c pass (the host's)": lambda i: run([str(self.host_python / "python3"), "-c", "pass"]),
             "python3 -I -S -c pass (the host's)": lambda i: run([str(self.host_python / "python3"), "-I", "-S", "-c", "pass"]),

@@ -10,45 +10,47 @@ from validated parts.
 import shlex
 from pathlib import PurePosixPath
 
+from plugbox_server import layout, protocol
+
+
 def plugbox_env(user: str) -> dict[str, str]:
     """What plug tells plugbox: that plug called (its hints then name plug's commands)
     and who is at the keyboard (the user its log records, not the service's login)."""
     return {"PLUGBOX_CLIENT": "plug", "PLUGBOX_USER": user}
 
 
-# Find plugbox on the host, in the order plug promises: the copy in the configured
-# home's .local/bin (HOME is $1, or the login's $HOME when $1 is empty), then the
-# login's own ~/.local/bin (where `plug bootstrap` installs it, once per login),
+# Find plugbox on the host, in the order plug promises: the copy in the service's
+# home's .local/bin (the home as plugbox itself resolves it: layout.HOME_SH), then
+# the login's own ~/.local/bin (where `plug bootstrap` installs it, once per login),
 # then PATH. A non-interactive ssh session rarely has ~/.local/bin on its PATH,
-# hence the look. Not found: exit NOT_INSTALLED in silence; plug says it, in one line.
-_LOCATE = (
-    'h=${1:-$HOME}; p="$h/.local/bin/plugbox"; '
+# hence the look. Not found: exit errors.COMMAND_NOT_FOUND in silence; plug says
+# it, in one line. Then run it: $2 and $3 are plugbox_env()'s values, arguments,
+# never part of the script's text.
+FIND_PLUGBOX = (
+    layout.HOME_SH + 'p="$h/.local/bin/plugbox"; '
     '[ -x "$p" ] || p="$HOME/.local/bin/plugbox"; '
     '[ -x "$p" ] || p=$(command -v plugbox) || exit 127; '
-)
-
-# Run the plugbox found. $2 and $3 are plugbox_env()'s values: arguments, never part
-# of the script's text.
-FIND_PLUGBOX = (
-    _LOCATE + 'PLUGBOX_CLIENT=$2; PLUGBOX_USER=$3; shift 3; '
+    'PLUGBOX_CLIENT=$2; PLUGBOX_USER=$3; shift 3; '
     'export PLUGBOX_CLIENT PLUGBOX_USER; exec "$p" "$@"'
 )
-
-# Only find it: exit 0 when there is a plugbox to run, NOT_INSTALLED when not.
-LOCATE_PLUGBOX = _LOCATE + "exit 0"
 
 # Install a plugbox zipapp read from stdin and create the layout in HOME. It goes to
 # the login's ~/.local/bin, or to HOME/.local/bin when $2 is "home"; a copy already
 # in HOME/.local/bin is upgraded too, since plug runs that one first. Each file is
 # written beside its place and renamed over it, so a second bootstrap upgrades in
-# place. Prints each path it installed, one a line.
+# place. Refuses, in one line, a host without what plugbox needs (python3 3.11,
+# rsync). Prints each path it installed, one a line.
 INSTALL_PLUGBOX = (
-    "set -e; h=${1:-$HOME}; "
-    "command -v python3 >/dev/null || { echo 'python3 is not installed on this host' >&2; exit 1; }; "
+    "set -e; " + layout.HOME_SH +
+    "command -v python3 >/dev/null || { echo 'python3 is not installed on this host; install python3 (3.11 "
+    "or newer)' >&2; exit 1; }; "
     "python3 -c 'import sys; sys.exit(sys.version_info < (3, 11))' || "
-    '{ echo "plugbox needs python3 3.11 or newer; this host has $(python3 --version 2>&1)" >&2; exit 1; }; '
+    '{ echo "plugbox needs python3 3.11 or newer; this host has $(python3 --version 2>&1); '
+    'install a newer python3" >&2; exit 1; }; '
+    "command -v rsync >/dev/null || { echo 'rsync is not installed on this host; install rsync "
+    "(apt-get install rsync)' >&2; exit 1; }; "
     'if [ "$2" = home ]; then d="$h/.local/bin"; else d="$HOME/.local/bin"; fi; '
-    'mkdir -p "$d" "$h/deploy" "$h/shared" "$h/config"; '
+    f'mkdir -p "$d" "$h/{layout.DEPLOY}" "$h/{layout.SHARED}" "$h/{layout.CONFIG_DIR}"; '
     't="$d/.plugbox.$$"; cat >"$t"; chmod 755 "$t"; '
     'if [ "$d" != "$h/.local/bin" ] && [ -f "$h/.local/bin/plugbox" ]; then '
     'u="$h/.local/bin/.plugbox.$$"; cp "$t" "$u"; mv -f "$u" "$h/.local/bin/plugbox"; '
@@ -56,15 +58,10 @@ INSTALL_PLUGBOX = (
     'mv -f "$t" "$d/plugbox"; echo "$d/plugbox"'
 )
 
-# Exit status of FIND_PLUGBOX and LOCATE_PLUGBOX when there is no plugbox to run.
-NOT_INSTALLED = 127
-# plugbox's exit status for bad usage, which includes a protocol it does not speak.
-USAGE_EXIT = 2
-
-# An interactive login shell on the host in HOME/live (HOME as in FIND_PLUGBOX), and
-# the question asked before it: is there a live version to start in?
-SHELL_IN_LIVE = 'h=${1:-$HOME}; cd "$h/live" && exec "${SHELL:-/bin/sh}" -l'
-HAS_LIVE = 'h=${1:-$HOME}; test -d "$h/live"'
+# What the master connection runs when there is no plugbox to serve yet (bootstrap):
+# one empty line once it runs (the master is up), then it holds the connection
+# until plug closes its input.
+HOLD = ["sh", "-c", "echo; exec cat >/dev/null"]
 
 
 def plugbox_args(home: str | None, args: list[str]) -> list[str]:
@@ -87,19 +84,10 @@ def remote_install(home: str | None, into_home: bool = False) -> list[str]:
     return ["sh", "-c", INSTALL_PLUGBOX, "plug-bootstrap", home or "", "home" if into_home else "login"]
 
 
-def remote_locate(home: str | None) -> list[str]:
-    """The host-side argv that exits 0 when plugbox can be found, NOT_INSTALLED when not."""
-    return ["sh", "-c", LOCATE_PLUGBOX, "plug-locate", home or ""]
 
 
-def remote_shell(home: str | None) -> list[str]:
-    """The host-side argv of `plug ssh`: a login shell in HOME/live."""
-    return ["sh", "-c", SHELL_IN_LIVE, "plug-ssh", home or ""]
 
 
-def remote_has_live(home: str | None) -> list[str]:
-    """The host-side argv that exits 0 when HOME/live is a directory."""
-    return ["sh", "-c", HAS_LIVE, "plug-ssh", home or ""]
 
 
 # Connecting never hangs: a host that does not answer fails within ConnectTimeout,
@@ -129,9 +117,6 @@ def ssh_base(control_path: str, jump: tuple[str, ...] = (), extra: list[str] | t
     return argv
 
 
-PROTOCOL_ARGS = ("--serve", "1")
-
-
 def ssh_session(base: list[str], host: str, remote: list[str]) -> list[str]:
     """The master connection, running `remote` as its own session: the master lives
     exactly as long as that session (and the sessions riding on it), no longer."""
@@ -141,7 +126,7 @@ def ssh_session(base: list[str], host: str, remote: list[str]) -> list[str]:
 
 def remote_serve(home: str | None, user: str) -> list[str]:
     """The host-side argv of `plugbox --serve`: the home goes in its requests, not here."""
-    return _found_plugbox(home, user, list(PROTOCOL_ARGS))
+    return _found_plugbox(home, user, list(protocol.ARGS))
 
 
 def _with_mode(base: list[str], *mode: str) -> list[str]:
@@ -149,26 +134,17 @@ def _with_mode(base: list[str], *mode: str) -> list[str]:
     return [base[0], *mode, *base[1:]]
 
 
-def ssh_open(base: list[str], host: str) -> list[str]:
-    """Start the master connection in the background; returns once it is up."""
-    # ControlPersist=5: should plug be killed before `ssh -O exit`, the master
-    # outlives it by five seconds at most.
-    return [*_with_mode(base, "-o", "ControlMaster=yes", "-o", "ControlPersist=5"),
-            "-f", "-N", "--", host]
 
 
-def ssh_close(base: list[str], host: str) -> list[str]:
-    return [*base, "-O", "exit", "--", host]
 
 
-def ssh_run(base: list[str], host: str, remote: list[str]) -> list[str]:
-    """Run `remote` on the host over the master connection, as one quoted argument."""
-    return [*_with_mode(base, "-o", "ControlMaster=no"), "--", host, shlex.join(remote)]
+def ssh_ride(base: list[str], host: str, remote: list[str], tty: bool = False) -> list[str]:
+    """Run `remote` on the host over the master connection, as one quoted argument;
+    `tty`: with a terminal on the host (`-t`), for what a person types into."""
+    return [*_with_mode(base, "-o", "ControlMaster=no", *(["-t"] if tty else [])), "--", host,
+            shlex.join(remote)]
 
 
-def ssh_terminal(base: list[str], host: str, remote: list[str]) -> list[str]:
-    """ssh_run with a terminal on the host (`-t`), for what a person types into."""
-    return [*_with_mode(base, "-o", "ControlMaster=no", "-t"), "--", host, shlex.join(remote)]
 
 
 def rsync_rsh(base: list[str]) -> str:
@@ -176,9 +152,6 @@ def rsync_rsh(base: list[str]) -> str:
     return shlex.join(_with_mode(base, "-o", "ControlMaster=no"))
 
 
-def version_path(home: str, version: str) -> str:
-    """The directory of a version on the host, with the trailing slash rsync wants."""
-    return str(PurePosixPath(home) / "deploy" / version) + "/"
 
 
 def destination(host: str | None, path: str) -> str:
@@ -219,8 +192,8 @@ def rsync_upload(
         argv.append(f"--link-dest={link_dest}")
     # plugbox.toml is written by the host itself from the project's file, which
     # may be named otherwise (-c FILE); excluded, it is also protected from --delete.
-    argv += ["--filter=P /previous", "--filter=P /next", "--filter=P /.plugbox",
-             "--exclude=/plugbox.toml"]
+    argv += [f"--filter=P /{name}" for name in layout.OWNED if name != layout.CONFIG]
+    argv.append(f"--exclude=/{layout.CONFIG}")
     argv += [f"--exclude=/{path}" for path in shared]
     argv += [f"--exclude={pattern}" for pattern in exclude]
     return [*argv, "--", *sources, dest]

@@ -1,4 +1,5 @@
-"""`plug bootstrap`: build plugbox as one zipapp and install it on the host.
+"""`plug bootstrap`'s zipapp: plugbox built as one file that a bare python3 runs
+(driver.bootstrap installs it on the hosts).
 
 The host has python3 (3.11 or newer) and rsync, and no pip packages, so the zipapp
 carries plugbox_server and every pure-Python module it imports, copied from where
@@ -17,7 +18,6 @@ from importlib.util import find_spec
 from pathlib import Path
 
 from plugbox_client import transport
-from plugbox_client.config import Config
 from plugbox_server.errors import PlugboxError
 
 ENTRY = "plugbox_server.main:main"
@@ -78,50 +78,3 @@ def _copy_module(name: str, staging: Path) -> None:
             raise PlugboxError(f"{name} is compiled ({origin.name}); the zipapp must be pure Python",
                                "install a pure-Python build of it")
         shutil.copy2(origin, staging / origin.name)
-
-
-def bootstrap(config: Config, into_home: bool = False) -> list[str]:
-    """Install (or upgrade) plugbox on the host (on each host in turn) and create the
-    layout; returns the report. With several hosts, one that fails does not stop
-    the others: the report names it, and the command fails at the end.
-
-    plugbox goes to the login's ~/.local/bin, where plug finds it for every home of
-    that login, or with `into_home` to HOME/.local/bin, for that home alone.
-    """
-    with tempfile.TemporaryDirectory(prefix="plug-") as scratch:
-        zipapp_path = build(Path(scratch, "plugbox"))
-        if not config.several:
-            return _install(config, zipapp_path, into_home)
-        failed = []
-        for name in config.hosts:
-            try:
-                for line in _install(config.for_host(name), zipapp_path, into_home):
-                    print(f"{name}: {line}", flush=True)
-            except PlugboxError as error:
-                print(f"plug: {name}: {error}", file=sys.stderr, flush=True)
-                failed.append(error)
-        if failed:
-            raise PlugboxError(f"plugbox was not installed on {len(failed)} of {len(config.hosts)} hosts",
-                               "see the lines above", code=failed[0].code)
-        return []
-
-
-def _install(config: Config, zipapp_path: Path, into_home: bool) -> list[str]:
-    with transport.connect(config) as host:
-        installed = transport.install_plugbox(host, zipapp_path, into_home)
-        if installed.code != 0:
-            raise PlugboxError(f"could not install plugbox on {host.label} (exit {installed.code})",
-                               "see the message above")
-        version = host.plugbox(["--version"], capture=True)
-        state = host.plugbox(["status", "--json"], capture=True)
-        if version.code != 0 or state.code != 0:
-            raise PlugboxError(f"plugbox was installed on {host.label} but does not run there",
-                               "see the message above")
-    home = json.loads(state.stdout)["home"]
-    paths = installed.stdout.split("\n")
-    return [
-        *(f"{version.stdout.strip()} installed on {host.label} as {path}" for path in paths if path),
-        "it serves " + (f"the service in {home} alone" if into_home else
-                        "every service of this ssh login whose home has no plugbox of its own"),
-        f"layout ready in {home}: deploy/, shared/, config/",
-    ]

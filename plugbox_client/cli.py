@@ -1,8 +1,8 @@
-"""`plug`: parses the command line, calls one function of deploy.py or bootstrap.py, reports.
+"""`plug`: parses the command line, calls one function of driver.py (or config.py), reports.
 
-The one place an expected failure (PlugboxError) becomes `plug: <what>: <why>; <next
-step>` on stderr and an exit status. The server commands pass plugbox's own output
-and exit status through.
+The one place where an expected failure becomes `plug: <what>: <why>; <next step>` on
+stderr and an exit status, through errors.exit_for, as in plugbox. The server
+commands pass plugbox's own output and exit status through.
 """
 
 import functools
@@ -14,7 +14,8 @@ import typer
 
 from plugbox_client import config as cfg
 from plugbox_server import __version__
-from plugbox_server.errors import PlugboxError
+from plugbox_server import protocol as P
+from plugbox_server.errors import USAGE, PlugboxError, exit_for
 
 app = typer.Typer(
     name="plug",
@@ -33,26 +34,25 @@ ConfigOption = Annotated[Optional[Path], typer.Option(
     help="The plugbox.toml to use [default: the nearest one upward from here].")]
 
 
-def reports_errors(command):
-    @functools.wraps(command)
-    def wrapper(*args, **kwargs):
-        try:
-            code = command(*args, **kwargs)
-        except PlugboxError as error:
-            if str(error):  # an empty one: the host has said why already
-                print(f"plug: {error}", file=sys.stderr)
-            raise typer.Exit(error.code)
-        except OSError as error:
-            where = f"{error.filename}: " if error.filename else ""
-            print(f"plug: {where}{error.strerror or error}", file=sys.stderr)
-            raise typer.Exit(1)
-        except KeyboardInterrupt:
-            print("plug: interrupted; see `plug status`", file=sys.stderr)
-            raise typer.Exit(130)
-        if code:
-            raise typer.Exit(code)
+def reports_errors(interrupted: str = "interrupted; see `plug status`"):
+    """The command's failures as one line on stderr and an exit status;
+    `interrupted`: what a Ctrl-C that reaches plug itself says."""
+    def decorate(command):
+        @functools.wraps(command)
+        def wrapper(*args, **kwargs):
+            try:
+                code = command(*args, **kwargs)
+            except (PlugboxError, OSError, KeyboardInterrupt) as error:
+                code, message = exit_for(error, interrupted)
+                if message:  # none: the host has said why already
+                    print(f"plug: {message}", file=sys.stderr)
+                raise typer.Exit(code) from None
+            if code:
+                raise typer.Exit(code)
 
-    return wrapper
+        return wrapper
+
+    return decorate
 
 
 _stage: Optional[str] = None  # -s NAME, given before the command
@@ -60,6 +60,17 @@ _stage: Optional[str] = None  # -s NAME, given before the command
 
 def _load(config: Optional[Path]) -> cfg.Config:
     return cfg.load_config(config, stage=_stage)
+
+
+def _on_hosts(config: Optional[Path], command: str, named: list[str] = (), **fields) -> int:
+    """A plugbox command on the host (every host), its output and status passed through;
+    `named`: the versions on plug's command line, checked before anything connects."""
+    from plugbox_client import driver
+
+    for name in named:
+        driver.version_argument(name)
+    loaded = _load(config)
+    return driver.server_command(loaded, P.request(command, loaded.home, **fields))
 
 
 def _report(lines: list[str]) -> None:
@@ -86,7 +97,7 @@ def main_options(
 
 
 @app.command()
-@reports_errors
+@reports_errors()
 def deploy(
     config: ConfigOption = None,
     message: Annotated[Optional[str], typer.Option(
@@ -120,19 +131,14 @@ def deploy(
     time; if one fails, every host is put back on its version. Ends with a
     table: host, live version, result, seconds.
     """
-    from plugbox_client import deploy as d
+    from plugbox_client import driver
 
     loaded = _load(config)
-    if loaded.several:
-        from plugbox_client import fleet
-
-        _report(fleet.dry_run(loaded) if dry_run else fleet.deploy(loaded, message, wait_lock, batch or 0, keep_going))
-        return
-    _report(d.dry_run(loaded) if dry_run else d.deploy(loaded, message, wait_lock))
+    _report(driver.dry_run(loaded) if dry_run else driver.deploy(loaded, message, wait_lock, batch or 0, keep_going))
 
 
 @app.command()
-@reports_errors
+@reports_errors()
 def rollback(
     version: Annotated[Optional[str], typer.Argument(
         metavar="[VERSION]", help="The version to make live [default: live's previous].", show_default=False)] = None,
@@ -150,21 +156,13 @@ def rollback(
     host goes to the same version (by default the previous of the newest live
     one), and nothing is rolled back unless every host has it.
     """
-    from plugbox_client import deploy as d
+    from plugbox_client import driver
 
-    loaded = _load(config)
-    if loaded.several:
-        from plugbox_client import fleet
-
-        if version:
-            d._version_argument(version)
-        _report(fleet.rollback(loaded, version, refresh, wait_lock))
-        return
-    _report(d.rollback(loaded, version, refresh, wait_lock))
+    _report(driver.rollback(_load(config), version, refresh, wait_lock))
 
 
 @app.command()
-@reports_errors
+@reports_errors()
 def status(
     as_json: Annotated[bool, typer.Option("--json", help="Print the state as JSON.")] = False,
     config: ConfigOption = None,
@@ -177,13 +175,11 @@ def status(
     lines start with its name, and a last line says whether their live
     versions differ.
     """
-    from plugbox_client import deploy as d
-
-    return d.server_command(_load(config), {"command": "status", "json": as_json})
+    return _on_hosts(config, "status", json=as_json or None)
 
 
 @app.command()
-@reports_errors
+@reports_errors()
 def log(
     output: Annotated[bool, typer.Option(
         "--output", help="Print instead what the hooks of past commands printed, as the host kept it.")] = False,
@@ -195,13 +191,11 @@ def log(
     With --output, what the hooks printed (the host keeps it, whether or not
     anyone was listening): how a deploy interrupted by Ctrl-C ended, say.
     """
-    from plugbox_client import deploy as d
-
-    return d.server_command(_load(config), {"command": "log", "output": output})
+    return _on_hosts(config, "log", output=output or None)
 
 
 @app.command()
-@reports_errors
+@reports_errors()
 def remove(
     versions: Annotated[list[str], typer.Argument(metavar="VERSION...", help="The versions to delete.")],
     config: ConfigOption = None,
@@ -210,13 +204,11 @@ def remove(
 
     Never the live one; the links that named them are re-pointed past them.
     """
-    from plugbox_client import deploy as d
-
-    return d.remove(_load(config), versions)
+    return _on_hosts(config, "remove", versions, versions=versions)
 
 
 @app.command()
-@reports_errors
+@reports_errors()
 def prune(
     keep: Annotated[int, typer.Option("--keep", metavar="N", min=1, help="How many versions to keep.")] = 5,
     config: ConfigOption = None,
@@ -226,13 +218,11 @@ def prune(
     Never-live versions go first, then the oldest; never the live version nor its
     previous.
     """
-    from plugbox_client import deploy as d
-
-    return d.server_command(_load(config), {"command": "prune", "keep": keep})
+    return _on_hosts(config, "prune", keep=keep)
 
 
 @app.command()
-@reports_errors
+@reports_errors()
 def verify(
     version: Annotated[Optional[str], typer.Argument(
         metavar="[VERSION]", help="The version to verify [default: the live one].", show_default=False)] = None,
@@ -244,14 +234,11 @@ def verify(
     file written in place changes every version sharing it); exits 1 when
     anything differs.
     """
-    from plugbox_client import deploy as d
-
-    return d.server_command(_load(config), {"command": "verify", "version": version},
-                            [version] if version else [])
+    return _on_hosts(config, "verify", [version] if version else [], version=version)
 
 
 @app.command()
-@reports_errors
+@reports_errors()
 def check(
     repair: Annotated[bool, typer.Option("--repair", help="Fix what can be fixed without losing a version.")] = False,
     config: ConfigOption = None,
@@ -261,13 +248,11 @@ def check(
     Prints each problem and exits 1 if there is one; --repair fixes what can be
     fixed without losing a version.
     """
-    from plugbox_client import deploy as d
-
-    return d.server_command(_load(config), {"command": "check", "repair": repair})
+    return _on_hosts(config, "check", repair=repair or None)
 
 
 @app.command()
-@reports_errors
+@reports_errors()
 def bootstrap(
     into_home: Annotated[bool, typer.Option(
         "--into-home", help="Install into HOME/.local/bin, for this service alone, "
@@ -282,13 +267,18 @@ def bootstrap(
     directory is not on the PATH of an ssh session. Also creates HOME/deploy/,
     HOME/shared/ and HOME/config/. Says where it installed plugbox.
     """
-    from plugbox_client import bootstrap as b
+    import tempfile
 
-    _report(b.bootstrap(_load(config), into_home=into_home))
+    from plugbox_client import bootstrap as b
+    from plugbox_client import driver
+
+    loaded = _load(config)
+    with tempfile.TemporaryDirectory(prefix="plug-") as scratch:
+        _report(driver.bootstrap(loaded, b.build(Path(scratch, "plugbox")), into_home=into_home))
 
 
 @app.command("exec", context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
-@reports_errors
+@reports_errors("interrupted")
 def exec_(
     command: Annotated[list[str], typer.Argument(
         metavar="COMMAND...", help="The program to run on the host and its arguments, after --.", show_default=False)],
@@ -302,15 +292,13 @@ def exec_(
     PLUGBOX_VERSION_DIR, PLUGBOX_PREVIOUS); its output streams here, and plug
     exits with its status. Options for plug go before --.
     """
-    from plugbox_client import transport
+    from plugbox_client import driver
 
-    loaded = _load(config)
-    with transport.connect(loaded) as host:
-        return transport.exec_in_live(host, command, tty)
+    return driver.exec_in_live(_load(config), command, tty)
 
 
 @app.command("ssh")
-@reports_errors
+@reports_errors("interrupted")
 def ssh(config: ConfigOption = None) -> int:
     """Open an interactive shell on the host, in HOME/live.
 
@@ -318,15 +306,13 @@ def ssh(config: ConfigOption = None) -> int:
     configuration as every plug command, jump hosts included. Exits with the
     shell's status.
     """
-    from plugbox_client import transport
+    from plugbox_client import driver
 
-    loaded = _load(config)
-    with transport.connect(loaded) as host:
-        return transport.shell_in_live(host)
+    return driver.shell_in_live(_load(config))
 
 
 @app.command()
-@reports_errors
+@reports_errors()
 def init(
     host: Annotated[str, typer.Option("--host", metavar="HOST", help='Where to deploy: [user@]host, or "local".')],
     home: Annotated[Optional[str], typer.Option("--home", metavar="DIR", help="The service's home on the host.")] = None,
@@ -345,7 +331,7 @@ def init(
     Refuses to replace an existing file unless --force.
     """
     if upload and version_dir is not None:
-        raise PlugboxError("--upload and --version-dir exclude each other", "give one of them", code=2)
+        raise PlugboxError("--upload and --version-dir exclude each other", "give one of them", code=USAGE)
     text = cfg.render_config(
         host, jump=tuple(jump or ()), home=home, shared=tuple(shared or ()), prepare=tuple(prepare or ()),
         upload=tuple(upload or ()), version_dir=version_dir, exclude=tuple(exclude) if exclude else None,

@@ -15,31 +15,16 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
 
 from plugbox_server.errors import USAGE, PlugboxError
+from plugbox_server.layout import CONFIG as FILENAME
+from plugbox_server.layout import CONFIG, OWNED, Checker, ConfigError, settings
 
-FILENAME = "plugbox.toml"
 LOCAL = "local"
-
-# Top-level names plugbox owns in a version directory: the links it writes and
-# the record it keeps (.plugbox/); an upload may not bring its own.
-RESERVED = ("previous", "next", ".plugbox")
-
-KEYS = {
-    "service": ("host", "hosts", "jump", "home", "shared"),
-    "build": ("prepare", "upload", "version_dir", "exclude"),
-    "hooks": ("post_upload", "stop", "start", "refresh", "check"),
-    "timeouts": ("post_upload", "stop", "start", "refresh", "check"),
-    "stages": (),  # each key a stage: a table of STAGE_KEYS
-}
-# What a [stages.NAME] table may set: where the service runs, not what it is.
-STAGE_KEYS = ("host", "hosts", "jump", "home")
 
 # An ssh destination as plug accepts it: [user@]host. Anything fancier (a port, an
 # IPv6 address, options) belongs in ~/.ssh/config under a Host alias.
 _HOST = re.compile(r"(?:[A-Za-z0-9._%+-]+@)?[A-Za-z0-9._-]+")
 # A jump host as `ssh -J` takes it: [user@]host[:port]; commas would split it.
 _JUMP = re.compile(r"(?:[A-Za-z0-9._%+-]+@)?[A-Za-z0-9._-]+(?::[0-9]+)?")
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-_WILDCARD = re.compile(r"[*?\[\\]")
 
 
 @dataclass(frozen=True)
@@ -75,10 +60,6 @@ class Config:
         return self.host == LOCAL
 
 
-class ConfigError(PlugboxError):
-    code = USAGE
-
-
 def find_config(start: Path) -> Path:
     """The nearest plugbox.toml in `start` or one of its parents."""
     start = start.absolute()
@@ -88,8 +69,7 @@ def find_config(start: Path) -> Path:
             return candidate
     raise ConfigError(
         f"no {FILENAME} in {start} or any directory above it",
-        "write one with `plug init`, or name one with -c FILE",
-    )
+        "write one with `plug init`, or name one with -c FILE", code=USAGE)
 
 
 def load_config(path: Path | None = None, cwd: Path | None = None, stage: str | None = None) -> Config:
@@ -99,10 +79,10 @@ def load_config(path: Path | None = None, cwd: Path | None = None, stage: str | 
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise ConfigError(f"{path}: no such file", "write one with `plug init`") from None
+        raise ConfigError(f"{path}: no such file", "write one with `plug init`", code=USAGE) from None
     except (OSError, UnicodeDecodeError) as e:
         reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
-        raise ConfigError(f"{path}: cannot read it: {reason}", "check the file") from None
+        raise ConfigError(f"{path}: cannot read it: {reason}", "check the file", code=USAGE) from None
     return parse_config(text, path, stage)
 
 
@@ -113,41 +93,14 @@ def parse_config(text: str, path: Path, stage: str | None = None) -> Config:
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
-        raise ConfigError(f"{path}: not valid TOML: {e}", "fix the syntax") from None
-    check = _Checker(path)
+        raise ConfigError(f"{path}: not valid TOML: {e}", "fix the syntax", code=USAGE) from None
+    check = Checker(path, code=USAGE)
+    version = settings(data, check)  # the rules the host checks too
+    service, build, stages = (check.table(data, name) for name in ("service", "build", "stages"))
 
-    for table in data:
-        if table not in KEYS:
-            raise check.error(None, table, "unknown table", f"the tables are {_names(KEYS)}")
-    tables = {}
-    for table, keys in KEYS.items():
-        value = data.get(table, {})
-        if not isinstance(value, dict):
-            raise check.error(None, table, "must be a table", f"write it as [{table}]")
-        for key in value:
-            if key not in keys and table != "stages":
-                raise check.error(table, key, "unknown key", f"the keys of [{table}] are {_names(keys)}")
-        tables[table] = value
-
-    service, build, hooks = tables["service"], tables["build"], tables["hooks"]
-    # Read on the host, from the uploaded copy; here only checked.
-    for key, seconds in tables["timeouts"].items():
-        if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not seconds > 0:
-            raise check.error("timeouts", key, f"{seconds!r} is not a number of seconds above 0",
-                              "give the time limit in seconds, such as 300")
-
-
-    stages = tables["stages"]
-    for name, table in stages.items():
-        if not isinstance(table, dict):
-            raise check.error(None, f"stages.{name}", "must be a table", f"write it as [stages.{name}]")
-        for key in table:
-            if key not in STAGE_KEYS:
-                raise check.error(f"stages.{name}", key, "unknown key",
-                                  f"a stage sets {_names(STAGE_KEYS)}; the rest is in [service] and [build]")
     if stage is not None and stage not in stages:
         known = f"the stages are {_names(stages)}" if stages else f"{path} has no [stages.NAME] table"
-        raise ConfigError(f"{path}: no stage {stage!r}", f"{known}; nothing was done")
+        raise ConfigError(f"{path}: no stage {stage!r}", f"{known}; nothing was done", code=USAGE)
     places = {name: _place(check, f"stages.{name}", {**service, **_hosts_of(table), **table})
               for name, table in stages.items()}
     if stage is None or "host" in service or "hosts" in service:
@@ -155,20 +108,10 @@ def parse_config(text: str, path: Path, stage: str | None = None) -> Config:
     hosts, jump, home = places[stage]
     host = hosts[0]
 
-    shared = tuple(
-        check.relative("service", "shared", p, pattern_safe=True)
-        for p in check.strings("service", "shared", service.get("shared", []))
-    )
-    check.unique("service", "shared", shared)
-    for p in shared:
-        top = PurePosixPath(p).parts[0]
-        if top in (*RESERVED, FILENAME):
-            raise check.error("service", "shared", f"{p!r} would replace the version's own {top}", "choose another path")
-
     prepare = check.strings("build", "prepare", build.get("prepare", []))
     exclude = check.strings("build", "exclude", build.get("exclude", []))
     for pattern in exclude:
-        check.plain(("build", "exclude"), pattern)
+        check.plain("build", "exclude", pattern)
 
     if ("upload" in build) == ("version_dir" in build):
         problem = "both upload and version_dir are set" if "upload" in build else "neither upload nor version_dir is set"
@@ -184,15 +127,12 @@ def parse_config(text: str, path: Path, stage: str | None = None) -> Config:
             raise check.error("build", "upload", "is empty", "list the paths to upload")
         names = [PurePosixPath(p).name for p in upload]
         for p, name in zip(upload, names):
-            if name in ("", ".", ".."):
-                raise check.error("build", "upload", f"{p!r} has no name of its own", 'use version_dir = "." to upload a whole directory')
-            if name in RESERVED:
+            if name in OWNED and name != CONFIG:
                 raise check.error("build", "upload", f"{p!r} would land as the version's own {name!r}, which plugbox owns", "rename it")
         check.unique("build", "upload", names, what="names")
     else:
         version_dir = check.relative("build", "version_dir", check.string("build", "version_dir", build["version_dir"]), allow_dot=True)
 
-    hook_lists = {key: check.strings("hooks", key, hooks[key]) for key in KEYS["hooks"] if key in hooks}
 
     if host == LOCAL:
         uploaded = [version_dir] if version_dir is not None else list(upload)
@@ -202,8 +142,8 @@ def parse_config(text: str, path: Path, stage: str | None = None) -> Config:
                                   "put the home outside what is uploaded")
 
     return Config(
-        path=path, host=host, jump=jump, home=home, shared=shared, prepare=prepare,
-        upload=upload, version_dir=version_dir, exclude=exclude, hooks=hook_lists,
+        path=path, host=host, jump=jump, home=home, shared=version.shared, prepare=prepare,
+        upload=upload, version_dir=version_dir, exclude=exclude, hooks=version.hooks,
         hosts=hosts, stage=stage,
     )
 
@@ -215,7 +155,7 @@ def _hosts_of(table: dict) -> dict:
     return {}
 
 
-def _place(check: "_Checker", table: str, keys: dict) -> tuple[tuple[str, ...], tuple[str, ...], str | None]:
+def _place(check: Checker, table: str, keys: dict) -> tuple[tuple[str, ...], tuple[str, ...], str | None]:
     """(hosts, jump, home) of [service] or of a stage laid over it, validated."""
     path = check.path
     keys = {k: v for k, v in keys.items() if v is not None}
@@ -253,7 +193,7 @@ def _place(check: "_Checker", table: str, keys: dict) -> tuple[tuple[str, ...], 
     home = None
     if "home" in keys:
         home = check.string(table, "home", keys["home"])
-        check.plain((table, "home"), home)
+        check.plain(table, "home", home)
         if local and not home.startswith("/"):
             # On this machine a relative home means one beside the project, like other paths here.
             home = os.path.normpath(path.parent / home)
@@ -266,55 +206,6 @@ def _place(check: "_Checker", table: str, keys: dict) -> tuple[tuple[str, ...], 
 
 def _names(keys) -> str:
     return ", ".join(keys)
-
-
-class _Checker:
-    def __init__(self, path: Path):
-        self.path = path
-
-    def error(self, table: str | None, key: str, problem: str, hint: str) -> ConfigError:
-        where = f"[{key}]" if table is None else f"[{table}] {key}"
-        return ConfigError(f"{self.path}: {where}: {problem}", hint)
-
-    def string(self, table: str, key: str, value) -> str:
-        if not isinstance(value, str) or not value:
-            raise self.error(table, key, f"must be a non-empty string, not {_shown(value)}", "fix the value")
-        return value
-
-    def strings(self, table: str, key: str, value) -> tuple[str, ...]:
-        if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
-            raise self.error(table, key, f"must be a list of non-empty strings, not {_shown(value)}", f'write it as {key} = ["..."]')
-        return tuple(value)
-
-    def plain(self, where: tuple[str, str], value: str) -> None:
-        if _CONTROL.search(value):
-            raise self.error(*where, f"{_shown(value)} contains a control character", "remove it")
-
-    def relative(self, table: str, key: str, value: str, *, allow_dot=False, pattern_safe=False) -> str:
-        self.plain((table, key), value)
-        p = PurePosixPath(value)
-        if p.is_absolute():
-            raise self.error(table, key, f"{value!r} is not a relative path", "give it relative to the project directory")
-        if key == "shared" and ".." in p.parts:
-            raise self.error(table, key, f"{value!r} leaves the version directory", "remove the '..'")
-        if str(p) == "." and not allow_dot:
-            raise self.error(table, key, f"{value!r} names no path", "name a path")
-        if pattern_safe and _WILDCARD.search(value):
-            raise self.error(table, key, f"{value!r} contains a wildcard", "list plain paths")
-        return str(p)
-
-    def unique(self, table: str, key: str, values, what="entries") -> None:
-        seen = set()
-        for v in values:
-            if v in seen:
-                raise self.error(table, key, f"two {what} are {v!r}", "keep one")
-            seen.add(v)
-
-
-def _shown(value) -> str:
-    if isinstance(value, str):
-        return repr(value)
-    return f"{type(value).__name__} {value!r}"
 
 
 def _toml(value) -> str:

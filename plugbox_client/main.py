@@ -13,7 +13,7 @@ import signal
 import sys
 
 # The commands that talk to plugbox on the host through one session.
-_HOST_COMMANDS = {"deploy", "rollback", "status", "log", "remove", "prune", "check", "verify"}
+_HOST_COMMANDS = {"deploy", "rollback", "status", "log", "remove", "prune", "check", "verify", "exec", "ssh"}
 _VALUE_OPTIONS = {"-c", "--config", "-m", "--message", "--wait-lock", "--keep", "--batch"}
 
 

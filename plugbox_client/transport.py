@@ -2,16 +2,19 @@
 
 Every plug command that works on the host talks to one `plugbox --serve` process
 there, a `Session`: over ssh, the session is also the master connection
-(ControlMaster=yes, ControlPersist=no), so the master lives exactly as long as
-the session, and rsync's `-e` rides on it; for host = "local", plugbox runs here.
-The exchange is JSON lines on the session's stdin and stdout (see
-plugbox_server/serve.py); the host's messages and hook output come on its
-stderr, which plug passes on line by line.
+(ControlMaster=yes, ControlPersist=no), so the master lives exactly as long as the
+session, and whatever else the command runs on the host rides on it (`ride`:
+rsync's `-e`, `plug exec`, `plug ssh`, bootstrap's install): one login per
+command. For host = "local", plugbox runs here. The exchange is protocol.py's,
+JSON lines on the session's stdin and stdout; the host's messages and hook output
+come on its stderr, which plug passes on line by line.
 
-A session cannot outlive plug: on Linux, ssh and rsync get SIGTERM when plug dies
-(PR_SET_PDEATHSIG), even by SIGKILL; the end of plug's side of the pipe is the
-end of the session on the host, which then finishes or undoes what it was doing.
-The control socket is a name in the temporary directory that ssh itself removes.
+Nothing started here outlives plug: on Linux, ssh, rsync and a local plugbox get
+SIGTERM when plug dies (PR_SET_PDEATHSIG), even by SIGKILL; the end of plug's
+side of the pipe is the end of the session on the host, which then finishes or
+undoes what it was doing, and a command run by `plug exec` ends with its
+connection (see plugbox exec). The control socket is a name in the temporary
+directory that ssh itself creates and removes.
 
 ssh reads plug's own ssh_config (next to this file), which includes the user's
 ~/.ssh/config first and then sets ConnectTimeout and ServerAliveInterval, so a
@@ -25,13 +28,9 @@ they cannot override) and before the host:
     PLUG_SSH_OPTIONS=ARGS    more ssh arguments, split like a shell splits words,
                              e.g. "-p 2222 -i /path/key -o UserKnownHostsFile=/path/known
                                    -o StrictHostKeyChecking=yes"
-
-`Local` and `Ssh` run plain commands (bootstrap's install) over a master started
-with `ssh -f` and closed with `ssh -O exit`.
 """
 
 import contextlib
-import getpass
 import json
 import os
 import shutil
@@ -45,11 +44,10 @@ from pathlib import Path
 
 from plugbox_client import argv as A
 from plugbox_client.config import Config
-from plugbox_server.errors import PlugboxError
+from plugbox_server import protocol
+from plugbox_server.errors import COMMAND_NOT_FOUND, CONNECTION_FAILED, USAGE, PlugboxError
+from plugbox_server.names import login
 
-# ssh's own exit status when it could not connect or lost the connection; plug
-# exits with it too in that case.
-CONNECTION_FAILED = 255
 CAPTURE = "capture"
 DEVNULL = Path(os.devnull)
 
@@ -116,144 +114,37 @@ def _command(name: str):
     return command
 
 
-def connect(config: Config):
-    """The transport for `config`, to be entered with `with`."""
-    return Local(config) if config.local else Ssh(config, A.ssh_extra(os.environ))
+def foreground(argv: list[str], env: dict[str, str] | None = None) -> int:
+    """Run argv on this terminal, with plug's own stdin, stdout and stderr (no pipe, no
+    pty in between), and return its exit status (killed by signal N: 128+N).
 
+    A Ctrl-C reaches it directly, as it does plug: plug waits for its end, then
+    raises KeyboardInterrupt (whatever status the interrupted child chose, ssh's
+    255 included). SIGTERM or SIGHUP to plug (a KeyboardInterrupt, see main.py)
+    stops the child first. (subprocess, not sh's _fg, which spawns without a way
+    to make the child die with plug.)
+    """
+    import signal
 
-def local_user() -> str:
-    """Who runs plug here: what plugbox's log records for the commands plug runs."""
+    _command(argv[0])  # not found: one line
+    interrupted = []
+    # A handler, not SIG_IGN, which the child would inherit through exec.
+    previous = signal.signal(signal.SIGINT, lambda *_: interrupted.append(True))
     try:
-        return getpass.getuser()
-    except (KeyError, OSError):
-        return str(os.getuid())
-
-
-class Local:
-    """host = "local": plugbox and rsync on this machine, no ssh."""
-
-    rsh = None
-
-    def __init__(self, config: Config):
-        self.home = config.home
-        self.label = "this machine"
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
-
-    def plugbox(self, args: list[str], *, capture=False) -> Result:
-        return run([*self._plugbox(), *A.plugbox_args(self.home, args)], out=CAPTURE if capture else None,
-                   env=A.plugbox_env(local_user()))
-
-    def _plugbox(self) -> list[str]:
-        # Same order as argv.FIND_PLUGBOX on a remote host: HOME's own copy, the
-        # login's (where bootstrap installs it), then PATH; and, here, the package
-        # plug came with.
-        for installed in (Path(self.home, ".local", "bin", "plugbox"),
-                          Path(os.path.expanduser("~"), ".local", "bin", "plugbox")):
-            if os.access(installed, os.X_OK):
-                return [str(installed)]
-        found = shutil.which("plugbox")
-        return [found] if found else [sys.executable, "-m", "plugbox_server"]
-
-    def install(self, zipapp: Path) -> Result:
-        return run(A.remote_install(self.home), stdin=zipapp)
-
-    def destination(self, path: str) -> str:
-        return A.destination(None, path)
-
-
-class Ssh:
-    """Everything over one ssh master connection to config.host."""
-
-    def __init__(self, config: Config, extra: list[str]):
-        self.host = config.host
-        self.home = config.home
-        self.label = config.host
-        self.jump = config.jump
-        self.extra = extra
-        self.base: list[str] = []
-        self.directory: str | None = None
-
-    @property
-    def rsh(self) -> str:
-        return A.rsync_rsh(self.base)
-
-    def __enter__(self):
-        self.directory = _private_directory()
-        self.base = A.ssh_base(os.path.join(self.directory, "master"), self.jump, self.extra)
-        log = Path(self.directory, "master.log")
-        try:
-            code = run(A.ssh_open(self.base, self.host), out=DEVNULL, err=log).code
-            if code != 0:
-                said = _last_line(log)
-                raise PlugboxError(
-                    f"could not connect to {self.host}: " + (said or f"ssh exited with {code}"),
-                    "check the host in plugbox.toml and that `ssh " + self.host + "` works",
-                    code=CONNECTION_FAILED,
-                )
-        except BaseException:
-            shutil.rmtree(self.directory, ignore_errors=True)
-            raise
-        return self
-
-    def __exit__(self, *exc):
-        try:
-            run(A.ssh_close(self.base, self.host), out=DEVNULL, err=DEVNULL)
-        finally:
-            shutil.rmtree(self.directory, ignore_errors=True)
-        return False
-
-    def plugbox(self, args: list[str], *, capture=False) -> Result:
-        remote = A.remote_plugbox(self.home, args, local_user())
-        result = run(A.ssh_run(self.base, self.host, remote), out=CAPTURE if capture else None)
-        self._check(result)
-        return result
-
-    def install(self, zipapp: Path) -> Result:
-        result = run(A.ssh_run(self.base, self.host, A.remote_install(self.home)), stdin=zipapp)
-        self._check(result)
-        return result
-
-    def _check(self, result: Result) -> None:
-        if result.code == CONNECTION_FAILED:
-            raise PlugboxError(
-                f"lost the connection to {self.host} (ssh exited with 255)",
-                "see `plug status` once the host answers again",
-                code=CONNECTION_FAILED,
-            )
-        if result.code == A.NOT_INSTALLED:
-            raise PlugboxError(f"plugbox is not installed on {self.host}", "run `plug bootstrap`")
-
-    def destination(self, path: str) -> str:
-        return A.destination(self.host, path)
-
-
-def _private_directory() -> str:
-    # A unix socket path must stay short (about 100 bytes): fall back to /tmp when
-    # TMPDIR is deep.
-    directory = tempfile.mkdtemp(prefix="plug-")
-    if len(directory) > 80:
-        os.rmdir(directory)
-        directory = tempfile.mkdtemp(prefix="plug-", dir="/tmp")
-    return directory
-
-
-def _last_line(path: Path) -> str:
-    try:
-        lines = [line.strip() for line in path.read_text(errors="replace").splitlines() if line.strip()]
-    except OSError:
-        return ""
-    return lines[-1] if lines else ""
-
-
-# --------------------------------------------------------------------- sessions
-
-PROTOCOL = 1
-_DEFAULTS = str(Path(__file__).with_name("ssh_config"))
+        process = subprocess.Popen(argv, env={**os.environ, **env} if env else None,
+                                   preexec_fn=_die_with_parent)
+        while True:
+            try:
+                code = process.wait()
+                break
+            except KeyboardInterrupt:
+                interrupted.append(True)
+                process.terminate()
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if interrupted:
+        raise KeyboardInterrupt
+    return 128 - code if code < 0 else code
 
 
 def _die_with_parent() -> None:  # runs in the child, between fork and exec
@@ -266,12 +157,27 @@ def _die_with_parent() -> None:  # runs in the child, between fork and exec
         pass  # not Linux: the end of plug's pipe still ends the session
 
 
+def local_plugbox(home: str) -> list[str]:
+    """The plugbox to run on this machine (host = "local"), in the order FIND_PLUGBOX
+    looks on a host: HOME's own copy, the login's, PATH; and here, the package plug
+    came with."""
+    for installed in (Path(home, ".local", "bin", "plugbox"),
+                      Path(os.path.expanduser("~"), ".local", "bin", "plugbox")):
+        if os.access(installed, os.X_OK):
+            return [str(installed)]
+    found = shutil.which("plugbox")
+    return [found] if found else [sys.executable, "-m", "plugbox_server"]
+
+
 def _control_path() -> str:
     """A fresh socket name that ssh creates and removes itself (short: sun_path)."""
     directory = tempfile.gettempdir()
     if len(directory) > 60:
         directory = "/tmp"
     return os.path.join(directory, f"plug-{os.getpid()}-{os.urandom(4).hex()}")
+
+
+_DEFAULTS = str(Path(__file__).with_name("ssh_config"))
 
 
 class HostGone(PlugboxError):
@@ -281,28 +187,32 @@ class HostGone(PlugboxError):
 
 
 class Session:
-    """One `plugbox --serve` on the host; see the module's docstring."""
+    """One `plugbox --serve` on the host (or, with serve=False, a connection that
+    only holds the master for `ride`); see the module's docstring."""
 
-    def __init__(self, config: Config, prefix: str = ""):
+    def __init__(self, config: Config, prefix: str = "", serve: bool = True):
         self.config = config
         self.local = config.local
         self.label = "this machine" if self.local else config.host
         self.prefix = prefix
+        self.serve = serve
         self.hello: dict | None = None
         self.said: deque[str] = deque(maxlen=20)  # its last lines on stderr
         self._held: list[str] | None = []          # stderr lines held back until hello
         self._lock = threading.Lock()
         self.quiet = False                          # stop passing stderr on (plug is leaving)
-        user = local_user()
+        self.env = A.plugbox_env(login())
+        self.base: list[str] = []
+        self.process = None
         if self.local:
-            self.control = None
-            self.base: list[str] = []
-            argv = [*Local(config)._plugbox(), *A.PROTOCOL_ARGS]
-            env = {**os.environ, **A.plugbox_env(user)}
+            if not serve:
+                return  # nothing to hold: what rides runs here
+            argv = [*local_plugbox(config.home), *protocol.ARGS]
+            env = {**os.environ, **self.env}
         else:
-            self.control = _control_path()
-            self.base = A.ssh_base(self.control, config.jump, A.ssh_extra(os.environ), _DEFAULTS)
-            argv = A.ssh_session(self.base, config.host, A.remote_serve(config.home, user))
+            self.base = A.ssh_base(_control_path(), config.jump, A.ssh_extra(os.environ), _DEFAULTS)
+            remote = A.remote_serve(config.home, self.env["PLUGBOX_USER"]) if serve else A.HOLD
+            argv = A.ssh_session(self.base, config.host, remote)
             env = None
         sys.stdout.flush()
         sys.stderr.flush()
@@ -341,43 +251,53 @@ class Session:
 
     def send(self, message: dict) -> None:
         try:
-            self.process.stdin.write((json.dumps(message) + "\n").encode())
+            self.process.stdin.write(protocol.encode(message))
             self.process.stdin.flush()
         except (OSError, ValueError):
             pass  # the session has ended: receive() says how
 
     def receive(self) -> dict:
         """The host's next message; HostGone if the session ends first."""
-        if self.hello is None:
-            self._receive_hello()
+        self.greet()
         line = self.process.stdout.readline()
         if not line:
             raise self._gone()
-        try:
-            return json.loads(line)
-        except ValueError:
-            raise PlugboxError(f"plugbox on {self.label} answered {line[:80]!r}, which plug does not understand",
-                               "run `plug bootstrap` to install the plugbox that matches plug") from None
+        return protocol.decode(line, f"plugbox on {self.label}")
 
-    def _receive_hello(self) -> None:
+    def request(self, message: dict) -> dict:
+        """Send one request and return the host's next message."""
+        self.send(message)
+        return self.receive()
+
+    def greet(self) -> dict:
+        """plugbox's hello, read once: who it is, and what the host has. (A session
+        that only holds the connection says one empty line instead, once it runs.)"""
+        if self.hello is not None:
+            return self.hello
         line = self.process.stdout.readline()
+        if not self.serve:
+            if not line:
+                raise self._gone(before_hello=True)
+            self.hello = {}
+            self._greeted()
+            return self.hello
         try:
-            hello = json.loads(line)["hello"]
-            protocol = hello["protocol"]
+            hello = json.loads(line)[protocol.HELLO]
+            number = hello["protocol"]
         except (ValueError, KeyError, TypeError):
             if not line:
                 raise self._gone(before_hello=True) from None
             raise self._not_matching(f"plugbox on {self.label} does not speak plug's protocol") from None
-        self.hello = hello
-        if protocol != PROTOCOL:
+        if number != protocol.NUMBER:
             raise self._not_matching(f"plugbox {hello.get('plugbox')} on {self.label} speaks protocol "
-                                     f"{protocol}, this plug speaks {PROTOCOL}")
+                                     f"{number}, this plug speaks {protocol.NUMBER}")
+        self.hello = hello
         self._greeted()
+        return hello
 
     def _not_matching(self, message: str) -> PlugboxError:
         self.quiet = True
-        return PlugboxError(message, "run `plug bootstrap` to install the plugbox that matches plug",
-                            code=A.USAGE_EXIT)
+        return PlugboxError(message, protocol.BOOTSTRAP_HINT, code=USAGE)
 
     def _gone(self, before_hello: bool = False) -> PlugboxError:
         """What it means that the session ended without a last word."""
@@ -385,13 +305,16 @@ class Session:
         self._relay.join(2)
         said = [line for line in self.said if line.strip()]
         last = said[-1] if said else ""
-        if before_hello and code == A.NOT_INSTALLED:
+        if before_hello and code == COMMAND_NOT_FOUND:
             return PlugboxError(f"plugbox is not installed on {self.label}", "run `plug bootstrap`")
         if before_hello and code == CONNECTION_FAILED and not self.local:
             return HostGone(f"could not connect to {self.label}: " + (last or "ssh exited with 255"),
                             f"check the host in plugbox.toml and that `ssh {self.label}` works")
-        if before_hello and code == A.USAGE_EXIT:
+        if before_hello and code == USAGE:
             return self._not_matching(f"plugbox on {self.label} does not speak plug's protocol")
+        if before_hello and last.startswith("plugbox: "):  # it could not start: a python too old
+            self.quiet = True
+            return PlugboxError(f"plugbox on {self.label} could not start: {last[len('plugbox: '):]}")
         if before_hello:
             self._greeted()
         if code == CONNECTION_FAILED or code is None:
@@ -399,18 +322,36 @@ class Session:
         return HostGone(f"plugbox on {self.label} stopped without finishing (exit {code})"
                         + (f": {last}" if last else ""))
 
-    def request(self, message: dict) -> dict:
-        """Send one request and return the host's next message."""
-        self.send(message)
-        return self.receive()
+    # --- what rides on the connection -----------------------------------------------
 
-    # --- the upload's path -------------------------------------------------------
+    def ride(self, remote: list[str], *, tty: bool = False, stdin: Path | None = None,
+             capture: bool = False) -> Result:
+        """Run `remote` (a host-side argv) on the host over this connection: on this
+        terminal, or with `capture` its stdout kept (and `stdin` read from a file).
+        With host "local", it runs here, told plugbox_env as on a host."""
+        if self.local:
+            argv, env = remote, self.env
+        else:
+            self.greet()  # the master is up: what rides on it never logs in again
+            argv, env = A.ssh_ride(self.base, self.config.host, remote, tty), None
+        if capture or stdin is not None:
+            return run(argv, out=CAPTURE if capture else None, stdin=stdin, env=env)
+        return Result(foreground(argv, env))
+
+    def plugbox(self, args: list[str], **how) -> Result:
+        """plugbox with `args` on the host (found as FIND_PLUGBOX finds it), over `ride`."""
+        if self.local:
+            return self.ride([*local_plugbox(self.config.home), *A.plugbox_args(self.config.home, args)],
+                             **how)
+        return self.ride(A.remote_plugbox(self.config.home, args, self.env["PLUGBOX_USER"]), **how)
 
     @property
     def rsh(self) -> str | None:
+        """rsync's -e: ssh over this connection (None: rsync runs here, no ssh)."""
         return None if self.local else A.rsync_rsh(self.base)
 
     def destination(self, path: str) -> str:
+        """rsync's destination for `path` on the host."""
         return A.destination(None if self.local else self.config.host, path)
 
     # --- the end ---------------------------------------------------------------
@@ -420,6 +361,8 @@ class Session:
         return self.wait(seconds) is not None
 
     def wait(self, seconds: float) -> int | None:
+        if self.process is None:
+            return 0
         try:
             return self.process.wait(seconds)
         except subprocess.TimeoutExpired:
@@ -427,6 +370,8 @@ class Session:
 
     def end_input(self) -> None:
         """The host sees the end of its input: before the switch it undoes, after it finishes."""
+        if self.process is None:
+            return
         try:
             self.process.stdin.close()
         except OSError:
@@ -434,6 +379,8 @@ class Session:
 
     def close(self, seconds: float = 5) -> int | None:
         """End the session: the host sees the end of its input; ssh is stopped if it lingers."""
+        if self.process is None:
+            return 0
         self.end_input()
         code = self.wait(seconds)
         if code is None:
@@ -487,70 +434,3 @@ def show(line: str) -> None:
             sys.stderr.flush()
         except (OSError, ValueError):
             pass
-
-
-# ---------------------------------------------------------------- bootstrap, exec, ssh
-# The commands that hand this terminal to the host (plug exec, plug ssh) and
-# bootstrap's install, for either transport. Kept apart from the classes above,
-# which the deploy path uses.
-
-def install_plugbox(host, zipapp: Path, into_home: bool) -> Result:
-    """Install the zipapp on the host (see argv.INSTALL_PLUGBOX); stdout: the paths written."""
-    remote = A.remote_install(host.home, into_home)
-    if isinstance(host, Local):
-        return run(remote, stdin=zipapp, out=CAPTURE)
-    result = run(A.ssh_run(host.base, host.host, remote), stdin=zipapp, out=CAPTURE)
-    host._check(result)
-    return result
-
-
-def foreground(argv: list[str], env: dict[str, str] | None = None) -> int:
-    """Run argv on this terminal, with plug's own stdin, stdout and stderr (no pipe, no
-    pty in between), and return its exit status (killed by signal N: 128+N).
-
-    A Ctrl-C reaches it directly, as it does plug: plug waits for its end and
-    passes its status on instead of dying first.
-    """
-    import signal
-
-    import sh
-
-    command = _command(argv[0])
-    # A handler, not SIG_IGN, which the child would inherit through exec.
-    previous = signal.signal(signal.SIGINT, lambda *_: None)
-    try:
-        command(*argv[1:], _fg=True, _env={**os.environ, **env} if env else None)
-        return 0
-    except sh.ErrorReturnCode as e:
-        return 128 - e.exit_code if e.exit_code < 0 else e.exit_code
-    finally:
-        signal.signal(signal.SIGINT, previous)
-
-
-def exec_in_live(host, command: list[str], tty: bool = False) -> int:
-    """`plugbox exec -- COMMAND` on the host, on this terminal; returns COMMAND's status."""
-    if isinstance(host, Local):
-        args = A.plugbox_args(host.home, ["exec", "--", *command])
-        return foreground([*host._plugbox(), *args], env=A.plugbox_env(local_user()))
-    # Asked first, since any status, NOT_INSTALLED included, may be COMMAND's own.
-    host._check(run(A.ssh_run(host.base, host.host, A.remote_locate(host.home)), out=DEVNULL, stdin=DEVNULL))
-    remote = A.remote_plugbox(host.home, ["exec", "--", *command], local_user())
-    build = A.ssh_terminal if tty else A.ssh_run
-    return foreground(build(host.base, host.host, remote))
-
-
-def shell_in_live(host) -> int:
-    """An interactive login shell on the host in HOME/live; returns its exit status."""
-    if isinstance(host, Local):
-        found = Path(host.home, "live").is_dir()
-    else:
-        asked = run(A.ssh_run(host.base, host.host, A.remote_has_live(host.home)), out=DEVNULL, stdin=DEVNULL)
-        host._check(asked)
-        found = asked.code == 0
-    if not found:
-        where = f"{host.home}/live" if host.home else "~/live"
-        raise PlugboxError(f"no live version on {host.label}: {where} does not exist",
-                           "deploy one first with `plug deploy`")
-    if isinstance(host, Local):
-        return foreground(A.remote_shell(host.home))
-    return foreground(A.ssh_terminal(host.base, host.host, A.remote_shell(host.home)))

@@ -40,21 +40,8 @@ from __future__ import annotations
 import posixpath
 from dataclasses import dataclass, field
 
+from plugbox_server.layout import HOME_LIVE_FROM_DEPLOY, HOME_LIVE_TARGET, LIVE, REMOVING, TMP_LINK
 from plugbox_server.names import is_version_name
-
-# Bookkeeping entries in deploy/, all starting with a dot.
-LOCK = ".lock"
-LOG = ".log"
-OUTPUT = ".output"             # the kept output of hooks; rotated to .output.1
-BOOKKEEPING_FILES = (LOCK, LOG, OUTPUT, OUTPUT + ".1")
-TMP_LINK = ".link-"
-NEW = ".new-"
-REMOVING = ".removing-"
-
-LIVE = "live"
-HOME_LIVE = "../live"          # HOME/live, as seen from deploy/
-HOME_LIVE_TARGET = "deploy/live"
-
 
 @dataclass(frozen=True)
 class Links:
@@ -230,11 +217,6 @@ def plan_finish_removes(chain: Chain, only: str | None = None) -> list[Op]:
     return ops + [RemoveTree(REMOVING + name) for name in sorted(doomed)]
 
 
-def plan_finish_remove(name: str, chain: Chain) -> list[Op]:
-    """What remains of removing `name` once it has been renamed to .removing-NAME."""
-    return plan_finish_removes(chain, only=name)
-
-
 def plan_remove(chain: Chain, names: list[str]) -> tuple[Chain, list[Op]]:
     """The chain once `names` are renamed to .removing-NAME, and what then remains to do."""
     gone = set(names)
@@ -341,7 +323,7 @@ def _live_problems(chain: Chain) -> list[Problem]:
     elif chain.live is not None and chain.home_live != HOME_LIVE_TARGET:
         shown = "missing" if chain.home_live is None else f"-> {chain.home_live}"
         found.append(Problem(f"live in the home is {shown}, not -> {HOME_LIVE_TARGET}",
-                             (SetLink(HOME_LIVE, HOME_LIVE_TARGET),)))
+                             (SetLink(HOME_LIVE_FROM_DEPLOY, HOME_LIVE_TARGET),)))
     return found
 
 

@@ -1,4 +1,5 @@
-"""`plugbox`: parses the command line, calls one function of operations.py, reports.
+"""`plugbox` for people and scripts: parses the command line, calls one function of
+operations.py (or report.py), reports. Every failure leaves through errors.exit_for.
 
 No `from __future__ import annotations` here: typer would have to eval every
 annotation, as a string, at each start (about 2 ms of every run of plugbox).
@@ -13,8 +14,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from plugbox_server import __version__, operations, report
-from plugbox_server.errors import COMMAND_NOT_FOUND, COMMAND_NOT_RUN, PlugboxError, for_caller
+from plugbox_server import __version__, hooks, layout, operations, report
+from plugbox_server.errors import COMMAND_NOT_FOUND, COMMAND_NOT_RUN, PlugboxError, exit_for, for_caller
 from plugbox_server.output import say
 
 app = typer.Typer(
@@ -30,7 +31,7 @@ app = typer.Typer(
 
 
 def _home(ctx: typer.Context) -> Path:
-    return operations.home_from(ctx.obj)
+    return Path(layout.home_from(ctx.obj))
 
 
 def reports_errors(command):
@@ -40,16 +41,10 @@ def reports_errors(command):
     def wrapper(*args, **kwargs):
         try:
             return command(*args, **kwargs)
-        except PlugboxError as error:
-            say(for_caller(str(error)), err=True)
-            raise typer.Exit(error.code)
-        except OSError as error:
-            where = f"{error.filename}: " if error.filename else ""
-            say(f"{where}{error.strerror or error}", err=True)
-            raise typer.Exit(1)
-        except KeyboardInterrupt:
-            say(for_caller("interrupted; run `plugbox check` to see the state"), err=True)
-            raise typer.Exit(130)
+        except (PlugboxError, OSError, KeyboardInterrupt) as error:
+            code, message = exit_for(error, "interrupted; run `plugbox check` to see the state")
+            say(for_caller(message), err=True)
+            raise typer.Exit(code) from None
 
     return wrapper
 
@@ -227,13 +222,36 @@ def exec_(
 ) -> None:
     """Run COMMAND in the live version's directory, with the hooks' environment.
 
-    COMMAND replaces plugbox (exec): its output is its own, and plugbox exits with
-    its status. It gets PLUGBOX_HOME, PLUGBOX_VERSION, PLUGBOX_VERSION_DIR and
-    PLUGBOX_PREVIOUS, as hooks do. Refused when there is no live version. Takes no
-    lock and changes nothing itself.
+    What a systemd unit's ExecStart uses: COMMAND replaces plugbox (exec), so its
+    output is its own and plugbox exits with its status, and the unit never names
+    a version. It gets PLUGBOX_HOME, PLUGBOX_VERSION, PLUGBOX_VERSION_DIR and
+    PLUGBOX_PREVIOUS, as hooks do. Run by plug exec, plugbox stays beside COMMAND
+    and ends it when plug's connection goes. Refused when there is no live
+    version. Takes no lock and changes nothing itself.
     """
     directory, env = operations.exec_context(_home(ctx))
+    _run(command, directory, env)
+
+
+@app.command("shell")
+@reports_errors
+def shell(ctx: typer.Context) -> None:
+    """Open a login shell in HOME/live, with the hooks' environment.
+
+    The shell is $SHELL (else /bin/sh), as `plug ssh` opens it; it ends when its
+    terminal or plug's connection goes. Refused when there is no live version.
+    """
+    home = _home(ctx)
+    _, env = operations.exec_context(home)
+    live = home.absolute() / layout.HOME_LIVE
+    _run([os.environ.get("SHELL") or "/bin/sh", "-l"], live, {**env, "PWD": str(live)})
+
+
+def _run(command: list[str], directory: Path, env: dict[str, str]) -> None:
+    """COMMAND in `directory`: attached to plug, which may go away, or in plugbox's place."""
     sys.stdout.flush()
+    if os.environ.get("PLUGBOX_CLIENT") == "plug":
+        raise typer.Exit(hooks.run_attached(command, directory, env))
     try:
         os.chdir(directory)
         os.execvpe(command[0], command, env)

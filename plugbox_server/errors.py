@@ -1,21 +1,24 @@
-"""One exception base for every expected failure, with its exit code.
+"""Exit codes, the one exception base for expected failures, and the one policy that
+turns an exception into an exit code and a line of text.
 
-The CLI catches PlugboxError alone and prints `plugbox: <message>` (plus the hint,
-when there is one) on stderr; anything else is a bug and keeps its traceback.
+Both of plugbox's doors (the typer CLI and the machine-facing `--serve` mode) and
+plug's CLI leave through `exit_for()`: an expected failure is one line and its code,
+never a traceback. Standard library only (the serve path imports this).
 """
 
 import os
-import re
 
-# Exit codes; 2 is bad usage (typer's own), 255 belongs to ssh and is never used.
-REFUSED = 1      # refused or failed, nothing changed; also: `check` found problems
-USAGE = 2
-BUSY = 3         # another plugbox command holds the lock on deploy/
-HOOK_FAILED = 4  # a hook failed; nothing was switched, or live was switched back
-REVERT_FAILED = 5  # a hook failed and bringing the previous version back failed too
-# `plugbox exec` could not start its command: the statuses a shell gives.
-COMMAND_NOT_RUN = 126
-COMMAND_NOT_FOUND = 127
+# Every exit code plugbox and plug use, in one place.
+OK = 0
+REFUSED = 1          # refused or failed, nothing changed; also: `check` found problems
+USAGE = 2            # bad usage, including a protocol the other side does not speak
+BUSY = 3             # another plugbox command holds the lock on deploy/
+HOOK_FAILED = 4      # a hook failed; nothing was switched, or live was switched back
+REVERT_FAILED = 5    # a hook failed and bringing the previous version back failed too
+COMMAND_NOT_RUN = 126     # `plugbox exec` could not start its command (a shell's status)
+COMMAND_NOT_FOUND = 127   # no such command; also: no plugbox found on the host
+INTERRUPTED = 130         # Ctrl-C, SIGTERM, SIGHUP (128 + SIGINT, as shells report it)
+CONNECTION_FAILED = 255   # ssh's own: plug passes it on; plugbox never uses it
 
 
 class PlugboxError(Exception):
@@ -49,6 +52,27 @@ class Reverted(HookFailed):
     of the same deploy failed, and the fleet must not stay split."""
 
 
+class Usage(PlugboxError):
+    code = USAGE
+
+
+def exit_for(error: BaseException, interrupted: str = "interrupted") -> tuple[int, str] | None:
+    """The exit code and the one line to print for an expected failure; None for a bug.
+
+    A PlugboxError says what it is; an OSError that escaped names its file and the
+    OS's reason; an interrupt (Ctrl-C, or SIGTERM/SIGHUP turned into one) is
+    INTERRUPTED with the line `interrupted`.
+    """
+    if isinstance(error, PlugboxError):
+        return error.code, str(error)
+    if isinstance(error, OSError):
+        where = f"{error.filename}: " if error.filename else ""
+        return REFUSED, f"{where}{error.strerror or error}"
+    if isinstance(error, KeyboardInterrupt):
+        return INTERRUPTED, interrupted
+    return None
+
+
 # The plug command that does what a hint's plugbox command does. plug sets
 # PLUGBOX_CLIENT=plug: its user, on another machine, types plug, not plugbox.
 _PLUG_COMMANDS = {
@@ -64,4 +88,6 @@ def for_caller(text: str) -> str:
     """`text` with its `plugbox ...` hints named as the caller would type them."""
     if os.environ.get("PLUGBOX_CLIENT") != "plug":
         return text
+    import re  # only when there is an error to show
+
     return re.sub(r"`(plugbox [^`]*)`", lambda m: f"`{_PLUG_COMMANDS.get(m[1], m[1])}`", text)

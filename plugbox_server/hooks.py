@@ -1,4 +1,5 @@
-"""A version's plugbox.toml as the host reads it, and the running of its hooks.
+"""A version's plugbox.toml as the host reads it, the running of its hooks, and of
+the command of `plugbox exec`.
 
 Reads `[hooks]`, `[timeouts]` and `[service] shared` of a version's own
 plugbox.toml; makes the shared links without ever following a link; runs hook
@@ -8,6 +9,7 @@ from a pipe and passed on to the caller and to the kept record as it comes.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import posixpath
@@ -18,88 +20,31 @@ import subprocess
 import time
 import tomllib
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 
-from plugbox_server.errors import HookFailed, PlugboxError
+from plugbox_server.errors import COMMAND_NOT_FOUND, COMMAND_NOT_RUN, HookFailed, PlugboxError
+from plugbox_server.layout import CONFIG, DEFAULT_TIMEOUTS, Checker, Settings, settings
 from plugbox_server.output import relay, say
 
-HOOKS = ("post_upload", "stop", "start", "refresh", "check")
-CONFIG = "plugbox.toml"
-# Names plugbox itself owns inside a version: never shared.
-RESERVED = {"previous", "next", CONFIG}
-# Seconds a hook may run, all its lines together, unless [timeouts] says otherwise.
-DEFAULT_TIMEOUTS = {"post_upload": 900, "stop": 300, "start": 300, "refresh": 300, "check": 300}
 # Seconds between the TERM sent to a hook past its time and the KILL.
 GRACE = 5
 # At most this much is read from a pipe that a hook left to a process still writing.
 _DRAIN = 1 << 20
 
 
-@dataclass(frozen=True)
-class VersionConfig:
-    hooks: dict[str, list[str]] = field(default_factory=dict)
-    shared: list[str] = field(default_factory=list)
-    timeouts: dict[str, float] = field(default_factory=dict)
-
-    def has(self, hook: str) -> bool:
-        return bool(self.hooks.get(hook))
-
-    def timeout(self, hook: str) -> float:
-        return self.timeouts.get(hook, DEFAULT_TIMEOUTS[hook])
-
-
-def load(version_dir: Path, shown: str) -> VersionConfig:
-    """Read the version's plugbox.toml; `shown` is how errors name the file."""
-    path = version_dir / CONFIG
+def load(version_dir: Path, shown: str) -> Settings:
+    """Read and check the version's plugbox.toml (none: no hooks); `shown` is how
+    errors name the file. The rules are the client's own (layout.settings)."""
     try:
-        with open(path, "rb") as f:
+        with open(version_dir / CONFIG, "rb") as f:
             data = tomllib.load(f)
     except FileNotFoundError:
-        return VersionConfig()
+        return Settings()
     except tomllib.TOMLDecodeError as error:
         raise PlugboxError(f"{shown}: not valid TOML: {error}", "fix it and deploy again")
     except OSError as error:
         raise PlugboxError(f"{shown}: {error.strerror}")
-
-    hooks = _table_of_hooks(data, "hooks", shown)
-    for key, lines in hooks.items():
-        if not _is_list_of_str(lines):
-            raise PlugboxError(f"{shown}: hooks.{key} must be a list of command lines")
-
-    timeouts = _table_of_hooks(data, "timeouts", shown)
-    for key, seconds in timeouts.items():
-        if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not seconds > 0:
-            raise PlugboxError(f"{shown}: timeouts.{key} must be a number of seconds above 0")
-
-    service = data.get("service", {})
-    shared = service.get("shared", []) if isinstance(service, dict) else []
-    if not _is_list_of_str(shared):
-        raise PlugboxError(f"{shown}: service.shared must be a list of paths")
-    for path_text in shared:
-        normal = posixpath.normpath(path_text)
-        if (path_text.startswith("/") or normal.startswith("..") or normal == "."
-                or normal.split("/")[0] in RESERVED or "\n" in path_text):
-            raise PlugboxError(f"{shown}: service.shared has {path_text!r}",
-                               "each entry is a relative path inside the version, "
-                               "not previous, next or plugbox.toml")
-    return VersionConfig(hooks, [posixpath.normpath(p) for p in shared], dict(timeouts))
-
-
-def _table_of_hooks(data: dict, name: str, shown: str) -> dict:
-    """The table `name` of plugbox.toml, whose keys must be hook names."""
-    table = data.get(name, {})
-    if not isinstance(table, dict):
-        raise PlugboxError(f"{shown}: [{name}] must be a table")
-    for key in table:
-        if key not in HOOKS:
-            raise PlugboxError(f"{shown}: [{name}] has an unknown key {key!r}",
-                               f"the keys are {', '.join(HOOKS)}")
-    return table
-
-
-def _is_list_of_str(value) -> bool:
-    return isinstance(value, list) and all(isinstance(v, str) for v in value)
+    return settings(data, Checker(shown))
 
 
 class _Link(Exception):
@@ -149,7 +94,7 @@ def _lstat_at(fd: int, name: str) -> int | None:
         return None
 
 
-def link_shared(home: Path, version_dir: Path, config: VersionConfig, shown: str) -> None:
+def link_shared(home: Path, version_dir: Path, config: Settings, shown: str) -> None:
     """Link each shared path of the version into HOME/shared/, created empty on first use.
 
     Every component is opened relative to the one before it, never following a
@@ -390,6 +335,69 @@ def _pidfd(pid: int) -> int | None:
         return os.pidfd_open(pid)
     except (AttributeError, OSError):
         return None
+
+
+def run_attached(argv: list[str], cwd: Path, env: dict[str, str]) -> int:
+    """Run argv with plugbox's own stdin, stdout and stderr, and return its status
+    (killed by signal N: 128+N); what `plugbox exec` and `plugbox shell` do for plug.
+
+    The command ends when its caller goes away: when the reader of stdout is gone
+    (plug's ssh connection ended, or a terminal hung up) it gets HUP, then TERM,
+    then KILL, with every process of its group; a signal to plugbox is passed on.
+    Without a terminal it runs in a session of its own, so that its whole group
+    can be ended; on a terminal it stays in plugbox's, where the terminal's own
+    signals (a Ctrl-C) reach it.
+    """
+    import select
+
+    terminal = os.isatty(0) and os.isatty(1)
+    try:
+        process = subprocess.Popen(argv, cwd=cwd, env=env, start_new_session=not terminal)
+    except FileNotFoundError:
+        raise PlugboxError(f"{argv[0]!a}: command not found on this host", code=COMMAND_NOT_FOUND) from None
+    except OSError as error:
+        raise PlugboxError(f"could not run {argv[0]!a}: {error.strerror}", code=COMMAND_NOT_RUN) from None
+
+    def send(signum: int) -> None:
+        if terminal:
+            with contextlib.suppress(ProcessLookupError):
+                process.send_signal(signum)
+        else:
+            _signal_group(process.pid, signum)
+
+    def pass_on(signum, frame) -> None:
+        if not terminal or signum != signal.SIGINT:  # a terminal's Ctrl-C reached it already
+            send(signum)
+
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT):
+        signal.signal(signum, pass_on)
+    poller = select.poll()
+    poller.register(1, 0)  # no event asked for: POLLERR and POLLHUP come all the same
+    pidfd = _pidfd(process.pid)
+    if pidfd is not None:
+        poller.register(pidfd, select.POLLIN)
+    try:
+        ending = iter((signal.SIGHUP, signal.SIGTERM, signal.SIGKILL))
+        gone = False
+        while process.poll() is None:
+            events = dict(poller.poll(100 if pidfd is None or gone else 1000))
+            if events.get(1, 0) & (select.POLLERR | select.POLLHUP) and not gone:
+                gone = True
+                poller.unregister(1)
+            if gone:  # the caller has gone: end the command, more firmly each second
+                signum = next(ending, None)
+                if signum is not None:
+                    send(signum)
+                    deadline = time.monotonic() + 1
+                    while process.poll() is None and time.monotonic() < deadline:
+                        time.sleep(0.02)
+    finally:
+        if pidfd is not None:
+            os.close(pidfd)
+    if not terminal and gone:
+        _signal_group(process.pid, signal.SIGKILL)  # what the command left behind
+    code = process.returncode
+    return 128 - code if code < 0 else code
 
 
 def environment(home: Path, version: str, version_dir: Path, previous: str | None) -> dict[str, str]:

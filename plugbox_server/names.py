@@ -1,6 +1,8 @@
-"""Version names: the one validator both sides use, and the making of new names.
+"""Names: of versions (the one validator both sides use, and the making of new
+ones), of the user at the keyboard, and of the moment: the one lookup of the
+user and of the clock for both sides.
 
-Pure, no I/O. A name is the UTC second the version was created, in ISO 8601
+Pure but for the clock and the user database. A name is the UTC second the version was created, in ISO 8601
 basic format, `YYYYMMDDTHHMMSSZ` (`20261121T090000Z`): no colon, so a path
 inside a version can go on PATH or PYTHONPATH, `python3 -m venv` accepts it,
 and rsync, scp and tar never read it as `host:path`. A version made in a second
@@ -10,8 +12,9 @@ before its own extensions, and `Z.999` before the next second's digits, so plain
 string order stays creation order.
 """
 
+import os
 import re
-from datetime import datetime, timezone
+import time
 
 from plugbox_server.errors import PlugboxError
 
@@ -39,9 +42,12 @@ def validate_version(name: str) -> str:
     return name
 
 
-def new_version_name(existing: "list[str] | set[str]", now: datetime | None = None) -> str:
-    """A name after every existing one: the current UTC second, or the newest plus a suffix."""
-    name = (now or datetime.now(timezone.utc)).astimezone(timezone.utc).strftime(_SECOND)
+def new_version_name(existing: "list[str] | set[str]", now=None) -> str:
+    """A name after every existing one: the current UTC second, or the newest plus a suffix.
+
+    `now`: a datetime (naive ones are local time), default the clock.
+    """
+    name = time.strftime(_SECOND, time.gmtime(now.timestamp() if now is not None else None))
     newest = max(existing, default="")
     if name > newest:
         return name
@@ -50,3 +56,25 @@ def new_version_name(existing: "list[str] | set[str]", now: datetime | None = No
     if count > 999:
         raise PlugboxError(f"too many versions made in the second {second}", "try again in a second")
     return f"{second}.{count:03d}"
+
+
+def utc_now() -> str:
+    """The moment, as the log, the lock and the records write it."""
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+def login() -> str:
+    """The user's name as getpass finds it (LOGNAME, USER, ..., then the user
+    database), or the uid when there is none."""
+    import getpass
+
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return str(os.getuid())
+
+
+def who() -> str:
+    """Who is at the keyboard: PLUGBOX_USER, which plug sets to its own user (the
+    log and the records name the person, not the service's login), else the login."""
+    return os.environ.get("PLUGBOX_USER") or login()

@@ -7,14 +7,13 @@ in the order chain.py sets out, and logs what it did.
 
 from __future__ import annotations
 
-import os
-from contextlib import contextmanager, nullcontext
-from dataclasses import dataclass
 from collections.abc import Callable
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 from plugbox_server import chain as c
-from plugbox_server import hooks, inuse, record
+from plugbox_server import hooks, inuse, layout, record
 from plugbox_server.errors import REVERT_FAILED, USAGE, Aborted, HookFailed, PlugboxError
 from plugbox_server.names import new_version_name, validate_version
 from plugbox_server.output import keep_going_when_the_caller_goes, say
@@ -77,15 +76,15 @@ class _Service:
     def __init__(self, store: Store, chain: c.Chain, command: str):
         self.store = store
         self.chain = chain
-        self.configs: dict[str, hooks.VersionConfig] = {}
+        self.configs: dict[str, layout.Settings] = {}
         # What the hooks print is kept in deploy/.output, under this command's heading.
         self.command = command.split()[0]  # what a version's history says did it
         self.kept = store.output_record(command)
 
-    def config(self, name: str) -> hooks.VersionConfig:
+    def config(self, name: str) -> layout.Settings:
         if name not in self.configs:
             self.configs[name] = hooks.load(self.store.version_dir(name),
-                                            f"deploy/{name}/{hooks.CONFIG}")
+                                            f"deploy/{name}/{layout.CONFIG}")
         return self.configs[name]
 
     def run(self, hook: str, name: str) -> None:
@@ -100,25 +99,6 @@ class _Service:
 
     def close(self) -> None:
         self.kept.close()
-
-
-def home_from(given: str | None) -> Path:
-    """The home: --home, else PLUGBOX_HOME, else HOME; an empty one is refused, never
-    taken for the current directory or for /."""
-    if given is None:
-        given = os.environ.get("PLUGBOX_HOME")
-        if given == "":
-            raise PlugboxError("PLUGBOX_HOME is set but empty", "set it to the service's home, or unset it")
-    if given is None:
-        given = os.environ.get("HOME")
-        if given == "":
-            raise PlugboxError("HOME is empty, and neither --home nor PLUGBOX_HOME is given",
-                               "give the service's home with --home DIR")
-        if given is None:
-            return Path.home()
-    if given == "":
-        raise PlugboxError("--home is empty", "give the service's home: --home DIR", code=USAGE)
-    return Path(given)
 
 
 # --- the commands ---------------------------------------------------------------
@@ -142,10 +122,10 @@ def next_version(home: Path, *, origin: dict | None = None) -> tuple[str, str | 
         return name, live
 
 
-def upgrade_to(home: Path, version: str, held: tuple[c.Chain, _Logged] | None = None, *,
+def upgrade_to(home: Path, version: str, *,
                before_stop: Callable[[], None] | None = None,
                after_check: Callable[[], None] | None = None) -> None:
-    """`held`: the chain and log entry of a command that holds the lock already (deploy).
+    """Make `version`, made against the live version, live.
 
     `before_stop` runs once post_upload has succeeded, before anything about the
     live version changes (raising there changes nothing); `after_check` runs once
@@ -154,7 +134,7 @@ def upgrade_to(home: Path, version: str, held: tuple[c.Chain, _Logged] | None = 
     """
     store = _existing_store(home)
     command = f"upgrade-to {version}"
-    with nullcontext(held) if held else _changing(store, command) as (chain, logged):
+    with _changing(store, command) as (chain, logged):
         _existing(chain, version)
         live = chain.live_version()
         if version == live:
@@ -165,15 +145,21 @@ def upgrade_to(home: Path, version: str, held: tuple[c.Chain, _Logged] | None = 
             raise PlugboxError(
                 f"{version} was made {against}, but the live version is {live or 'none'}",
                 "deploy again to make a version against the live one")
-        service = _Service(store, chain, command)
-        try:
-            _upgrade(service, logged, live, version, before_stop, after_check)
-        finally:
-            service.close()
+        _upgrade(_Service(store, chain, command), logged, live, version, before_stop, after_check)
 
 
 def _upgrade(service: _Service, logged: _Logged, live: str | None, version: str,
              before_stop: Callable[[], None] | None, after_check: Callable[[], None] | None) -> None:
+    """Under the lock: post_upload, stop (or refresh), switch, start, check; see upgrade_to."""
+    try:
+        _upgrade_steps(service, logged, live, version, before_stop, after_check)
+    finally:
+        service.close()
+
+
+def _upgrade_steps(service: _Service, logged: _Logged, live: str | None, version: str,
+                   before_stop: Callable[[], None] | None,
+                   after_check: Callable[[], None] | None) -> None:
     store = service.store
     config = service.config(version)
     if live:
@@ -196,7 +182,7 @@ def _upgrade(service: _Service, logged: _Logged, live: str | None, version: str,
         before_stop()
 
     if live:
-        store.set_link(f"{live}/next", c.link_to(version))
+        store.set_link(f"{live}/{layout.NEXT}", c.link_to(version))
     # Refresh reloads a running service; on a first deploy nothing runs yet.
     refresh = live is not None and config.has("refresh")
     if live and not refresh:
@@ -249,9 +235,11 @@ def deploy(home: Path, upload: Callable[[str, Path, str | None], None], *,
         except BaseException:
             store.remove_staging(name)
             raise
+        # The version is in place, made against live: the chain as read, plus it.
+        chain.versions[name] = c.Links(previous=c.link_to(live) if live else None)
         try:
-            upgrade_to(home, name, held=(store.read(), logged), before_stop=before_stop,
-                       after_check=after_check)
+            _upgrade(_Service(store, chain, f"upgrade-to {name}"), logged, live, name,
+                     before_stop, after_check)
         except PlugboxError:
             if not logged.switched:
                 store.remove_versions(store.read(), [name])
@@ -442,7 +430,7 @@ def _listed(processes: list[inuse.User]) -> str:
 def prune(home: Path, keep: int = 5) -> tuple[list[str], int]:
     """Remove versions as plan_prune says; returns them and how many versions are left."""
     if keep < 1:
-        raise PlugboxError(f"--keep {keep}: keep at least 1 version", code=2)
+        raise PlugboxError(f"--keep {keep}: keep at least 1 version", code=USAGE)
     store = Store(home)
     if not store.exists():
         return [], 0
@@ -535,7 +523,7 @@ def exec_context(home: Path) -> tuple[Path, dict[str, str]]:
     chain = store.read()
     live = chain.live_version()
     if live is None:
-        raise PlugboxError(f"no live version in {store.deploy} to run the command in",
+        raise PlugboxError(f"no live version in {store.deploy}",
                            "deploy one first: `plugbox upgrade-to VERSION`")
     directory = store.version_dir(live)
     return directory, hooks.environment(store.home, live, directory, chain.previous(live))

@@ -63,10 +63,6 @@ def relay(chunk: bytes) -> None:
         _gone()
 
 
-def caller_gone() -> bool:
-    return _caller_gone
-
-
 def keep_going_when_the_caller_goes() -> None:
     # A handler, not SIG_IGN: exec resets handlers, so the processes that hooks
     # start still get the default SIGHUP.

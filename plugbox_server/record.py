@@ -20,7 +20,6 @@ directory except what plugbox owns there: `previous`, `next` and `.plugbox`.
 
 from __future__ import annotations
 
-import getpass
 import hashlib
 import json
 import os
@@ -28,13 +27,12 @@ import stat
 from pathlib import Path
 
 from plugbox_server.errors import PlugboxError
+from plugbox_server.layout import BESIDE_TREE, RECORD_DIR
+from plugbox_server.names import utc_now, who
 
-DIRECTORY = ".plugbox"
 RECORD = "record.json"
 MANIFEST = "manifest"
 POST_UPLOAD = "post-upload"
-# Top-level entries of a version that are plugbox's, not the upload's.
-OWNED = frozenset({"previous", "next", DIRECTORY})
 ORIGIN_KEYS = ("user", "machine", "revision", "branch", "dirty", "message")
 EVENTS = ("live", "away", "failed")
 _MESSAGE_LIMIT = 2000
@@ -52,8 +50,8 @@ def create(store, name: str, origin: dict | None = None, *, directory: Path | No
     origin = checked_origin(origin or {})
     record = {
         "name": name,
-        "created": _now(),
-        "user": origin.get("user") or os.environ.get("PLUGBOX_USER") or _login(),
+        "created": utc_now(),
+        "user": origin.get("user") or who(),
         "machine": origin.get("machine"),
         "revision": origin.get("revision"),
         "branch": origin.get("branch"),
@@ -90,7 +88,7 @@ def seal(store, name: str, previous: str | None = None) -> dict:
         else:
             entries.append(_stat_entry(kind, relative, st, target))
     record = load(store, name) or create(store, name)
-    record.update(sealed=_now(), files=sum(1 for e in entries if e[0] == "f"),
+    record.update(sealed=utc_now(), files=sum(1 for e in entries if e[0] == "f"),
                   bytes=sum(e[3] for e in entries if e[0] == "f"), digest=digest_of(entries))
     directory = _bookkeeping(version, make=True)
     _write_lines(directory, MANIFEST, entries)
@@ -124,7 +122,7 @@ def event(store, name: str, what: str, *, command: str | None = None, hook: str 
     assert what in EVENTS
     try:
         record = load(store, name) or create(store, name)
-        entry = {"time": _now(), "event": what}
+        entry = {"time": utc_now(), "event": what}
         if command:
             entry["command"] = command
         if hook:
@@ -213,7 +211,7 @@ def walk(version: Path):
         except OSError as error:
             raise PlugboxError(f"could not read {directory}: {error.strerror}") from None
         for entry in entries:
-            if not prefix and entry.name in OWNED:
+            if not prefix and entry.name in BESIDE_TREE:
                 continue
             relative = prefix + entry.name
             st = entry.stat(follow_symlinks=False)
@@ -280,7 +278,7 @@ def _hash(path: Path) -> str:
 # --- files ------------------------------------------------------------------------
 
 def _bookkeeping(version: Path, make: bool) -> Path:
-    directory = Path(version) / DIRECTORY
+    directory = Path(version) / RECORD_DIR
     if directory.is_symlink():
         raise PlugboxError(f"{directory} is a symbolic link, not plugbox's own directory",
                            "remove it and deploy again")
@@ -327,7 +325,7 @@ def _write(directory: Path, filename: str, data: bytes) -> None:
 
 def _read_manifest(version: Path, filename: str) -> list[list]:
     try:
-        fd = os.open(Path(version) / DIRECTORY / filename, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        fd = os.open(Path(version) / RECORD_DIR / filename, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
     except OSError:
         return []
     with os.fdopen(fd, "rb") as f:
@@ -361,13 +359,3 @@ def checked_origin(origin: dict) -> dict:
     return checked
 
 
-def _now() -> str:
-    from plugbox_server.store import utc_now
-    return utc_now()
-
-
-def _login() -> str:
-    try:
-        return getpass.getuser()
-    except (KeyError, OSError):
-        return str(os.getuid())

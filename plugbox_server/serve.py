@@ -1,87 +1,49 @@
 """`plugbox --serve PROTOCOL`: the machine-facing mode that plug drives, one process per plug command.
 
 Like `rsync --server`, it is started by the client over ssh (or directly, for a
-local home) and speaks on stdin/stdout; people and scripts use the typer CLI,
-and both call the same functions of operations.py and report.py.
+local home) and speaks on stdin/stdout; people and scripts use the typer CLI, and
+both call the same functions of operations.py and report.py and leave through
+the same errors.exit_for. The exchange is protocol.py's.
 
-Standard library only: this path never imports typer, so it starts in the time
-of a bare python3 plus plugbox's own modules.
-
-The exchange is JSON, one object a line. plugbox speaks first:
-
-    {"hello": {"plugbox": VERSION, "protocol": N}}
-
-and refuses (exit 2) when the client asked for another protocol. The client
-sends one request, {"command": ..., "home": ..., ...}. A deploy answers
-{"upload": {"name", "path", "live"}} once it holds the lock and has made the
-staging directory, then waits for {"uploaded": true}: end of input before that
-means the caller has gone, and the staging directory is removed. Every command
-ends with {"exit": CODE, ...} (with "out", the text a person would see on
-stdout, where the command prints any). Messages and hook output go to stderr,
-which the client passes on as it comes.
-
-A deploy to several hosts asks for two phases ("two_phase": true), so that plug
-can name the version once for all hosts and switch them together. Once it holds
-the lock, plugbox answers {"newest": {"name", "live"}} and waits for
-{"name": NAME} (refused unless NAME sorts after every version here); then the
-upload as above; after post_upload it answers {"prepared": {"name"}} and waits:
-{"switch": true} goes on (stop or refresh, switch, start, check), anything else
-or end of input removes the new version, nothing switched. After a good check it
-answers {"switched": {"name"}} and waits: {"revert": true} switches back and
-brings the previous version up (another host failed), {"commit": true} or end
-of input keeps the switch. A rollback of several hosts ("two_phase": true)
-answers {"ready": {"live", "previous", "versions"}} under the lock and waits for
-{"version": NAME} (null: nothing to do here).
+Standard library only: this path never imports typer. Whatever happens, the
+exchange ends with an exit message and this process with its code, never with a
+traceback.
 """
 
 from __future__ import annotations
 
 import io
-import json
 import os
 import queue
 import sys
 import threading
 from pathlib import Path
 
-from plugbox_server import __version__, operations, output, report
-from plugbox_server.errors import USAGE, Aborted, PlugboxError, Reverted, for_caller
-
-PROTOCOL = 1
+from plugbox_server import __version__, layout, operations, output, report
+from plugbox_server import protocol as P
+from plugbox_server.errors import OK, REFUSED, USAGE, Aborted, Reverted, exit_for, for_caller
 
 
 def _send(message: dict) -> None:
     try:
-        sys.stdout.write(json.dumps(message) + "\n")
+        sys.stdout.buffer.write(P.encode(message))
         sys.stdout.flush()
-    except OSError:  # the caller has gone; the command goes on regardless
+    except (OSError, ValueError):  # the caller has gone; the command goes on regardless
         output.the_caller_went_away()
 
 
 def _receive() -> dict | None:
     """The next message from the client; None at the end of its input."""
     try:
-        line = sys.stdin.readline()
-    except OSError:
+        line = sys.stdin.buffer.readline()
+    except (OSError, ValueError):
         return None
-    if not line:
-        return None
-    try:
-        message = json.loads(line)
-    except ValueError:
-        raise PlugboxError("the client sent something that is not plugbox's protocol",
-                           "run `plug bootstrap` to install a matching plugbox", code=USAGE) from None
-    if not isinstance(message, dict):
-        raise PlugboxError("the client sent something that is not plugbox's protocol", code=USAGE)
-    return message
-
-
-# --- the commands, each: (home, request, out) -> extra fields of the last message ----
+    return P.decode(line, "the client") if line else None
 
 
 class _Inbox:
     """stdin once the request (and the upload) is settled, read by a thread: the
-    later messages of a two-phase deploy queue up, and the end of input means the
+    later messages of a gated deploy queue up, and the end of input means the
     caller has gone (plugbox then says nothing more), whichever step is running."""
 
     def __init__(self):
@@ -96,10 +58,10 @@ class _Inbox:
                 while b"\n" in pending:
                     line, pending = pending.split(b"\n", 1)
                     try:
-                        message = json.loads(line)
-                    except ValueError:
+                        message = P.decode(line)
+                    except P.ProtocolError:
                         message = {}
-                    self.messages.put(message if isinstance(message, dict) else {})
+                    self.messages.put(message)
         except OSError:
             pass
         output.the_caller_went_away()
@@ -114,74 +76,77 @@ class _Inbox:
             pass
 
 
+# --- the commands, each: (home, request, out) -> extra fields of the exit message ----
+
+def _gone_or(answer: dict | None, otherwise: str) -> str:
+    return "the caller went away" if answer is None else otherwise
+
+
 def _deploy(home: Path, request: dict, out) -> dict:
-    two_phase = bool(request.get("two_phase"))
     inbox: list[_Inbox] = []     # made at the end of the upload
     name_of: list[str] = []      # the new version's name, once known
 
     def name_for(newest: str | None, live: str | None) -> str:
-        _send({"newest": {"name": newest, "live": live}})
+        _send({P.NEWEST: {"name": newest, "live": live}})
         answer = _receive()
-        if answer is None or not isinstance(answer.get("name"), str):
+        if answer is None or not isinstance(answer.get(P.NAME), str):
             raise Aborted("the deploy was called off before the upload: "
-                          + ("the caller went away" if answer is None else "another host failed"),
-                          "nothing changed")
-        return answer["name"]
+                          + _gone_or(answer, "another host failed"), "nothing changed")
+        return answer[P.NAME]
 
     def upload(name: str, staging: Path, live: str | None) -> None:
         name_of.append(name)
-        _send({"upload": {"name": name, "path": str(staging.absolute()), "live": live}})
+        _send({P.UPLOAD: {"name": name, "path": str(staging.absolute()), "live": live}})
         answer = _receive()
-        if answer != {"uploaded": True}:
+        if answer != {P.UPLOADED: True}:
             raise Aborted(f"the upload of {name} did not complete: "
-                          + ("the caller went away" if answer is None else "the caller gave up"),
-                          "nothing changed")
-        inbox.append(_Inbox())  # read by the two phases; its end: the caller has gone
+                          + _gone_or(answer, "the caller gave up"), "nothing changed")
+        inbox.append(_Inbox())  # read by the gates; its end: the caller has gone
 
     def before_stop() -> None:
-        _send({"prepared": {"name": name_of[0]}})
+        _send({P.PREPARED: {"name": name_of[0]}})
         answer = inbox[0].get()
-        if answer != {"switch": True}:
-            raise Aborted("the switch was called off: " + ("the caller went away" if answer is None
-                                                           else "another host failed"),
+        if answer != {P.SWITCH: True}:
+            raise Aborted("the switch was called off: " + _gone_or(answer, "another host failed"),
                           "nothing switched")
 
     def after_check() -> None:
-        _send({"switched": {"name": name_of[0]}})
-        if inbox[0].get() == {"revert": True}:
+        _send({P.SWITCHED: {"name": name_of[0]}})
+        if inbox[0].get() == {P.REVERT: True}:
             raise Reverted("plug asked to switch back: another host failed")
         # {"commit": true}, or the caller gone after the switch: the switch stays
 
-    config = request.get("config")
+    config = request["config"]
+    gates = dict(name_for=name_for, before_stop=before_stop, after_check=after_check) \
+        if request["gated"] else {}
     name, live = operations.deploy(
-        home, upload, config=config.encode() if isinstance(config, str) else None,
-        origin=request.get("origin"), wait=_seconds(request.get("wait_lock")),
-        **(dict(name_for=name_for, before_stop=before_stop, after_check=after_check) if two_phase else {}))
+        home, upload, config=config.encode() if config is not None else None,
+        origin=request["origin"], wait=request["wait_lock"], **gates)
     return {"name": name, "was": live}
 
 
 def _rollback(home: Path, request: dict, out) -> dict:
     choose = None  # a rollback of several hosts: the caller chooses for all of them
-    if request.get("two_phase"):
+    if request["gated"]:
         def choose(live: str | None, previous: str | None, versions: list[str]) -> str | None:
-            _send({"ready": {"live": live, "previous": previous, "versions": versions}})
+            _send({P.READY: {"live": live, "previous": previous, "versions": versions}})
             answer = _receive()
-            if answer is None or "version" not in answer:
-                raise Aborted("the rollback was called off: "
-                              + ("the caller went away" if answer is None else "another host refused"),
+            if answer is None or P.VERSION not in answer:
+                raise Aborted("the rollback was called off: " + _gone_or(answer, "another host refused"),
                               "nothing changed")
             _Inbox()
-            return _text(answer["version"])
+            version = answer[P.VERSION]
+            return version if isinstance(version, str) and version else None
     else:
         _Inbox()
-    live, was = operations.rollback_to(home, _text(request.get("version")), bool(request.get("refresh")),
-                                       wait=_seconds(request.get("wait_lock")), choose=choose)
+    live, was = operations.rollback_to(home, request["version"], request["refresh"],
+                                       wait=request["wait_lock"], choose=choose)
     return {"name": live, "was": was}
 
 
 def _remove(home: Path, request: dict, out) -> dict:
     _Inbox()
-    operations.remove(home, [str(v) for v in request.get("versions", [])])
+    operations.remove(home, request["versions"])
     return {}
 
 
@@ -189,52 +154,43 @@ COMMANDS = {
     "deploy": _deploy,
     "rollback": _rollback,
     "remove": _remove,
-    "status": lambda home, request, out: {"live": report.status(home, bool(request.get("json")), out)},
-    "verify": lambda home, request, out: report.verify(home, _text(request.get("version")), out),
-    "log": lambda home, request, out: report.log(home, out, bool(request.get("output"))),
-    "prune": lambda home, request, out: report.prune(home, int(request.get("keep", 5)), out),
-    "check": lambda home, request, out: report.check(home, bool(request.get("repair")), out),
+    "status": lambda home, request, out: {"live": report.status(home, request["json"], out)},
+    "verify": lambda home, request, out: report.verify(home, request["version"], out),
+    "log": lambda home, request, out: report.log(home, out, request["output"]),
+    "prune": lambda home, request, out: report.prune(home, request["keep"], out),
+    "check": lambda home, request, out: report.check(home, request["repair"], out),
     "hello": lambda home, request, out: {"home": str(home.absolute())},
 }
-
-
-def _text(value) -> str | None:
-    return value if isinstance(value, str) and value else None
-
-
-def _seconds(value) -> float:
-    return float(value) if isinstance(value, (int, float)) and value > 0 else 0.0
+assert set(COMMANDS) == set(P.COMMANDS)
 
 
 def main(argv: list[str]) -> int:
-    _send({"hello": {"plugbox": __version__, "protocol": PROTOCOL}})
-    if argv != [str(PROTOCOL)]:
+    import shutil
+
+    _send(P.hello(__version__, sys.version.split()[0], shutil.which("rsync") is not None))
+    if argv != [str(P.NUMBER)]:
         asked = argv[0] if argv else "none"
-        message = (f"plug speaks protocol {asked}, this plugbox {__version__} speaks {PROTOCOL}; "
-                   "run `plug bootstrap` to install the plugbox that matches plug")
+        message = (f"plug speaks protocol {asked}, this plugbox {__version__} speaks {P.NUMBER}; "
+                   f"{P.BOOTSTRAP_HINT}")
         print(f"plugbox: {message}", file=sys.stderr)
-        _send({"exit": USAGE, "error": message})
+        _send(P.exit_message(USAGE, message))
         return USAGE
     output.messages_to_stderr()
     out = io.StringIO()
     try:
-        request = _receive()
-        if request is None:
-            return 1
-        command = COMMANDS.get(request.get("command"))
-        if command is None:
-            raise PlugboxError(f"no command {str(request.get('command'))!a} in protocol {PROTOCOL}",
-                               "run `plug bootstrap` to install the plugbox that matches plug", code=USAGE)
-        home = operations.home_from(_text(request.get("home")))
-        answer = command(home, request, out) or {}
-        _send({"exit": 0, "out": out.getvalue(), **answer})
-        if request.get("hold"):  # the client still uses the connection (rsync --dry-run)
+        message = _receive()
+        if message is None:
+            return REFUSED  # the caller went away before it asked anything
+        request = P.read_request(message)
+        home = Path(layout.home_from(request["home"]))
+        answer = COMMANDS[request["command"]](home, request, out) or {}
+        _send(P.exit_message(OK, out=out.getvalue(), **answer))
+        if request["hold"]:  # the client still uses the connection (rsync --dry-run)
             _Inbox().until_the_end()
-        return 0
-    except PlugboxError as error:
-        output.say(for_caller(str(error)), err=True)
-        _send({"exit": error.code, "error": str(error), "out": out.getvalue()})
-        return error.code
-    except KeyboardInterrupt:
-        _send({"exit": 130, "error": "interrupted"})
-        return 130
+        return OK
+    except (Exception, KeyboardInterrupt) as error:
+        known = exit_for(error)
+        code, text = known if known else (REFUSED, f"failed: {type(error).__name__}: {error}")
+        output.say(for_caller(text), err=True)
+        _send(P.exit_message(code, text, out.getvalue()))
+        return code

@@ -1,9 +1,12 @@
-"""The one module that reads and writes the links in deploy/.
+"""The one module that writes deploy/ itself: its links, its versions' coming and
+going, the lock, the log and the kept hook output. (A version's record is
+record.py's; its shared links are hooks.py's.)
 
-It reads deploy/ into a `chain.Chain`, carries out `chain.Op`s, switches live,
-holds the lock and keeps the log. Every link is written as a temporary link in
-deploy/ renamed over its final path, then the directory is fsynced, so a kill
-leaves each link either old or new (see chain.py for the order of writes).
+It reads deploy/ into a `chain.Chain`, carries out `chain.Op`s, makes versions in
+staging directories, switches live, holds the lock and keeps the log. Every link
+is written as a temporary link in deploy/ renamed over its final path, then the
+directory is fsynced, so a kill leaves each link either old or new (see chain.py
+for the order of writes). Its names come from layout.py.
 """
 
 from __future__ import annotations
@@ -11,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
-import getpass
 import itertools
 import os
 import shutil
@@ -24,8 +26,9 @@ from pathlib import Path
 from plugbox_server import __version__
 from plugbox_server import chain as c
 from plugbox_server import inuse
+from plugbox_server import layout as L
 from plugbox_server.errors import Busy, PlugboxError
-from plugbox_server.names import is_version_name
+from plugbox_server.names import is_version_name, utc_now, who
 from plugbox_server.output import say
 
 _counter = itertools.count()
@@ -42,9 +45,9 @@ OUTPUT_LIMIT = 1 << 20  # bytes of kept hook output per file, .output and .outpu
 
 
 class Store:
-    def __init__(self, home: Path):
-        self.home = home.absolute()
-        self.deploy = self.home / "deploy"
+    def __init__(self, home: "Path | str"):
+        self.home = Path(home).absolute()
+        self.deploy = self.home / L.DEPLOY
         if self.home.exists() and not self.home.is_dir():
             raise PlugboxError(f"{self.home}: the home is not a directory",
                                "give the service's home with --home DIR or PLUGBOX_HOME")
@@ -56,7 +59,7 @@ class Store:
 
     def read(self) -> c.Chain:
         chain = c.Chain()
-        chain.home_live, chain.home_live_is_link = _readlink(self.home / "live")
+        chain.home_live, chain.home_live_is_link = _readlink(self.home / L.HOME_LIVE)
         if not self.exists():
             return chain
         # Plain strings, not Path objects: this loop is the only cost that grows
@@ -64,13 +67,13 @@ class Store:
         with os.scandir(self.deploy) as entries:
             for entry in entries:
                 name = entry.name
-                if name == c.LIVE:
+                if name == L.LIVE:
                     chain.live, chain.live_is_link = _readlink(entry.path)
-                elif name.startswith(c.REMOVING):
-                    chain.removing[name[len(c.REMOVING):]] = _links(entry.path)
-                elif name.startswith((c.TMP_LINK, c.NEW)):
+                elif name.startswith(L.REMOVING):
+                    chain.removing[name[len(L.REMOVING):]] = _links(entry.path)
+                elif name.startswith((L.TMP_LINK, L.NEW)):
                     chain.leftovers.append(name)
-                elif name in c.BOOKKEEPING_FILES and not entry.is_file(follow_symlinks=False):
+                elif name in L.BOOKKEEPING_FILES and not entry.is_file(follow_symlinks=False):
                     chain.odd_files.append(name)
                 elif is_version_name(name) and entry.is_dir(follow_symlinks=False):
                     chain.versions[name] = _links(entry.path)
@@ -79,7 +82,7 @@ class Store:
     def read_live(self) -> str | None:
         """The text of deploy/live, or None."""
         try:
-            return _readlink(self.deploy / c.LIVE)[0]
+            return _readlink(self.deploy / L.LIVE)[0]
         except OSError:
             return None
 
@@ -111,7 +114,7 @@ class Store:
     def set_link(self, path: str, target: str, sync: bool = True) -> Path:
         """Point deploy/`path` at `target` by renaming a fresh link over it."""
         final = self.deploy / path
-        temporary = self.deploy / f"{c.TMP_LINK}{os.getpid()}-{next(_counter)}"
+        temporary = self.deploy / f"{L.TMP_LINK}{os.getpid()}-{next(_counter)}"
         try:
             os.symlink(target, temporary)
             os.replace(temporary, final)
@@ -158,7 +161,7 @@ class Store:
         renamed: list[str] = []
         try:
             for name in names:
-                os.rename(self.deploy / name, self.deploy / f"{c.REMOVING}{name}")
+                os.rename(self.deploy / name, self.deploy / f"{L.REMOVING}{name}")
                 renamed.append(name)
         except OSError as error:
             self._rename_back(renamed)
@@ -177,7 +180,7 @@ class Store:
     def _rename_back(self, names: list[str]) -> None:
         for name in names:
             try:
-                os.rename(self.deploy / f"{c.REMOVING}{name}", self.deploy / name)
+                os.rename(self.deploy / f"{L.REMOVING}{name}", self.deploy / name)
             except OSError:
                 pass  # left for check --repair, which finishes the remove
         if names:
@@ -202,7 +205,7 @@ class Store:
         self.commit_staging(name)
 
     def staging_dir(self, name: str) -> Path:
-        return self.deploy / f"{c.NEW}{name}"
+        return self.deploy / f"{L.NEW}{name}"
 
     def make_staging(self, name: str, previous: str | None, config: bytes | None = None) -> Path:
         """deploy/.new-NAME with its previous link (and plugbox.toml): not yet a version."""
@@ -213,7 +216,7 @@ class Store:
             raise os_error(f"could not create version deploy/{name}", error)
         try:
             if previous:
-                os.symlink(c.link_to(previous), building / "previous")
+                os.symlink(c.link_to(previous), building / L.PREVIOUS)
             if config is not None:
                 self._put_config(building, previous, config)
         except OSError as error:
@@ -224,9 +227,9 @@ class Store:
     def _put_config(self, building: Path, previous: str | None, config: bytes) -> None:
         """Write plugbox.toml into `building`: a hard link to the previous version's
         when it is the same, as rsync --link-dest does for the other files."""
-        target = building / "plugbox.toml"
+        target = building / L.CONFIG
         if previous:
-            before = self.deploy / previous / "plugbox.toml"
+            before = self.deploy / previous / L.CONFIG
             try:
                 fd = os.open(before, os.O_RDONLY | os.O_NOFOLLOW)
                 try:
@@ -274,24 +277,16 @@ class Store:
                         os.kill(process.pid, signal.SIGKILL)
                 time.sleep(0.1)
 
-    def begin_remove(self, name: str) -> None:
-        """The commit point of a remove: from here on, check --repair finishes it."""
-        try:
-            os.rename(self.deploy / name, self.deploy / f"{c.REMOVING}{name}")
-        except OSError as error:
-            raise os_error(f"could not remove deploy/{name}", error)
-        _fsync_dir(self.deploy)
-
     def switch_live(self, name: str | None) -> None:
         """Point deploy/live at `name` (the commit point), and HOME/live at deploy/live."""
         if name is None:
-            self.unlink(c.HOME_LIVE)
-            self.unlink(c.LIVE)
+            self.unlink(L.HOME_LIVE_FROM_DEPLOY)
+            self.unlink(L.LIVE)
             return
-        self.set_link(c.LIVE, name)
-        home_live, is_link = _readlink(self.home / "live")
-        if is_link and home_live != c.HOME_LIVE_TARGET:
-            self.set_link(c.HOME_LIVE, c.HOME_LIVE_TARGET)
+        self.set_link(L.LIVE, name)
+        home_live, is_link = _readlink(self.home / L.HOME_LIVE)
+        if is_link and home_live != L.HOME_LIVE_TARGET:
+            self.set_link(L.HOME_LIVE_FROM_DEPLOY, L.HOME_LIVE_TARGET)
 
     # --- the lock and the log -------------------------------------------------
 
@@ -300,8 +295,8 @@ class Store:
         """Hold the exclusive lock on deploy/ for the whole command; if another
         command holds it, wait up to `wait` seconds for it, then fail."""
         self._refuse_links()
-        path = self.deploy / c.LOCK
-        fd = self._open_own(c.LOCK, os.O_RDWR | os.O_CREAT)
+        path = self.deploy / L.LOCK
+        fd = self._open_own(L.LOCK, os.O_RDWR | os.O_CREAT)
         waited_said = False
         try:
             deadline = time.monotonic() + wait
@@ -322,7 +317,7 @@ class Store:
                     say(f"waiting up to {wait:g} s for the lock: deploy/ is locked by {holder}")
                     waited_said = True
                 time.sleep(0.1)
-            for name in (c.LOG, c.OUTPUT):
+            for name in (L.LOG, L.OUTPUT):
                 self._refuse_odd(name)
             try:
                 os.ftruncate(fd, 0)
@@ -367,7 +362,7 @@ class Store:
     def holder(self) -> str | None:
         """Who holds the lock now, if anyone; takes nothing and creates nothing."""
         try:
-            fd = self._open_own(c.LOCK, os.O_RDONLY)
+            fd = self._open_own(L.LOCK, os.O_RDONLY)
         except PlugboxError:
             return None
         try:
@@ -379,11 +374,10 @@ class Store:
             os.close(fd)
 
     def append_log(self, command: str, before: str | None, after: str | None, outcome: str) -> None:
-        user = os.environ.get("PLUGBOX_USER") or _user()
-        fields = [utc_now(), user, command, before or "-", after or "-", outcome]
+        fields = [utc_now(), who(), command, before or "-", after or "-", outcome]
         line = "\t".join(f.replace("\t", " ").replace("\n", " ") for f in fields) + "\n"
         try:
-            fd = self._open_own(c.LOG, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+            fd = self._open_own(L.LOG, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
             try:
                 os.write(fd, line.encode())
             finally:
@@ -392,7 +386,7 @@ class Store:
             pass  # the log is a record, never a reason to fail a command that succeeded
 
     def read_log(self) -> list[list[str]]:
-        text = self._read_own(c.LOG).decode(errors="replace")
+        text = self._read_own(L.LOG).decode(errors="replace")
         return [line.split("\t") for line in text.splitlines() if line]
 
     def _read_own(self, name: str) -> bytes:
@@ -415,7 +409,7 @@ class Store:
 
     def read_output(self) -> bytes:
         """The kept hook output, oldest first: deploy/.output.1, then deploy/.output."""
-        return self._read_own(c.OUTPUT + ".1") + self._read_own(c.OUTPUT)
+        return self._read_own(L.OUTPUT_OLD) + self._read_own(L.OUTPUT)
 
 
 class OutputRecord:
@@ -442,7 +436,7 @@ class OutputRecord:
                 self._open(f"=== {utc_now()} plugbox {self.command} (plugbox {__version__})\n")
             elif self.size + len(data) > OUTPUT_LIMIT:
                 self.close()
-                os.replace(self.store.deploy / c.OUTPUT, self.store.deploy / (c.OUTPUT + ".1"))
+                os.replace(self.store.deploy / L.OUTPUT, self.store.deploy / (L.OUTPUT_OLD))
                 self._open(f"=== {utc_now()} plugbox {self.command}, continued\n")
             self.size += os.write(self.fd, data)
         except (OSError, PlugboxError):
@@ -450,13 +444,13 @@ class OutputRecord:
             self.close()
 
     def _open(self, heading: str) -> None:
-        self.fd = self.store._open_own(c.OUTPUT, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+        self.fd = self.store._open_own(L.OUTPUT, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
         self.size = os.fstat(self.fd).st_size
         if self.size > OUTPUT_LIMIT:
             os.close(self.fd)
             self.fd = None
-            os.replace(self.store.deploy / c.OUTPUT, self.store.deploy / (c.OUTPUT + ".1"))
-            self.fd = self.store._open_own(c.OUTPUT, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+            os.replace(self.store.deploy / L.OUTPUT, self.store.deploy / (L.OUTPUT_OLD))
+            self.fd = self.store._open_own(L.OUTPUT, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
             self.size = 0
         self.size += os.write(self.fd, heading.encode())
 
@@ -464,17 +458,6 @@ class OutputRecord:
         if self.fd is not None:
             os.close(self.fd)
             self.fd = None
-
-
-def utc_now() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-
-
-def _user() -> str:
-    try:
-        return getpass.getuser()
-    except (KeyError, OSError):
-        return str(os.getuid())
 
 
 def _holder_of(fd: int) -> str:
@@ -495,8 +478,8 @@ def _readlink(path: str | Path) -> tuple[str | None, bool]:
 
 
 def _links(version: str) -> c.Links:
-    previous, _ = _readlink(version + "/previous")
-    after, _ = _readlink(version + "/next")
+    previous, _ = _readlink(f"{version}/{L.PREVIOUS}")
+    after, _ = _readlink(f"{version}/{L.NEXT}")
     return c.Links(previous, after)
 
 

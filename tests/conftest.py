@@ -19,32 +19,8 @@ from pathlib import Path
 
 import pytest
 
+from helpers import BARE_SYSTEM_PATH, INSTALLED_BIN, SYSTEM_PATH, TIMEOUT, start_or_fail
 from sshd import Sshd, SshdError, make_key, write_client_config
-
-
-def installed_bin() -> str:
-    """Where `pip install -e .` put the `plugbox` and `plug` console scripts.
-
-    Sessions on `sshd` find plugbox there, first on PATH, as on a host where
-    plugbox is installed; the bare host is the other case.
-    """
-    here = Path(sys.executable).parent
-    if (here / "plugbox").exists():
-        return str(here)
-    found = shutil.which("plugbox")
-    return str(Path(found).parent) if found else str(here)
-
-
-INSTALLED_BIN = installed_bin()
-SYSTEM_PATH = "/usr/local/bin:/usr/bin:/bin"
-BARE_SYSTEM_PATH = "/usr/bin:/bin"
-
-
-def start_or_fail(server: Sshd) -> Sshd:
-    try:
-        return server.start()
-    except SshdError as error:
-        pytest.fail(f"test ssh server: {error}", pytrace=False)
 
 
 @pytest.fixture(scope="session")
@@ -187,7 +163,7 @@ def ssh_run(ssh_config: Path):
             ssh_argv(config or ssh_config, *args),
             capture_output=True,
             text=True,
-            timeout=60,
+            timeout=TIMEOUT,
             stdin=subprocess.DEVNULL,
         )
 

@@ -13,10 +13,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+from helpers import TIMEOUT
 from plugbox_server.names import is_version_name
 
 PLUGBOX = shutil.which("plugbox", path=str(Path(sys.executable).parent)) or shutil.which("plugbox")
-TIMEOUT = 60  # seconds; a bound on every wait, never an assertion
 
 
 class Host:

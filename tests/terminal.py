@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-TIMEOUT = 60  # seconds: a bound on the wait, never an assertion
+from helpers import TIMEOUT
 
 
 @dataclass

@@ -3,6 +3,9 @@
 Not a timed test: nothing here looks at the figures, only that every row of the
 table is there with a figure and that the markdown file is written. It starts its
 own sshd on 127.0.0.1, as the benchmark always does.
+
+Marked slow (the whole benchmark harness, with its deploys over ssh): the default
+run leaves it out; `pytest -m slow` or `pytest -m "slow or not slow"` runs it.
 """
 
 from __future__ import annotations
@@ -11,6 +14,10 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parent.parent
 

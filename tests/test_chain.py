@@ -13,7 +13,6 @@ from plugbox_server.chain import (
     RemoveTree,
     SetLink,
     Unlink,
-    plan_finish_remove,
     history_state,
     plan_finish_removes,
     plan_prune,
@@ -329,14 +328,14 @@ def test_every_problem_but_a_persons_choice_has_a_repair():
         id="a lone version"),
 ])
 def test_plan_finish_remove(versions, removing, expected):
-    assert plan_finish_remove(B, chain(versions, removing={B: removing})) == expected
+    assert plan_finish_removes(chain(versions, removing={B: removing}), only=B) == expected
 
 
 def test_finishing_a_remove_leaves_a_sound_chain():
     """Apply the plan in memory: the chain that results has no problem."""
     before = chain({A: links(None, B), C: links(B)}, live=C, removing={B: links(A, C)})
     versions = dict(before.versions)
-    for op in plan_finish_remove(B, before):
+    for op in plan_finish_removes(before, only=B):
         if isinstance(op, RemoveTree):
             continue
         name, kind = op.path.split("/")

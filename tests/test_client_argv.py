@@ -5,6 +5,7 @@ import shlex
 import pytest
 
 from plugbox_client import argv as A
+from plugbox_server import protocol
 
 CP = "/tmp/plug-x/master"
 
@@ -32,23 +33,19 @@ def test_the_session_is_the_master_and_lives_no_longer_than_its_command():
     assert argv[:5] == ["ssh", "-o", "ControlMaster=yes", "-o", "ControlPersist=no"]
     assert argv[-3:-1] == ["--", "hello@host"]
     assert shlex.split(argv[-1]) == ["sh", "-c", A.FIND_PLUGBOX, "plugbox", "/srv/h", "plug", "alice",
-                                     "--serve", "1"]
+                                     *protocol.ARGS]
 
 
-def test_master_open_run_close():
+def test_what_rides_on_the_master_never_becomes_one():
     base = A.ssh_base(CP, extra=["-o", "ControlMaster=auto"])
-    assert A.ssh_open(base, "hello@host") == [
-        "ssh", "-o", "ControlMaster=yes", "-o", "ControlPersist=5", *base[1:],
-        "-f", "-N", "--", "hello@host"]
-    assert A.ssh_close(base, "hello@host") == [*base, "-O", "exit", "--", "hello@host"]
-    assert A.ssh_run(base, "hello@host", ["echo", "a b"]) == [
+    assert A.ssh_ride(base, "hello@host", ["echo", "a b"]) == [
         "ssh", "-o", "ControlMaster=no", *base[1:], "--", "hello@host", "echo 'a b'"]
 
 
 def test_remote_command_is_one_argument_that_splits_back_exactly():
     nasty = ["rollback-to", "x; rm -rf / $(reboot) `id` 'q' \"d\""]
     user = "eve'; reboot; '"
-    argv = A.ssh_run(A.ssh_base(CP), "h", A.remote_plugbox("/srv/my home", nasty, user))
+    argv = A.ssh_ride(A.ssh_base(CP), "h", A.remote_plugbox("/srv/my home", nasty, user))
     assert argv[-2] == "h"
     assert shlex.split(argv[-1]) == ["sh", "-c", A.FIND_PLUGBOX, "plugbox", "/srv/my home", "plug",
                                      user, "--home", "/srv/my home", *nasty]
@@ -70,17 +67,11 @@ def test_remote_install_goes_to_the_login_unless_told_home():
     assert A.remote_install(None)[-2:] == ["", "login"]
 
 
-def test_remote_locate_and_shell():
-    assert A.remote_locate("/h") == ["sh", "-c", A.LOCATE_PLUGBOX, "plug-locate", "/h"]
-    assert A.remote_shell(None) == ["sh", "-c", A.SHELL_IN_LIVE, "plug-ssh", ""]
-    assert A.remote_has_live("/a b") == ["sh", "-c", A.HAS_LIVE, "plug-ssh", "/a b"]
-
-
-def test_ssh_terminal_asks_for_a_tty_over_the_master():
+def test_a_ride_with_a_terminal_asks_for_one():
     base = A.ssh_base(CP, ("bastion",), ["-p", "2222"])
-    assert A.ssh_terminal(base, "hello@host", A.remote_shell("/srv/my home")) == [
-        "ssh", "-o", "ControlMaster=no", "-t", *base[1:],
-        "--", "hello@host", shlex.join(["sh", "-c", A.SHELL_IN_LIVE, "plug-ssh", "/srv/my home"])]
+    shell = A.remote_plugbox("/srv/my home", ["shell"], "alice")
+    assert A.ssh_ride(base, "hello@host", shell, tty=True) == [
+        "ssh", "-o", "ControlMaster=no", "-t", *base[1:], "--", "hello@host", shlex.join(shell)]
 
 
 def test_rsync_rsh_rides_the_master_and_keeps_quoting():
@@ -89,8 +80,7 @@ def test_rsync_rsh_rides_the_master_and_keeps_quoting():
     assert shlex.split(rsh) == ["ssh", "-o", "ControlMaster=no", *base[1:]]
 
 
-def test_version_path_and_destination():
-    assert A.version_path("/srv/hello", "20261121T090000Z") == "/srv/hello/deploy/20261121T090000Z/"
+def test_destination():
     assert A.destination("hello@host", "/srv/x/") == "hello@host:/srv/x/"
     assert A.destination(None, "/srv/x/") == "/srv/x/"
 

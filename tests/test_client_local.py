@@ -16,12 +16,12 @@ from pathlib import Path
 
 import pytest
 
+from helpers import TIMEOUT
 from plugbox_client import argv as A
 from plugbox_server import __version__
+from plugbox_server.errors import COMMAND_NOT_FOUND
 from plugbox_server.names import is_version_name
 from terminal import on_terminal
-
-TIMEOUT = 120
 
 
 def plug(project: Path, *args: str, env: dict | None = None, limit_file_size: int | None = None):
@@ -587,10 +587,7 @@ def test_find_plugbox_prefers_the_installed_copy_then_path(tmp_path):
     missing = subprocess.run(["/bin/sh", *A.remote_plugbox(str(tmp_path / "none"), ["log"], "alice")[1:]],
                              capture_output=True, text=True, env={"PATH": "/nonexistent", "HOME": str(tmp_path)},
                              timeout=TIMEOUT)
-    assert (missing.returncode, missing.stdout, missing.stderr) == (A.NOT_INSTALLED, "", "")
-    located = subprocess.run(["/bin/sh", *A.remote_locate(str(tmp_path / "none"))[1:]], capture_output=True,
-                             text=True, env={"PATH": "/nonexistent", "HOME": str(tmp_path)}, timeout=TIMEOUT)
-    assert (located.returncode, located.stdout, located.stderr) == (A.NOT_INSTALLED, "", "")
+    assert (missing.returncode, missing.stdout, missing.stderr) == (COMMAND_NOT_FOUND, "", "")
 
 
 def test_find_plugbox_then_looks_in_the_logins_local_bin(tmp_path):
@@ -604,8 +601,19 @@ def test_find_plugbox_then_looks_in_the_logins_local_bin(tmp_path):
         run = subprocess.run(["/bin/sh", *A.remote_plugbox(home or None, ["log"], "alice")[1:]],
                              capture_output=True, text=True, env=environ, timeout=TIMEOUT)
         assert run.stdout == f"login copy: {'--home ' + home + ' ' if home else ''}log\n"
-        located = subprocess.run(["/bin/sh", *A.remote_locate(home or None)[1:]], env=environ, timeout=TIMEOUT)
-        assert located.returncode == 0
+
+
+def test_find_plugbox_takes_the_home_as_plugbox_does(tmp_path):
+    # No home given: PLUGBOX_HOME, else HOME (layout.home_from); the copy in that home's .local/bin wins.
+    service = tmp_path / "svc"
+    fake = service / ".local" / "bin" / "plugbox"
+    fake.parent.mkdir(parents=True)
+    fake.write_text('#!/bin/sh\necho "service copy"\n')
+    fake.chmod(0o755)
+    environ = {"PATH": "/nonexistent", "HOME": str(tmp_path / "login"), "PLUGBOX_HOME": str(service)}
+    run = subprocess.run(["/bin/sh", *A.remote_plugbox(None, ["log"], "alice")[1:]],
+                         capture_output=True, text=True, env=environ, timeout=TIMEOUT)
+    assert (run.returncode, run.stdout) == (0, "service copy\n")
 
 
 def test_unreachable_host_is_a_connection_failure(tmp_path):
@@ -643,7 +651,7 @@ def test_exec_runs_in_the_live_version_with_the_hooks_environment(project, home)
     refused = plug(project, "exec", "--", "true")
     assert refused.returncode == 1
     assert refused.stderr.splitlines() == [
-        f"plugbox: no live version in {home}/deploy to run the command in; deploy one first: `plug deploy`"]
+        f"plugbox: no live version in {home}/deploy; deploy one first: `plug deploy`"]
     assert not (home / "deploy").exists() or versions(home) == []
     first = deployed(project, home)
     second = deployed(project, home)
@@ -669,8 +677,7 @@ def test_ssh_opens_a_login_shell_in_live(project, home, tmp_path):
     argv = [sys.executable, "-m", "plugbox_client", "ssh"]
     before = on_terminal(argv, "", env=environ, cwd=project)
     assert before.code == 1
-    assert before.shown.strip() == (f"plug: no live version on this machine: {home}/live does not exist; "
-                                    "deploy one first with `plug deploy`")
+    assert before.shown.strip() == f"plugbox: no live version in {home}/deploy; deploy one first: `plug deploy`"
     deployed(project, home)
     session = on_terminal(argv, "echo \"[$(pwd)]\"; exit 4\n", env=environ, cwd=project)
     assert session.code == 4

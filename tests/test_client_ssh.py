@@ -16,119 +16,20 @@ import json
 import os
 import pwd
 import re
-import shutil
 import subprocess
-import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
+from helpers import (PLUG, TIMEOUT, Plug, live, one_line_error, summary, versions, write_app,
+                     write_config)
 from sshd import Sshd, free_port, login_user, write_client_config
 from terminal import on_terminal
 
-# The console script installed next to the python running the tests (pip install -e .).
-PLUG = Path(sys.executable).parent / "plug"
-if not PLUG.exists():
-    PLUG = Path(shutil.which("plug") or PLUG)
 NAME = r"\d{8}T\d{6}Z(\.\d{3})?"
 
 
-@dataclass
-class Run:
-    code: int
-    out: str
-    err: str
-
-
-class Plug:
-    """Runs the installed `plug` in the project directory against one ssh config."""
-
-    def __init__(self, project: Path, ssh_config: Path):
-        self.project = project
-        self.ssh_config = ssh_config
-        self.env: dict[str, str] = {}  # more environment for plug, as a test needs
-
-    def __call__(self, *args: str, cwd: Path | None = None) -> Run:
-        if not PLUG.exists():
-            pytest.fail(f"{PLUG}: not found; run `pip install -e .`", pytrace=False)
-        env = {**os.environ, "PLUG_SSH_CONFIG": str(self.ssh_config), **self.env}
-        env.pop("PLUG_SSH_OPTIONS", None)
-        done = subprocess.run(
-            [str(PLUG), *args],
-            cwd=cwd or self.project,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-        # An expected failure never shows a traceback, whatever the test checks next.
-        assert "Traceback" not in done.stderr, done.stderr
-        return Run(done.returncode, done.stdout, done.stderr)
-
-    def ok(self, *args: str) -> Run:
-        run = self(*args)
-        assert run.code == 0, f"plug {' '.join(args)}: exit {run.code}\n{run.out}{run.err}"
-        return run
-
-    def deploy(self) -> str:
-        """`plug deploy`, which must succeed; returns the new live version."""
-        return summary(self.ok("deploy")).split()[1]
-
-
-def summary(run: Run) -> str:
-    """The line of `plug deploy` that says which version is live now."""
-    lines = [line for line in run.out.splitlines() if line.startswith("version ")]
-    assert len(lines) == 1 and " is live" in lines[0], run.out
-    return lines[0]
-
-
-def toml_value(value: object) -> str:
-    # A TOML basic string is written like a JSON string; lists likewise.
-    return json.dumps(value)
-
-
-def write_config(project: Path, home: Path | str, host: str = "plugbox-test", **keys) -> Path:
-    """plugbox.toml in PROJECT: [service] host/home/jump, [build] from KEYS."""
-    service = {"host": host, "home": str(home)}
-    for key in ("jump", "shared"):
-        if key in keys:
-            service[key] = keys.pop(key)
-    hooks = keys.pop("hooks", {})
-    build = keys or {"upload": ["app"]}
-    lines = ["[service]"] + [f"{k} = {toml_value(v)}" for k, v in service.items()]
-    lines += ["", "[build]"] + [f"{k} = {toml_value(v)}" for k, v in build.items()]
-    if hooks:
-        lines += ["", "[hooks]"] + [f"{k} = {toml_value(v)}" for k, v in hooks.items()]
-    path = project / "plugbox.toml"
-    path.write_text("\n".join(lines) + "\n")
-    return path
-
-
-def write_app(project: Path, files: dict[str, str]) -> None:
-    for name, text in files.items():
-        path = project / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
-
-
-# -- the host's layout, as `ls -l` shows it -------------------------------------
-
-
-def versions(home: Path) -> list[str]:
-    deploy = home / "deploy"
-    if not deploy.exists():
-        return []
-    return sorted(
-        p.name for p in deploy.iterdir()
-        if p.is_dir() and not p.is_symlink() and not p.name.startswith(".")
-    )
-
-
-def live(home: Path) -> str | None:
-    link = home / "deploy" / "live"
-    return os.readlink(link) if link.is_symlink() else None
+# -- the host's layout, as `ls -l` shows it (live and versions: helpers) ------
 
 
 def link(path: Path) -> str | None:
@@ -141,14 +42,6 @@ def inode(path: Path) -> int:
 
 def status_json(plug: Plug) -> dict:
     return json.loads(plug.ok("status", "--json").out)
-
-
-def one_line_error(run: Run) -> str:
-    """The message of a refused command: one `plug: ...` line on stderr."""
-    assert run.code != 0
-    lines = [line for line in run.err.splitlines() if line.startswith("plug: ")]
-    assert len(lines) == 1, run.err
-    return lines[0]
 
 
 # -- fixtures --------------------------------------------------------------------
@@ -704,7 +597,7 @@ def test_bootstrap_into_home_serves_that_home_first(
 def test_exec_runs_in_the_live_version_over_ssh(plug: Plug, app: Path, service_home: Path, sshd: Sshd) -> None:
     refused = plug("exec", "--", "true")
     assert (refused.code, refused.err) == (
-        1, f"plugbox: no live version in {service_home}/deploy to run the command in; deploy one first: "
+        1, f"plugbox: no live version in {service_home}/deploy; deploy one first: "
            "`plug deploy`\n")
     first = plug.deploy()
     second = plug.deploy()
@@ -724,7 +617,7 @@ def test_exec_runs_in_the_live_version_over_ssh(plug: Plug, app: Path, service_h
     assert plug.ok("exec", "cat", "app/sub/c.txt").out == "c\n"
     # What plug reads reaches the command, none of it lost to plug's own steps.
     piped = subprocess.run([str(PLUG), "exec", "--", "cat"], cwd=app, input="typed in\n", capture_output=True,
-                           text=True, timeout=120, env={**os.environ, "PLUG_SSH_CONFIG": str(plug.ssh_config)})
+                           text=True, timeout=TIMEOUT, env={**os.environ, "PLUG_SSH_CONFIG": str(plug.ssh_config)})
     assert (piped.returncode, piped.stdout) == (0, "typed in\n")
 
 
@@ -736,8 +629,7 @@ def test_ssh_opens_a_shell_in_live_through_a_jump_host(
     environ.pop("PLUG_SSH_OPTIONS", None)
     refused = on_terminal([str(PLUG), "ssh"], "", env=environ, cwd=app)
     assert refused.code == 1
-    assert refused.shown.strip() == (f"plug: no live version on plugbox-test: {service_home}/live does not "
-                                     "exist; deploy one first with `plug deploy`")
+    assert refused.shown.strip() == f"plugbox: no live version in {service_home}/deploy; deploy one first: `plug deploy`"
     plug.deploy()
     logins = sshd.logins(), jump_sshd.logins()
 

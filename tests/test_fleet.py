@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import BARE_SYSTEM_PATH, INSTALLED_BIN, start_or_fail
+from helpers import (BARE_SYSTEM_PATH, INSTALLED_BIN, TIMEOUT, Plug, live, one_line_error,
+                     start_or_fail, versions, write_app)
 from sshd import Sshd, free_port, write_client_config
-from test_client_ssh import Plug, live, one_line_error, versions, write_app
 
 from plugbox_server.names import is_version_name
 
@@ -202,7 +202,7 @@ def test_drift_shows_in_status_and_rollback_brings_the_fleet_together(plug: Plug
     assert plug.ok("status").out.splitlines()[-1] == f"live on every host: {second}"
     # By hand on fleet-b: plugbox rollback-to, as its own user would.
     subprocess.run([str(Path(INSTALLED_BIN) / "plugbox"), "--home", str(homes["fleet-b"]), "rollback-to"],
-                   check=True, capture_output=True, timeout=60)
+                   check=True, capture_output=True, timeout=TIMEOUT)
 
     status = plug.ok("status")
     assert status.out.splitlines()[-1] == f"live versions differ: fleet-a, fleet-c on {second}; fleet-b on {first}"
@@ -228,7 +228,7 @@ def test_rollback_to_a_version_missing_on_one_host_changes_nothing(plug: Plug, h
     (plug.project / "app" / "a.txt").write_text("two\n")
     second = plug.ok("deploy") and live(homes["fleet-a"])
     subprocess.run([str(Path(INSTALLED_BIN) / "plugbox"), "--home", str(homes["fleet-c"]), "remove", "-v", first],
-                   check=True, capture_output=True, timeout=60)
+                   check=True, capture_output=True, timeout=TIMEOUT)
 
     run = plug("rollback", first)
 

@@ -91,10 +91,62 @@ def test_the_old_form_with_colons_is_refused_with_what_a_name_is_now(name):
         "see `plugbox status` for the versions")
 
 
-@pytest.mark.parametrize("name", ["20261121T090000Z", "20261121T090000Z.001"])
-def test_a_name_has_no_colon_so_it_can_go_on_path(name):
-    # PATH, PYTHONPATH, venv and rsync's host:path all split on ':'.
-    assert ":" not in name and is_version_name(name)
+def name_of(second: datetime, suffix: int) -> str:
+    return second.strftime("%Y%m%dT%H%M%SZ") + (f".{suffix:03d}" if suffix else "")
+
+
+@st.composite
+def names_and_a_clock(draw) -> tuple[set[str], datetime]:
+    """A clock reading, in any zone (whole minutes, up to 14 h off UTC), and a set of
+    existing names: some of the very seconds around it (the clock behind, at or
+    ahead of the newest name), some anywhere within a year, each with or without a
+    suffix, the last ones (.998, .999) included."""
+    instant = draw(st.datetimes(min_value=datetime(2001, 1, 1), max_value=datetime(2098, 12, 31),
+                                timezones=st.just(UTC)))
+    minutes = draw(st.integers(min_value=-14 * 60, max_value=14 * 60))
+    now = instant.astimezone(timezone(timedelta(minutes=minutes)))
+    second = instant.replace(microsecond=0)
+    offsets = st.integers(min_value=-2, max_value=2) | st.integers(min_value=-10**7, max_value=10**7)
+    suffixes = st.sampled_from([0, 1, 998, 999]) | st.integers(min_value=0, max_value=999)
+    existing = draw(st.sets(
+        st.builds(lambda offset, suffix: name_of(second + timedelta(seconds=offset), suffix),
+                  offsets, suffixes),
+        max_size=20))
+    return existing, now
+
+
+@given(names_and_a_clock())
+def test_every_new_name_has_no_colon_sorts_after_every_name_and_is_valid(names_and_clock):
+    """Whatever names exist and whatever the clock reads, in whatever zone: the new name
+    goes on PATH (PATH, PYTHONPATH, venv and rsync's host:path all split on ':'), sorts
+    after every existing name, and both sides' validator takes it unchanged."""
+    existing, now = names_and_clock
+    newest = max(existing, default="")
+    try:
+        name = new_version_name(existing, now)
+    except PlugboxError as error:
+        # The one refusal: the second to add a suffix to has used up .001 to .999.
+        second = now.astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
+        assert newest.endswith(".999") and second <= newest, (existing, now, error)
+        return
+    assert ":" not in name, name
+    assert all(name > old for old in existing), (name, sorted(existing)[-3:])
+    assert is_version_name(name)
+    assert validate_version(name) == name
+
+
+@given(st.datetimes(min_value=datetime(1000, 1, 1), max_value=datetime(9999, 12, 31)),
+       st.booleans())
+def test_any_name_in_the_old_colon_form_is_refused_naming_the_new_form(when, milliseconds):
+    old = when.strftime("%Y-%m-%dT%H:%M:%S") + (f".{when.microsecond // 1000:03d}" if milliseconds else "")
+    assert not is_version_name(old)
+    with pytest.raises(PlugboxError) as caught:
+        validate_version(old)
+    assert caught.value.code == REFUSED
+    assert str(caught.value) == (
+        f"'{old}' is not a version name (the old form with colons): "
+        "a name is YYYYMMDDTHHMMSSZ, such as 20261121T090000Z; "
+        "see `plugbox status` for the versions")
 
 
 def test_the_refusal_names_the_bad_name():

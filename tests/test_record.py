@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -14,13 +15,11 @@ from pathlib import Path
 
 import pytest
 
+from helpers import TIMEOUT, deploy, new_version, ok, plugbox
 from plugbox_client import argv as A
 from plugbox_client import source
 from plugbox_server import operations, record
 from plugbox_server.store import Store
-from test_server_cli import deploy, new_version, ok, plugbox
-
-TIMEOUT = 60
 
 
 @pytest.fixture
@@ -90,7 +89,6 @@ def test_the_digest_is_of_the_tree_not_of_plugbox_links_nor_the_record(home):
 
 def test_an_rsync_delete_of_the_users_own_loses_the_record_and_upgrade_to_makes_it_again(home):
     name = new_version(home, {"a.txt": "x\n"})
-    import shutil
     shutil.rmtree(home / "deploy" / name / ".plugbox")
     ok(home, "upgrade-to", name)
     again = read(home, name)
@@ -162,24 +160,19 @@ import os, signal, sys
 from pathlib import Path
 from plugbox_server import record
 from plugbox_server.store import Store
-store, name, mode = Store(Path(sys.argv[1])), sys.argv[2], sys.argv[3]
-if mode == "before-rename":
-    real = os.replace
-    def dying(a, b):
-        os.kill(os.getpid(), signal.SIGKILL)
-    os.replace = dying
-    record.event(store, name, "live", command="x" * 100000)
-else:
-    for i in range(100000):
-        record.event(store, name, "away", command=str(i) * 200)
-        print(i, flush=True)
+store, name = Store(Path(sys.argv[1])), sys.argv[2]
+real = os.replace
+def dying(a, b):
+    os.kill(os.getpid(), signal.SIGKILL)
+os.replace = dying
+record.event(store, name, "live", command="x" * 100000)
 """
 
 
 def test_a_kill_before_the_rename_leaves_the_old_record_whole(home):
     name = deploy(home)
     before = (home / "deploy" / name / ".plugbox" / "record.json").read_bytes()
-    done = subprocess.run([sys.executable, "-c", WRITER, str(home), name, "before-rename"],
+    done = subprocess.run([sys.executable, "-c", WRITER, str(home), name],
                           timeout=TIMEOUT, capture_output=True)
     assert done.returncode == -signal.SIGKILL
     assert (home / "deploy" / name / ".plugbox" / "record.json").read_bytes() == before
@@ -188,19 +181,140 @@ def test_a_kill_before_the_rename_leaves_the_old_record_whole(home):
     ok(home, "status")
 
 
-def test_kill_9_in_the_middle_of_writing_never_leaves_a_torn_record(home):
-    name = deploy(home)
-    writer = subprocess.Popen([sys.executable, "-c", WRITER, str(home), name, "loop"],
-                              stdout=subprocess.PIPE, text=True)
-    try:
-        for _ in range(30):  # let it write, and grow the record, 30 times
-            assert writer.stdout.readline(), "the writer stopped"
-    finally:
-        writer.kill()
-        writer.wait(timeout=TIMEOUT)
-    after = read(home, name)  # parses: whole
-    assert len(after["history"]) >= 31
-    assert after["history"][0]["event"] == "live"
+# A record written by a process that SIGKILLs itself just before its Nth call of
+# one of CALLS (the calls that open, write, sync, rename or remove files), as
+# tests/test_server_kill.py does for whole commands. os.write writes at most
+# `chunk` bytes a call (a short write, as write(2) may do), a fifth of the old
+# record, so that writing a record takes five calls or more and a kill can land
+# between two of them. A first run, N = 0, kills nowhere and prints how many
+# calls it made; then each N from 1 to that count, each on a fresh copy of the
+# version's .plugbox/.
+CALLS = ("open", "write", "pwrite", "fsync", "fdatasync", "close", "replace", "rename",
+         "link", "unlink", "mkdir", "truncate", "ftruncate")
+
+DYING_WRITER = r"""
+import os, signal, sys
+from pathlib import Path
+from plugbox_server import record
+from plugbox_server.store import Store
+
+home, name, step, chunk, kill_at = Path(sys.argv[1]), sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
+store = Store(home)
+steps = {
+    "event": lambda: record.event(store, name, "away", command="x" * 500),
+    "seal": lambda: record.seal(store, name),
+}
+calls = 0
+
+def dying(call):
+    def wrapper(*args, **kwargs):
+        global calls
+        calls += 1
+        if calls == kill_at:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return call(*args, **kwargs)
+    return wrapper
+
+saved = {call: getattr(os, call) for call in CALLS}
+def short_write(fd, data):
+    return saved["write"](fd, memoryview(data)[:chunk])
+
+for call, real in saved.items():
+    setattr(os, call, dying(short_write if call == "write" else real))
+steps[step]()
+for call, real in saved.items():
+    setattr(os, call, real)
+print(calls)
+"""
+
+
+def untimed(made: dict) -> dict:
+    """A record without its clock readings, which differ from one run to the next."""
+    return {**made, "sealed": bool(made["sealed"]),
+            "history": [{**entry, "time": None} for entry in made["history"]]}
+
+
+def run_dying(home: Path, name: str, step: str, chunk: int, kill_at: int) -> subprocess.CompletedProcess:
+    script = f"CALLS = {CALLS!r}\n{DYING_WRITER}"
+    return subprocess.run([sys.executable, "-c", script, str(home), name, step, str(chunk), str(kill_at)],
+                          timeout=TIMEOUT, capture_output=True, text=True, stdin=subprocess.DEVNULL)
+
+
+@pytest.mark.parametrize("step", ["event", "seal"])
+def test_a_kill_between_any_two_writes_leaves_the_old_record_or_the_new_one_whole(home, tmp_path, step):
+    """kill -9 just before each file call of a record's update, in turn: the record is
+    always there, and is the old one or the new one, whole; never torn, never missing."""
+    if step == "event":  # a sealed, live version gets one more event in its history
+        name = deploy(home, {"a.txt": "hello\n"})
+    else:  # an uploaded version is sealed: its manifest written, its record completed
+        name = new_version(home, {"a.txt": "hello\n", "b.txt": "world\n"})
+    bookkeeping = home / "deploy" / name / ".plugbox"
+    kept = tmp_path / "kept"
+    shutil.copytree(bookkeeping, kept)
+    old_bytes = (kept / "record.json").read_bytes()
+    old = json.loads(old_bytes)
+    old_manifest = (kept / "manifest").read_bytes() if (kept / "manifest").exists() else None
+    # Small writes: the record takes five calls of os.write or more.
+    chunk = max(1, len(old_bytes) // 5)
+
+    counted = run_dying(home, name, step, chunk, 0)
+    assert counted.returncode == 0, counted.stderr
+    calls = int(counted.stdout)
+    new = read(home, name)
+    new_manifest = (bookkeeping / "manifest").read_bytes()
+    if step == "event":
+        assert new["history"][:-1] == old["history"]
+        assert {k: v for k, v in new["history"][-1].items() if k != "time"} == \
+            {"event": "away", "command": "x" * 500}
+        assert new_manifest == old_manifest
+    else:
+        assert not old["sealed"] and new["sealed"] and (new["files"], new["bytes"]) == (2, 12)
+        assert old_manifest is None
+    assert (bookkeeping / "record.json").stat().st_size >= 5 * chunk
+
+    outcomes, torn_elsewhere = [], []
+    for kill_at in range(1, calls + 1):
+        shutil.rmtree(bookkeeping)
+        shutil.copytree(kept, bookkeeping)
+        what = f"{step}, killed before file call {kill_at} of {calls}"
+
+        done = run_dying(home, name, step, chunk, kill_at)
+
+        assert done.returncode == -signal.SIGKILL, (what, done.returncode, done.stderr)
+        record_file = bookkeeping / "record.json"
+        assert record_file.is_file(), f"{what}: the record is gone"
+        text = record_file.read_bytes()
+        try:
+            now = json.loads(text)
+        except ValueError:
+            pytest.fail(f"{what}: a torn record: {text[-80:]!r}", pytrace=False)
+        if text == old_bytes:
+            outcomes.append("old")
+        else:
+            assert untimed(now) == untimed(new), f"{what}: neither the old record nor the new one"
+            outcomes.append("new")
+        manifest = bookkeeping / "manifest"
+        if manifest.exists():
+            assert manifest.read_bytes() in (old_manifest, new_manifest), f"{what}: a torn manifest"
+        else:
+            assert old_manifest is None, f"{what}: the manifest is gone"
+            assert outcomes[-1] == "old", f"{what}: the record is sealed, but there is no manifest"
+        # Whatever else the kill left in .plugbox is a file cut short: plugbox's own
+        # temporary, which the next write replaces.
+        for other in bookkeeping.iterdir():
+            if other.name not in ("record.json", "manifest", "post-upload"):
+                try:
+                    json.loads(other.read_bytes())
+                except ValueError:
+                    torn_elsewhere.append(kill_at)
+        # The next write, not killed, works and leaves a whole record.
+        ok(home, "status")
+        record.event(Store(home), name, "live", command="after")
+        assert read(home, name)["history"][-1]["command"] == "after", what
+
+    # The kills landed on both sides of the switch, and between writes of one file.
+    assert "old" in outcomes and "new" in outcomes, outcomes
+    assert torn_elsewhere, "no kill landed between two writes of a file"
 
 
 # --- the source of a version -----------------------------------------------------------

@@ -5,123 +5,23 @@ deploy/, which writes its holder with os.pwrite, and pyfakefs has no pwrite
 (nor pread). The commands that only read (status, check, log) also run on a
 fake filesystem, with layouts built by hand.
 
-The click command is built once, at import: pyfakefs replaces `Path` in every
-loaded module by a stand-in that is not a class, and typer, which otherwise
-builds the command at each call, would then stop converting --home to a Path.
+The in-process runner (`plugbox`, `ok`, `refused`...) is in helpers.py, with why
+the click command is built once, at import.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-import typer.main
-from typer.testing import CliRunner
 
+from helpers import COMMAND, RUNNER, deploy, link, new_version, ok, plugbox, refused, snapshot
 from plugbox_server import operations
-from plugbox_server.cli import app
 from plugbox_server.names import is_version_name
 
-COMMAND = typer.main.get_command(app)
-RUNNER = CliRunner()
-BOOKKEEPING = {".lock", ".log"}
 Z = "20260101T000000Z"  # a well-formed name no version has
-
-
-@dataclass
-class Ran:
-    exit_code: int
-    stdout: str
-    stderr: str
-    exception: BaseException | None  # an exception that escaped: a traceback
-
-
-def plugbox(home: Path | str, *args: str) -> Ran:
-    with RUNNER.isolation() as (out, err, _):
-        code, escaped = 0, None
-        try:
-            COMMAND.main(args=["--home", str(home), *args], prog_name="plugbox")
-        except SystemExit as exit:
-            code = exit.code if isinstance(exit.code, int) else 1
-        except Exception as error:  # noqa: BLE001 - reported by the assertions
-            code, escaped = 1, error
-        finally:
-            sys.stdout.flush()
-            sys.stderr.flush()
-        return Ran(code, out.getvalue().decode(), err.getvalue().decode(), escaped)
-
-
-def ok(home: Path | str, *args: str) -> str:
-    ran = plugbox(home, *args)
-    assert (ran.exit_code, ran.stderr, ran.exception) == (0, "", None), ran
-    return ran.stdout
-
-
-def snapshot(home: Path | str) -> dict[str, tuple]:
-    """Every entry under home: links with their text, directories, files with their bytes.
-
-    deploy/.lock and deploy/.log are left out: the lock is taken and the log
-    records even a refusal.
-    """
-    found: dict[str, tuple] = {}
-
-    def walk(directory: str, relative: str) -> None:
-        for entry in os.scandir(directory):
-            path = f"{relative}{entry.name}"
-            if relative == "deploy/" and entry.name in BOOKKEEPING:
-                continue
-            if entry.is_symlink():
-                found[path] = ("link", os.readlink(entry.path))
-            elif entry.is_dir():
-                found[path] = ("dir",)
-                walk(entry.path, path + "/")
-            else:
-                with open(entry.path, "rb") as f:
-                    found[path] = ("file", f.read())
-
-    walk(str(home), "")
-    return found
-
-
-def refused(home: Path, *args: str, code: int = 1) -> str:
-    """Run a command that must be refused; return its one line on stderr."""
-    before = snapshot(home)
-    ran = plugbox(home, *args)
-    assert ran.exception is None, ran
-    assert ran.exit_code == code, ran
-    assert "Traceback" not in ran.stderr + ran.stdout
-    assert snapshot(home) == before, "a refused command changed the home"
-    if code != 2:  # typer's own usage errors print the usage too
-        assert ran.stderr.startswith("plugbox: "), ran
-        assert ran.stderr.endswith("\n") and ran.stderr.count("\n") == 1, ran
-    return ran.stderr
-
-
-def link(home: Path, path: str) -> str | None:
-    try:
-        return os.readlink(home / path)
-    except FileNotFoundError:
-        return None
-
-
-def new_version(home: Path, files: dict[str, str] | None = None) -> str:
-    """next-version, then the upload (a file or two) the client would do."""
-    out = ok(home, "next-version")
-    name = out.rstrip("\n")
-    assert out == name + "\n" and is_version_name(name)
-    for relative, text in (files or {"app.py": f"print('{name}')\n"}).items():
-        (home / "deploy" / name / relative).write_text(text)
-    return name
-
-
-def deploy(home: Path, files: dict[str, str] | None = None) -> str:
-    name = new_version(home, files)
-    assert ok(home, "upgrade-to", name) == f"plugbox: live is now {name}\n"
-    return name
 
 
 @pytest.fixture
@@ -644,7 +544,7 @@ def test_rollback_to_a_version_with_a_malformed_plugbox_toml_is_refused(home):
     deploy(home)
     (home / "deploy" / first / "plugbox.toml").write_text(MALFORMED["unknown hook"])
     line = refused(home, "rollback-to")
-    assert line.startswith(f"plugbox: deploy/{first}/plugbox.toml: [hooks] has an unknown key")
+    assert line.startswith(f"plugbox: deploy/{first}/plugbox.toml: [hooks] before_start: unknown key")
 
 
 def test_no_plugbox_toml_or_no_hooks_means_no_hooks(home):

@@ -8,7 +8,6 @@ reads back which hook of which version ran, where, and what live was then.
 
 from __future__ import annotations
 
-import json
 import os
 import selectors
 import signal
@@ -18,46 +17,10 @@ from pathlib import Path
 
 import pytest
 
-from plugbox_host import PLUGBOX, TIMEOUT, Host
+from helpers import TIMEOUT, WAIT_FOR_GO, one_line, toml_of, tracing, wait_for
+from plugbox_host import PLUGBOX, Host
+
 HOOK_KEYS = ("post_upload", "stop", "start", "refresh", "check")
-# A hook line that waits for the test to create $CTL/go (at most 30 s), then goes on.
-WAIT_FOR_GO = ('i=0; while [ ! -e "$CTL/go" ]; do i=$((i+1)); '
-               '[ "$i" -le 600 ] || exit 9; sleep 0.05; done')
-
-
-def toml_of(hooks: dict[str, list[str]] | None = None, shared: list[str] | None = None) -> str:
-    """A plugbox.toml; json.dumps writes valid TOML basic strings."""
-    text = ""
-    if shared is not None:
-        text += f"[service]\nshared = {json.dumps(shared)}\n"
-    if hooks:
-        text += "[hooks]\n"
-        text += "".join(f"{key} = [{', '.join(json.dumps(l) for l in lines)}]\n"
-                        for key, lines in hooks.items())
-    return text
-
-
-def traced(tag: str, hook: str) -> str:
-    """A hook line that records: tag, hook, the version it runs for, and live at that moment."""
-    return (f'echo "{tag} {hook} $PLUGBOX_VERSION '
-            f'$(readlink "$PLUGBOX_HOME/deploy/live")" >> "$CTL/trace"')
-
-
-def tracing(tag: str, *keys: str,
-            extra: dict[str, list[str]] | None = None) -> dict[str, list[str]]:
-    """Hooks that each record themselves; `extra` lines are added after the record."""
-    keys = keys or ("post_upload", "stop", "start", "check")
-    hooks = {key: [traced(tag, key)] for key in keys}
-    for key, lines in (extra or {}).items():
-        hooks.setdefault(key, []).extend(lines)
-    return hooks
-
-
-def one_line(stderr: str) -> str:
-    lines = stderr.splitlines()
-    assert len(lines) == 1, stderr
-    assert "Traceback" not in stderr
-    return lines[0]
 
 
 @pytest.fixture
@@ -473,7 +436,7 @@ def test_an_upgrade_goes_on_to_its_end_when_the_caller_goes_away(host: Host) -> 
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                stdin=subprocess.DEVNULL)
     try:
-        wait_for(host.ctl / "started")
+        wait_for((host.ctl / "started").exists, "the start hook to begin")
         process.stdout.close()  # the caller is gone
         process.stderr.close()
         host.arm("go")
@@ -500,7 +463,7 @@ def test_a_hang_up_does_not_stop_a_command_half_way(host: Host) -> None:
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                stdin=subprocess.DEVNULL)
     try:
-        wait_for(host.ctl / "started")
+        wait_for((host.ctl / "started").exists, "the start hook to begin")
         process.send_signal(signal.SIGHUP)
         host.arm("go")
         out, err = process.communicate(timeout=TIMEOUT)
@@ -514,22 +477,14 @@ def test_a_hang_up_does_not_stop_a_command_half_way(host: Host) -> None:
     assert host.trace()[-1] == f"NEW check {new} {new}"
 
 
-def wait_for(path: Path) -> None:
-    """Until `path` exists: at most TIMEOUT seconds, then the test fails."""
-    deadline = time.monotonic() + TIMEOUT
-    while not path.exists():
-        assert time.monotonic() < deadline, f"{path} never appeared"
-        time.sleep(0.02)
-
-
 # --- plugbox.toml errors ------------------------------------------------------------------
 
 
 BAD_TOMLS = {
     "not toml": ("[hooks\nstart = ['true']\n", "not valid TOML"),
-    "unknown hook": ("[hooks]\nrestart = ['true']\n", "[hooks] has an unknown key 'restart'"),
-    "a string, not a list": ("[hooks]\nstart = 'true'\n", "hooks.start must be a list"),
-    "hooks not a table": ("hooks = 3\n", "[hooks] must be a table"),
+    "unknown hook": ("[hooks]\nrestart = ['true']\n", "[hooks] restart: unknown key"),
+    "a string, not a list": ("[hooks]\nstart = 'true'\n", "[hooks] start: must be a list of non-empty strings"),
+    "hooks not a table": ("hooks = 3\n", "[hooks]: must be a table"),
 }
 
 
@@ -565,7 +520,7 @@ def test_rollback_to_a_version_with_a_bad_plugbox_toml_changes_nothing(host: Hos
         done = host.run(*command)
         assert done.returncode == 1, command
         assert one_line(done.stderr).startswith(
-            f"plugbox: deploy/{new}/plugbox.toml: [hooks] has an unknown key 'begin'")
+            f"plugbox: deploy/{new}/plugbox.toml: [hooks] begin: unknown key")
         # The live version was not even stopped.
         assert host.live() == old
         assert host.trace() == []
@@ -581,7 +536,7 @@ def test_a_bad_plugbox_toml_of_the_live_version_refuses_the_upgrade(host: Host) 
 
     assert done.returncode == 1
     assert one_line(done.stderr).startswith(
-        f"plugbox: deploy/{old}/plugbox.toml: hooks.stop must be a list of command lines")
+        f"plugbox: deploy/{old}/plugbox.toml: [hooks] stop: must be a list of non-empty strings")
     assert host.live() == old
     assert host.trace() == []
 
@@ -598,8 +553,8 @@ def test_a_bad_plugbox_toml_of_the_live_version_does_not_block_a_rollback(host: 
 
     assert done.returncode == 0, done.stderr
     assert one_line(done.stderr) == (
-        f"plugbox: deploy/{new}/plugbox.toml: hooks.stop must be a list of command lines; "
-        "rolling back all the same")
+        f"plugbox: deploy/{new}/plugbox.toml: [hooks] stop: must be a list of non-empty strings, "
+        "not list [1]; rolling back all the same")
     assert host.live() == old
     assert host.trace() == [f"OLD start {old} {old}", f"OLD check {old} {old}"]
 
@@ -667,7 +622,7 @@ def test_a_shared_path_outside_the_version_or_owned_by_plugbox_is_refused(
 
     assert done.returncode == 1
     assert one_line(done.stderr).startswith(
-        f"plugbox: deploy/{new}/plugbox.toml: service.shared has {entry!r}")
+        f"plugbox: deploy/{new}/plugbox.toml: [service] shared: {entry!r} ")
     assert host.live() == old
     assert not (host.home / "shared").exists()
     assert host.trace() == []
@@ -679,7 +634,7 @@ def test_a_shared_path_outside_the_version_or_owned_by_plugbox_is_refused(
 def test_exec_runs_in_the_live_version_with_the_hooks_environment(host: Host) -> None:
     refused = host.run("exec", "--", "true")
     assert (refused.returncode, refused.stdout) == (1, "")
-    assert refused.stderr == (f"plugbox: no live version in {host.home}/deploy to run the command in; "
+    assert refused.stderr == (f"plugbox: no live version in {host.home}/deploy; "
                               "deploy one first: `plugbox upgrade-to VERSION`\n")
     first = host.deploy_version()
     second = host.deploy_version()

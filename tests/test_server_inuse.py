@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from test_server_cli import deploy, link, new_version, ok, refused
+from helpers import deploy, link, new_version, ok, refused
 
 
 @pytest.fixture

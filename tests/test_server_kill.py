@@ -31,10 +31,10 @@ from pathlib import Path
 
 import pytest
 
+from helpers import TIMEOUT
+from plugbox_host import Host as BaseHost
 from plugbox_server.names import is_version_name
 
-from plugbox_host import TIMEOUT
-from plugbox_host import Host as BaseHost
 KILLED = -9
 
 DYING = r"""

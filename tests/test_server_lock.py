@@ -13,17 +13,16 @@ import re
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
-from plugbox_host import PLUGBOX, TIMEOUT
+from helpers import TIMEOUT, WAIT_FOR_GO, toml_of, wait_for
+from plugbox_host import PLUGBOX
 from plugbox_host import Host as BaseHost
 
 # A hook line that says it has begun, then waits for $CTL/go (at most 30 s).
-HOLD = ('touch "$CTL/holding"; i=0; while [ ! -e "$CTL/go" ]; do i=$((i+1)); '
-        '[ "$i" -le 600 ] || exit 9; sleep 0.05; done')
+HOLD = 'touch "$CTL/holding"; ' + WAIT_FOR_GO
 
 
 class Host(BaseHost):
@@ -39,18 +38,15 @@ class Host(BaseHost):
         return seen
 
     def wait_for(self, flag: str, process: subprocess.Popen) -> None:
-        """Wait (bounded) until a hook of `process` has created $CTL/<flag>."""
-        deadline = time.monotonic() + 30
-        while not (self.ctl / flag).exists():
-            assert process.poll() is None, process.communicate(timeout=TIMEOUT)
-            assert time.monotonic() < deadline, f"the hook never created {flag}"
-            time.sleep(0.02)
+        """Until a hook of `process` has created $CTL/<flag> (bounded).
 
-
-def toml_hooks(**hooks: list[str]) -> str:
-    return "[hooks]\n" + "".join(
-        f"{key} = [{', '.join(json.dumps(line) for line in lines)}]\n"
-        for key, lines in hooks.items())
+        Unlike a plain wait_for, gives up at once if `process` ends first, and shows
+        what it said: a command that failed never creates the flag.
+        """
+        flagged = self.ctl / flag
+        wait_for(lambda: flagged.exists() or process.poll() is not None,
+                 f"a hook of {process.args} to create {flag}")
+        assert flagged.exists(), process.communicate(timeout=TIMEOUT)
 
 
 @pytest.fixture
@@ -62,7 +58,7 @@ def host(tmp_path: Path) -> Host:
 def holder(host: Host):
     """An upgrade-to held inside the new version's start hook until the test says go."""
     old = host.deploy_version()
-    new = host.upload(toml_hooks(start=[HOLD]))
+    new = host.upload(toml_of({"start": [HOLD]}))
     process = subprocess.Popen([PLUGBOX, "upgrade-to", new], env=host.env(),
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                stdin=subprocess.DEVNULL, text=True)
@@ -170,7 +166,7 @@ def test_a_service_started_in_the_background_does_not_keep_the_lock(host: Host) 
     start = ['sleep 60 >/dev/null 2>&1 & echo $! > "$CTL/service.pid"']
     service_pid = None
     try:
-        first = host.upload(toml_hooks(start=start))
+        first = host.upload(toml_of({"start": start}))
         host.ok("upgrade-to", first)
         service_pid = int((host.ctl / "service.pid").read_text())
         os.kill(service_pid, 0)  # still running: the service outlives the command
@@ -194,7 +190,7 @@ def test_a_service_started_with_setsid_does_not_keep_the_lock(host: Host) -> Non
              '[ "$i" -le 600 ] || exit 9; sleep 0.05; done']
     service_pid = None
     try:
-        first = host.upload(toml_hooks(start=start))
+        first = host.upload(toml_of({"start": start}))
         host.ok("upgrade-to", first)
         service_pid = int((host.ctl / "service.pid").read_text())
         os.kill(service_pid, 0)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from test_server_cli import ok, plugbox
+from helpers import ok, plugbox
 
 
 @pytest.fixture

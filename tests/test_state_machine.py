@@ -23,6 +23,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 from plugbox_server import chain as c
+from plugbox_server import layout
 from plugbox_server import operations, record
 from plugbox_server.errors import PlugboxError
 from plugbox_server.store import Store
@@ -164,7 +165,7 @@ class PlugboxMachine(RuleBasedStateMachine):
         for directory, dirs, files in os.walk(self.home):
             for name in dirs + files:
                 path = os.path.join(directory, name)
-                if name in (c.LOCK, c.LOG):
+                if name in (layout.LOCK, layout.LOG):
                     continue
                 entries[path] = os.readlink(path) if os.path.islink(path) else None
         return entries
@@ -377,7 +378,7 @@ class PlugboxMachine(RuleBasedStateMachine):
         if not (self.home / "deploy").exists():
             return
         for entry in os.listdir(self.home / "deploy"):
-            assert entry in self.model.links or entry in ("live", c.LOCK, c.LOG), entry
+            assert entry in self.model.links or entry in ("live", layout.LOCK, layout.LOG), entry
         assert set(os.listdir(self.home)) <= {"deploy", "live"}
 
 

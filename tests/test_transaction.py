@@ -17,12 +17,12 @@ from pathlib import Path
 
 import pytest
 
-from conftest import INSTALLED_BIN, SYSTEM_PATH, start_or_fail
+from helpers import (INSTALLED_BIN, PLUG, SYSTEM_PATH, TIMEOUT, live, start_or_fail, versions,
+                     wait_for, write_app, write_config)
+from plugbox_server import protocol
 from sshd import Sshd, write_client_config
 from terminal import on_terminal
-from test_client_ssh import PLUG, live, versions, write_app, write_config
 
-TIMEOUT = 60  # seconds: a bound on every wait, never an assertion
 PATIENCE = 15  # "within seconds": how long cleanup may take after plug is gone
 
 # rsync on the host, held at a gate: the upload is in progress (the staging
@@ -33,16 +33,6 @@ i=0
 while [ ! -e "$GATE/open" ] && [ $i -lt 600 ]; do sleep 0.1; i=$((i+1)); done
 exec /usr/bin/rsync "$@"
 """
-
-
-def wait_for(predicate, what: str, seconds: float = TIMEOUT):
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    pytest.fail(f"waited {seconds:.0f} s for {what}", pytrace=False)
 
 
 def gate_hook(name: str) -> str:
@@ -229,8 +219,8 @@ def test_plug_killed_mid_upload_leaves_nothing_behind(client: Client, home: Path
         said = [line for line in log.read_text().splitlines() if line.startswith("plug: ")]
         assert said and "interrupted before the upload was complete" in said[-1], log.read_text()
         assert "nothing changed on plugbox-gated" in said[-1]
-    wait_for(lambda: not client.leftovers(), f"no ssh process nor temporary file ({client.leftovers()})",
-             PATIENCE)
+    wait_for(lambda: not client.leftovers(),
+             lambda: f"no ssh process nor temporary file (left: {client.leftovers()})", PATIENCE)
     wait_for(lambda: staging(home) == [], "the host to remove the staging directory", PATIENCE)
     assert sorted(os.listdir(home / "deploy")) == before and live(home) == first
     (gate / "open").touch()
@@ -249,8 +239,8 @@ def test_plug_killed_after_the_upload_lets_the_host_finish(client: Client, home:
 
     process.send_signal(signum)
     process.wait(TIMEOUT)
-    wait_for(lambda: not client.leftovers(), f"no ssh process nor temporary file ({client.leftovers()})",
-             PATIENCE)
+    wait_for(lambda: not client.leftovers(),
+             lambda: f"no ssh process nor temporary file (left: {client.leftovers()})", PATIENCE)
     (client.ctl / "post-open").touch()
 
     wait_for(lambda: live(home) not in (None, first), "the host to finish the deploy")
@@ -315,8 +305,8 @@ def test_ctrl_c_after_the_upload_the_deploy_completes(client: Client, home: Path
     new = live(home)
     wait_for(lambda: client.run("log").stdout.splitlines()[-1].endswith("ok"), "the deploy to end well")
     assert versions(home) == [first, new] and staging(home) == []
-    wait_for(lambda: not client.leftovers(), f"no ssh process nor temporary file ({client.leftovers()})",
-             PATIENCE)
+    wait_for(lambda: not client.leftovers(),
+             lambda: f"no ssh process nor temporary file (left: {client.leftovers()})", PATIENCE)
     # Nobody was listening any more, but the host kept what the hook said.
     assert "said after the gate" not in text
     assert "said after the gate" in client.run("log", "--output").stdout
@@ -332,8 +322,8 @@ def test_ctrl_c_during_the_upload_changes_nothing(client: Client, home: Path, ga
     assert "interrupted before the upload was complete; nothing changed on plugbox-gated" in text
     wait_for(lambda: staging(home) == [], "the host to remove the staging directory", PATIENCE)
     assert versions(home) == [first] and live(home) == first
-    wait_for(lambda: not client.leftovers(), f"no ssh process nor temporary file ({client.leftovers()})",
-             PATIENCE)
+    wait_for(lambda: not client.leftovers(),
+             lambda: f"no ssh process nor temporary file (left: {client.leftovers()})", PATIENCE)
 
 
 # -- hosts that do not answer, or answer in another protocol ---------------------------
@@ -356,7 +346,7 @@ def test_a_host_that_never_answers_fails_in_one_line(client: Client, home: Path,
     assert done.returncode == 255
     lines = [line for line in done.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("plug: could not connect to plugbox-silent"), done.stderr
-    assert took < TIMEOUT  # bounded by ConnectTimeout, not by the test's own limit
+    assert took < 60  # bounded by ConnectTimeout (10 s), not by the test's own limit (TIMEOUT)
     assert not client.leftovers()
 
 
@@ -373,7 +363,7 @@ def test_a_plugbox_of_another_protocol_is_refused(client: Client, home: Path) ->
     assert done.returncode == 2
     lines = [line for line in done.stderr.splitlines() if line.strip()]
     assert len(lines) == 1, done.stderr
-    assert "plugbox 9.0 on plugbox-test speaks protocol 99, this plug speaks 1" in lines[0]
+    assert f"plugbox 9.0 on plugbox-test speaks protocol 99, this plug speaks {protocol.NUMBER}" in lines[0]
     assert "run `plug bootstrap`" in lines[0]
 
 
@@ -391,10 +381,11 @@ def test_a_plugbox_without_the_protocol_is_refused(client: Client, home: Path) -
 
 def test_plugbox_refuses_a_plug_of_another_protocol(tmp_path: Path) -> None:
     plugbox = Path(INSTALLED_BIN) / "plugbox"
-    done = subprocess.run([str(plugbox), "--serve", "2"], input='{"command": "status"}\n',
+    other = str(protocol.NUMBER + 1)
+    done = subprocess.run([str(plugbox), "--serve", other], input='{"command": "status"}\n',
                           capture_output=True, text=True, timeout=TIMEOUT,
                           env={**os.environ, "PLUGBOX_HOME": str(tmp_path)})
     assert done.returncode == 2
     assert done.stdout.startswith('{"hello": {"plugbox": ')
-    assert "plug speaks protocol 2, this plugbox" in done.stderr and "run `plug bootstrap`" in done.stderr
+    assert f"plug speaks protocol {other}, this plugbox" in done.stderr and "run `plug bootstrap`" in done.stderr
     assert not (tmp_path / "deploy").exists()

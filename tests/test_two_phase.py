@@ -14,14 +14,15 @@ from pathlib import Path
 
 import pytest
 
+from helpers import TIMEOUT, toml_of, tracing
 from plugbox_host import PLUGBOX, Host
+from plugbox_server import protocol
 from plugbox_server.names import new_version_name
-from test_server_hooks import toml_of, tracing
 
 
 class Serve:
     def __init__(self, host: Host):
-        self.process = subprocess.Popen([PLUGBOX, "--serve", "1"], env=host.env(), text=True,
+        self.process = subprocess.Popen([PLUGBOX, *protocol.ARGS], env=host.env(), text=True,
                                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         assert "hello" in self.receive()
 
@@ -36,14 +37,14 @@ class Serve:
 
     def end(self) -> tuple[int, str]:
         self.process.stdin.close()
-        code = self.process.wait(60)
+        code = self.process.wait(TIMEOUT)
         return code, self.process.stderr.read()
 
 
 def prepared(host: Host, hooks: dict) -> tuple[Serve, str]:
     """A two-phase deploy up to {"prepared"}: named by the caller, uploaded, post_upload run."""
     serve = Serve(host)
-    serve.send({"command": "deploy", "two_phase": True, "config": toml_of(hooks)})
+    serve.send({"command": "deploy", "gated": True, "config": toml_of(hooks)})
     newest = serve.receive()["newest"]
     assert newest["live"] == host.live()
     name = new_version_name([newest["name"]] if newest["name"] else [])
@@ -64,7 +65,7 @@ def host(tmp_path: Path) -> Host:
 def test_a_name_that_does_not_sort_after_the_newest_is_refused(host: Host) -> None:
     first = host.deploy_version()
     serve = Serve(host)
-    serve.send({"command": "deploy", "two_phase": True})
+    serve.send({"command": "deploy", "gated": True})
     assert serve.receive()["newest"] == {"name": first, "live": first}
     old = new_version_name([], now=datetime(2001, 1, 1, tzinfo=timezone.utc))
     serve.send({"name": old})
@@ -138,14 +139,14 @@ def test_a_rollback_of_several_hosts_waits_for_the_version(host: Host) -> None:
     first = host.deploy_version()
     second = host.deploy_version()
     serve = Serve(host)
-    serve.send({"command": "rollback", "two_phase": True})
+    serve.send({"command": "rollback", "gated": True})
     assert serve.receive() == {"ready": {"live": second, "previous": first, "versions": [first, second]}}
     serve.send({"version": first})
     assert serve.receive()["exit"] == 0 and serve.end()[0] == 0
     assert host.live() == first
     # Told the live version: nothing to do, nothing switched.
     serve = Serve(host)
-    serve.send({"command": "rollback", "two_phase": True})
+    serve.send({"command": "rollback", "gated": True})
     serve.receive()
     serve.send({"version": first})
     assert serve.receive() == {"exit": 0, "out": "", "name": first, "was": first}

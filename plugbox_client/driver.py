@@ -1,0 +1,723 @@
+"""One driver for one host or many: what each plug command that works on hosts does, in order.
+
+A command runs on the hosts of its config (`hosts`, or the one `host`): one
+`Host` each, with its own Session (its own plugbox --serve, its own ssh master),
+driven together by `_Hosts.each` (one thread a host; the only host runs in plug's
+own thread). One host is a fleet of one: the differences are parameters of the
+same steps, decided once in `_Hosts` (`gated`, the prefix of each line, the
+summary), never a second copy of a command.
+
+Runs nothing itself: sessions, rsync and the build go through transport.py and
+upload.py; the messages are protocol.py's. Progress goes to stderr; the functions
+return what the command reports on stdout, or raise a PlugboxError (its summary
+printed first where there is one).
+
+A deploy is one transaction on each host (the exchange is in protocol.py):
+
+1. Each host takes its lock and makes a staging directory. With several hosts
+   (`gated`), each first tells its newest version, and plug names the version
+   once for all, after every host's newest.
+2. rsync fills each staging directory, unchanged files hard-linked from live.
+3. Each host renames it into place and runs post_upload; an ungated host goes
+   on to switch by itself. Gated hosts wait: a failure on any host calls the
+   deploy off everywhere (no host switches, each removes the new version); then
+   they switch, all at once or `batch` at a time, each group's check passing
+   before the next. When one fails (and switches itself back), the hosts
+   already switched are told to revert and the others to call it off, so the
+   fleet ends on one version; with `keep_going`, the others go on.
+"""
+
+import json
+import os
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from plugbox_client import source, transport, upload
+from plugbox_client.config import Config
+from plugbox_server import protocol as P
+from plugbox_server.errors import CONNECTION_FAILED, INTERRUPTED, REVERT_FAILED, USAGE, PlugboxError
+from plugbox_server.names import login, new_version_name, validate_version
+
+
+class Quiet(PlugboxError):
+    """A failure the host has already explained on stderr: plug only exits with its code."""
+
+    def __init__(self, code: int):
+        super().__init__("", code=code)
+
+
+def version_argument(name: str) -> str:
+    """A version named on plug's command line: refused (bad usage) before anything connects."""
+    try:
+        return validate_version(name)
+    except PlugboxError as error:
+        raise PlugboxError(error.message, "see `plug status` for the versions", code=USAGE) from None
+
+
+@dataclass
+class Host:
+    """One host of a command: its session, and how it fared."""
+
+    name: str
+    config: Config
+    prefix: str = ""
+    session: transport.Session | None = None
+    was: str | None = None       # its live version before the command
+    now: str | None = None       # its live version after it
+    newest: str | None = None    # its newest version, once it holds the lock
+    staging: dict | None = None  # where to upload, once the host has made it
+    state: str = "connecting"    # how far it got: named, uploaded, prepared, switched, done
+    result: str = ""             # the summary's word for how it ended
+    code: int = 0                # its exit status, when it failed
+    seconds: float = 0.0
+    known: bool = True           # False: plug lost it, it finishes by itself
+
+    def say(self, message: str) -> None:
+        transport.show(f"{self.prefix}==> {message}")
+
+    def request(self, message: dict) -> dict:
+        return self.session.request(message)
+
+    def expect(self, answer: dict, expected: str):
+        """The payload of `expected` in the host's answer, or its failure (said already)."""
+        if expected in answer:
+            return answer[expected]
+        if P.EXIT not in answer:
+            raise P.ProtocolError(f"plugbox on {self.name} answered {str(answer)[:80]!r}, not {expected!r}")
+        raise Quiet(P.exit_code(answer))
+
+    def fail(self, result: str, error: BaseException) -> None:
+        self.result = self.result or result
+        self.code = self.code or getattr(error, "code", 1) or 1
+        if str(error) and not isinstance(error, Quiet):
+            transport.show(f"{self.prefix}plug: {error}")
+
+
+class _Hosts:
+    """The hosts of one command, each with its session open (or opening)."""
+
+    def __init__(self, config: Config, serve: bool = True):
+        self.config = config
+        self.gated = len(config.hosts) > 1      # several hosts decide together
+        self.began = time.monotonic()
+        self.hosts = [Host(name, config.for_host(name), f"{name}: " if self.gated else "")
+                      for name in config.hosts]
+        try:
+            for host in self.hosts:
+                host.session = (transport.open_session(host.config, host.prefix) if serve else
+                                transport.Session(host.config, host.prefix, serve=False))
+        except BaseException:
+            self.close()
+            raise
+
+    @property
+    def label(self) -> str:
+        """What "nothing changed on ..." names."""
+        return "any host" if self.gated else self.hosts[0].session.label
+
+    def each(self, work: Callable[[Host], None], failed: str, hosts: list[Host] | None = None) -> list[Host]:
+        """work(host) on every host at once; the hosts where it raised, marked `failed`.
+
+        The only host of a command runs in plug's own thread, so that Ctrl-C
+        reaches what it is doing (rsync) as it would without threads, and what
+        it raises goes straight to the command, which says it in its own words.
+        """
+        hosts = self.hosts if hosts is None else hosts
+        if not hosts:
+            return []
+        if not self.gated:
+            work(hosts[0])
+            return []
+        pool = ThreadPoolExecutor(max_workers=len(hosts))
+        try:
+            futures = [(host, pool.submit(work, host)) for host in hosts]
+            errors = [(host, future.exception()) for host, future in futures]
+        except BaseException:  # Ctrl-C: every host sees the end of its input now, not after the others
+            for host in hosts:
+                host.session.quiet = True
+                host.session.end_input()
+            pool.shutdown(wait=False)
+            raise
+        pool.shutdown()
+        for host, error in errors:
+            if error is not None:
+                if not isinstance(error, Exception):
+                    raise error
+                host.fail(failed, error)
+        return [host for host, error in errors if error is not None]
+
+    def close(self) -> None:
+        for host in self.hosts:
+            if host.session is not None:
+                host.session.close()
+
+    def names(self, hosts: list[Host]) -> str:
+        return ", ".join(host.name for host in hosts)
+
+    def table(self) -> None:
+        """The summary on stdout: host, live version, result, seconds."""
+        rows = [("HOST", "LIVE", "RESULT", "SECONDS")]
+        for host in self.hosts:
+            live = "?" if not host.known or host.state == "connecting" else host.now or "none"
+            rows.append((host.name, live, host.result or "?",
+                         f"{host.seconds or time.monotonic() - self.began:.1f}"))
+        widths = [max(len(row[i]) for row in rows) for i in range(3)]
+        for row in rows:
+            print("  ".join(field.ljust(width) for field, width in zip(row, widths)) + "  " + row[3])
+        sys.stdout.flush()
+
+
+def say(message: str) -> None:
+    transport.show(f"==> {message}")
+
+
+class _Steps:
+    """How long each step took, for the summary of one host."""
+
+    def __init__(self):
+        self.seconds: dict[str, float] = {}
+        self.began = time.monotonic()
+
+    def __call__(self, name: str):
+        steps = self
+
+        class Step:
+            def __enter__(self):
+                self.began = time.monotonic()
+
+            def __exit__(self, *exc):
+                steps.seconds[name] = time.monotonic() - self.began
+                return False
+
+        return Step()
+
+    def line(self) -> str:
+        self.seconds["total"] = time.monotonic() - self.began
+        return "seconds: " + ", ".join(f"{name} {seconds:.1f}" for name, seconds in self.seconds.items())
+
+
+# ---------------------------------------------------------------- the plain commands
+
+def server_command(config: Config, request: dict) -> int:
+    """One plugbox command on every host at once; print what each prints (prefixed by
+    its name when there are several); return the exit status."""
+    hosts = _Hosts(config)
+    answers: dict[str, dict] = {}
+    try:
+        def run(host: Host) -> None:
+            answers[host.name] = host.request(request)
+
+        failed = hosts.each(run, "failed")
+    finally:
+        hosts.close()
+    codes = [host.code for host in failed] + [P.exit_code(answer) for answer in answers.values()]
+    code = next((code for code in codes if code), 0)
+    if not hosts.gated:
+        sys.stdout.write(next(iter(answers.values())).get(P.OUT, ""))
+        return code
+    status = request.get("command") == "status"
+    if status and request.get("json"):
+        states = {}
+        for host in hosts.hosts:
+            try:
+                states[host.name] = json.loads(answers[host.name][P.OUT])
+            except (KeyError, ValueError):
+                states[host.name] = None
+        lives = {name: state["live"] for name, state in states.items() if state}
+        print(json.dumps({"hosts": states, "same_live": len(states) == len(lives)
+                          and len(set(lives.values())) == 1}, indent=2))
+    else:
+        for host in hosts.hosts:
+            for line in answers.get(host.name, {}).get(P.OUT, "").splitlines():
+                print(f"{host.prefix}{line}")
+        if status:
+            print(_lives(hosts.hosts, answers))
+    sys.stdout.flush()
+    return code
+
+
+def _lives(hosts: list[Host], answers: dict[str, dict]) -> str:
+    """One line: the live version of every host, and whether they differ."""
+    lives: dict[str, list[str]] = {}
+    for host in hosts:
+        answer = answers.get(host.name, {})
+        live = (answer.get("live") or "no version") if "live" in answer else "unknown"
+        lives.setdefault(live, []).append(host.name)
+    if len(lives) == 1:
+        return f"live on every host: {next(iter(lives))}"
+    return "live versions differ: " + "; ".join(f"{', '.join(names)} on {live}" for live, names in lives.items())
+
+
+# ---------------------------------------------------------------- deploy
+
+def origin(config: Config, message: str | None) -> dict:
+    """Who deploys, from which machine and source, and why: the version's record keeps it."""
+    return {"user": login(), "machine": os.uname().nodename,
+            **source.describe(config.project), "message": message}
+
+
+def prepare(config: Config, nothing_changed: str) -> None:
+    """Run [build] prepare here, in the project directory."""
+    for line in config.prepare:
+        say(f"prepare: {line}")
+        code = transport.run(["sh", "-c", line], cwd=config.project).code
+        if code != 0:
+            raise PlugboxError(f"prepare: `{line}` exited with {code}",
+                               f"nothing changed on {nothing_changed}; fix the build and deploy again")
+
+
+def deploy(config: Config, message: str | None = None, wait_lock: float = 0,
+           batch: int = 0, keep_going: bool = False) -> list[str]:
+    """prepare (while ssh connects), then one transaction on each host; returns the summary."""
+    hosts = _Hosts(config)
+    steps = _Steps()
+    gated = hosts.gated
+    name: str | None = None
+    counts: dict[str, upload.Count] = {}
+    try:
+        with steps("prepare"):
+            prepare(config, hosts.label)
+            paths = upload.sources(config)
+            request = P.request("deploy", config.home, config=config.path.read_text(encoding="utf-8"),
+                                origin=origin(config, message), wait_lock=wait_lock or None,
+                                gated=gated or None)
+
+        def lock(host: Host) -> None:
+            answer = host.request(request)
+            if gated:
+                host.newest, host.was = P.read_versions(host.expect(answer, P.NEWEST), host.name, "name", "live")
+                host.state = "named"
+            else:
+                host.staging = host.expect(answer, P.UPLOAD)
+
+        with steps("connect"):
+            failed = hosts.each(lock, "")
+        for host in failed:
+            host.result = "unreachable" if host.code == CONNECTION_FAILED else "refused"
+
+        def send(host: Host) -> None:
+            if gated:
+                host.staging = host.expect(host.request({P.NAME: name}), P.UPLOAD)
+            version, host.was, path = P.read_versions(host.staging, host.name, "name", "live", "path")
+            if gated and version != name:
+                raise P.ProtocolError(f"plugbox on {host.name} named the version {version}, not {name}")
+            host.now = version
+            host.say(f"new version {version}" + (f", unchanged files hard-linked from {host.was}"
+                                                 if host.was else ""))
+            started = time.monotonic()
+            try:
+                counts[host.name] = upload.rsync(
+                    paths, host.session.destination(path + "/"), config=host.config, rsh=host.session.rsh,
+                    link_dest=f"../{host.was}" if host.was else None,
+                    progress=not gated and sys.stderr.isatty())
+            except PlugboxError as error:
+                if host.session.ended(1):  # rsync died of it, with one of several exit statuses
+                    raise transport.HostGone(f"lost the connection ({error.message})") from None
+                raise
+            if gated:
+                host.say(f"uploaded in {time.monotonic() - started:.1f} s: {counts[host.name].files()}")
+            host.session.send({P.UPLOADED: True})
+            host.state = "uploaded"
+            if gated:
+                host.expect(host.session.receive(), P.PREPARED)
+                host.state = "prepared"
+                host.say("prepared: waiting for the other hosts")
+
+        if not failed:
+            if gated:  # plug's clock, after every host's newest version: one name everywhere
+                name = new_version_name([host.newest for host in hosts.hosts if host.newest])
+            with steps("upload"):
+                failed = hosts.each(send, "")
+            for host in failed:
+                host.result = {"named": "upload failed", "uploaded": "post_upload failed"}.get(host.state, "failed")
+        if failed:
+            return _called_off(hosts, failed, name)
+        if gated:
+            return _switch(hosts, name, batch, keep_going)
+        host = hosts.hosts[0]
+        with steps("switch"):
+            answer = host.session.receive()
+        if P.exit_code(answer):
+            raise Quiet(P.exit_code(answer))
+        count = counts[host.name]
+        return [f"version {host.now} is live" + (f" (was {host.was})" if host.was else " (first deploy)"),
+                f"files: {count.files()}; {upload.human(count.wire_bytes)} sent over the wire",
+                steps.line()]
+    except KeyboardInterrupt:
+        for host in hosts.hosts:
+            host.session.quiet = True
+        raise _interrupted(hosts, name) from None
+    except PlugboxError as error:
+        if gated:  # said in the table already
+            raise
+        raise _one_failed(hosts.hosts[0], error) from None
+    finally:
+        hosts.close()
+
+
+def _one_failed(host: Host, error: PlugboxError) -> PlugboxError:
+    """What a failure of the only host means: after the upload, that the host
+    finishes by itself; during the upload, that nothing changed."""
+    if host.state == "uploaded":
+        if isinstance(error, transport.HostGone):
+            return transport.HostGone(f"{error.message} after the upload of {host.now}",
+                                      "the host finishes the deploy by itself: see `plug status` and `plug log`")
+        return error
+    if not host.now or isinstance(error, Quiet):
+        return error
+    host.session.close()  # the host removes the staging directory when its input ends
+    return PlugboxError(f"upload of {host.now} failed: {error.message}",
+                        f"nothing changed on {host.session.label}: " +
+                        (f"live is still {host.was}" if host.was else "there is still no live version"),
+                        code=error.code)
+
+
+def _interrupted(hosts: _Hosts, name: str | None) -> PlugboxError:
+    """What a Ctrl-C (or SIGTERM, SIGHUP) during a deploy leaves, in one line."""
+    if not hosts.gated:
+        host = hosts.hosts[0]
+        label = host.session.label
+        if host.state == "uploaded":
+            return PlugboxError(f"interrupted after the upload of {host.now}",
+                                f"{label} finishes the deploy by itself: follow it with `plug status` "
+                                "and `plug log --output`", code=INTERRUPTED)
+        return PlugboxError("interrupted before the upload was complete", f"nothing changed on {label}",
+                            code=INTERRUPTED)
+    switching = [host for host in hosts.hosts if host.state in ("switching", "switched")]
+    if switching:
+        return PlugboxError(f"interrupted while {hosts.names(switching)} switched to {name}",
+                            "those hosts finish by themselves, the others keep their version: "
+                            "see `plug status`", code=INTERRUPTED)
+    return PlugboxError("interrupted before the switch",
+                        "nothing changed on any host: each removes what it had made", code=INTERRUPTED)
+
+
+def _called_off(hosts: _Hosts, failed: list[Host], name: str | None) -> list[str]:
+    """Phase 1 failed somewhere: every host removes what it made; nothing switched."""
+    def call_off(host: Host) -> None:
+        if host.state in ("named", "prepared"):  # it waits for plug: a word ends it at once
+            host.session.send({P.ABORT: True})
+            while P.EXIT not in host.session.receive():
+                pass
+        host.session.close(30)  # the end of its input: a host removes its staging directory
+        host.result = host.result or "called off"
+
+    hosts.each(call_off, "called off", [host for host in hosts.hosts if host not in failed])
+    for host in failed:
+        host.session.close(30)
+    for host in hosts.hosts:
+        host.now = host.was
+    hosts.table()
+    raise PlugboxError(
+        f"{hosts.names(failed)} failed before the switch",
+        "no host switched" + (f", and {name} was removed from every host" if name else "")
+        + ": fix it and deploy again", code=failed[0].code)
+
+
+def _tell(hosts: _Hosts, host: Host, message: dict, until: str | None = None) -> dict:
+    """Send `message` to the host and return its answer (the first that has `until`);
+    a host lost meanwhile finishes by itself, and the table says so."""
+    host.session.send(message)
+    try:
+        answer = host.session.receive()
+        while until and until not in answer:
+            answer = host.session.receive()
+        return answer
+    except transport.HostGone:
+        host.known, host.result = False, "lost: it finishes by itself"
+        raise
+    finally:
+        host.seconds = time.monotonic() - hosts.began
+
+
+def _switch(hosts: _Hosts, name: str, batch: int, keep_going: bool) -> list[str]:
+    """Phase 2: switch in groups; put the fleet back together if a host fails."""
+    def switch(host: Host) -> None:
+        host.state = "switching"
+        host.expect(_tell(hosts, host, {P.SWITCH: True}), P.SWITCHED)
+        host.state = "switched"
+
+    everyone = hosts.hosts
+    groups = [everyone[i:i + batch] for i in range(0, len(everyone), batch)] if batch else [everyone]
+    failed: list[Host] = []
+    for group in groups:
+        failed += hosts.each(switch, "failed, switched back", group)
+        if failed and not keep_going:
+            break
+
+    for host in failed:
+        if host.code == REVERT_FAILED:
+            host.result = "failed, switched back, not up"
+
+    def end(host: Host, word: str, result: str) -> None:
+        answer = _tell(hosts, host, {word: True}, until=P.EXIT)
+        host.result = host.result or result
+        if P.exit_code(answer) == REVERT_FAILED:
+            host.result, host.code = "switched back, not up", REVERT_FAILED
+        host.state = "done"
+
+    switched = [host for host in everyone if host.state == "switched"]
+    waiting = [host for host in everyone if host.state == "prepared"]
+    if failed and not keep_going:
+        hosts.each(lambda host: end(host, P.REVERT, "switched back"), "revert failed", switched)
+        hosts.each(lambda host: end(host, P.ABORT, "not switched"), "abort failed", waiting)
+    else:
+        hosts.each(lambda host: end(host, P.COMMIT, "switched"), "failed", switched)
+    for host in everyone:
+        host.now = name if host.result == "switched" else host.was
+    hosts.table()
+    if not failed:
+        return [f"version {name} is live on {len(everyone)} hosts"]
+    if keep_going:
+        on_new = [host for host in everyone if host.result == "switched"]
+        raise PlugboxError(
+            f"{name} failed on {hosts.names(failed)}",
+            f"carried on (--keep-going): {hosts.names(on_new) or 'no host'} on {name}, the others as the "
+            "table says; deploy again or `plug rollback` to bring them together", code=failed[0].code)
+    lost = [host for host in everyone if not host.known]
+    if lost:
+        raise PlugboxError(
+            f"{name} failed on {hosts.names(failed)}; the others were switched back",
+            f"plug lost {hosts.names(lost)}, which finishes by itself: see `plug status`", code=failed[0].code)
+    raise PlugboxError(f"{name} failed on {hosts.names(failed)}",
+                       "every host is back on the version it had; see the lines above", code=failed[0].code)
+
+
+def dry_run(config: Config) -> list[str]:
+    """What a deploy would do on each host, from its real state; changes nothing anywhere.
+
+    Counts with `rsync --dry-run` against each host's live version itself (what
+    --link-dest would compare with); on a first deploy, against an empty local
+    directory. prepare is not run: the counts are for the project as it is now.
+    """
+    hosts = _Hosts(config)
+    found: dict[str, tuple[str | None, list[str], upload.Count]] = {}
+    paths = upload.sources(config)
+    # "hold": the session, and so the connection rsync rides on, stays up until plug closes it.
+    request = P.request("status", config.home, json=True, hold=True)
+    try:
+        with tempfile.TemporaryDirectory(prefix="plug-") as scratch:
+            def look(host: Host) -> None:
+                answer = host.request(request)
+                if P.exit_code(answer):
+                    raise Quiet(P.exit_code(answer))
+                try:
+                    state = json.loads(answer[P.OUT])
+                    live, home = state["live"], state["home"]
+                    names = [entry["name"] for entry in state["versions"]]
+                except (ValueError, KeyError, TypeError):
+                    raise P.ProtocolError(f"plugbox on {host.session.label} printed no state plug "
+                                          "understands") from None
+                if live:
+                    validate_version(live)
+                    if not host.session.hello.get("rsync"):
+                        raise _no_rsync(host)
+                    count = upload.rsync(paths, host.session.destination(f"{home}/deploy/{live}/"),
+                                         config=host.config, rsh=host.session.rsh, dry_run=True)
+                else:
+                    empty = Path(scratch, host.name)
+                    empty.mkdir()
+                    count = upload.rsync(paths, str(empty) + "/", config=host.config, rsh=None, dry_run=True)
+                found[host.name] = (live, names, count)
+
+            failed = hosts.each(look, "failed")
+    finally:
+        hosts.close()
+    if failed:
+        raise Quiet(failed[0].code)
+    name = new_version_name([n for _, names, _ in found.values() for n in names])
+    lines = [f"would make version {name} (named by "
+             + ("plug's clock, after every host's newest" if hosts.gated else "the host's clock")
+             + " when it happens)"]
+    for host in hosts.hosts:
+        live, _, count = found[host.name]
+        lines += [host.prefix + (f"it would replace live version {live}" if live else
+                                 "no live version: it would be the first deploy"),
+                  host.prefix + f"files: would send {count.sent} ({upload.human(count.sent_size)}), "
+                  f"hard-link {count.linked}" + (f", copy {count.copied}" if count.copied else "")]
+    lines.append("dry run: nothing changed" + (", prepare not run" if config.prepare else ""))
+    return lines
+
+
+def _no_rsync(host: Host) -> PlugboxError:
+    return PlugboxError(f"rsync is not installed on {host.session.label}",
+                        "install rsync there (apt-get install rsync); nothing changed")
+
+
+# ---------------------------------------------------------------- rollback
+
+def rollback(config: Config, version: str | None, refresh: bool, wait_lock: float = 0) -> list[str]:
+    """Switch live back on every host; returns the summary lines.
+
+    One host decides by itself (VERSION, or its live's previous). Several are
+    asked first, under their locks, and all go to the same version: VERSION, or
+    the previous of the newest live one, so that a fleet that has drifted apart
+    (one host rolled back by hand) comes back together; nothing is rolled back
+    unless every host has it. Hosts where it is live already are left as they are.
+    """
+    if version:
+        version_argument(version)
+    hosts = _Hosts(config)
+    gated = hosts.gated
+    versions: dict[str, set[str]] = {}
+    previous: dict[str, str | None] = {}
+    target = version
+    try:
+        request = P.request("rollback", config.home, version=version, refresh=refresh or None,
+                            wait_lock=wait_lock or None, gated=gated or None)
+
+        def ready(host: Host) -> None:
+            state = host.expect(host.request(request), P.READY)
+            host.was, previous[host.name] = P.read_versions(state, host.name, "live", "previous")
+            if not isinstance(state.get("versions"), list):
+                raise P.ProtocolError(f"plugbox on {host.name} answered {str(state)[:80]!r}")
+            versions[host.name] = set(state["versions"])
+            host.state = "ready"
+
+        if gated:
+            failed = hosts.each(ready, "refused")
+            try:
+                if failed:
+                    raise PlugboxError(f"the rollback stopped at {hosts.names(failed)}",
+                                       "nothing was rolled back on any host", code=failed[0].code)
+                target = version or _previous_of_newest(hosts.hosts, previous)
+                missing = [host for host in hosts.hosts if target not in versions[host.name]]
+                if missing:
+                    raise PlugboxError(f"no version {target} on {hosts.names(missing)}",
+                                       "nothing was rolled back on any host; see `plug status`")
+            except PlugboxError:
+                for host in hosts.hosts:  # called off: each host lets go of its lock, nothing changed
+                    host.session.quiet = True
+                    host.session.send({P.ABORT: True})
+                raise
+
+        def go(host: Host) -> None:
+            answer = host.request({P.VERSION: target}) if gated else host.request(request)
+            host.seconds = time.monotonic() - hosts.began
+            if P.exit_code(answer):
+                host.now = host.was
+                raise Quiet(P.exit_code(answer))
+            host.now, was = answer.get("name"), answer.get("was")
+            if not gated:
+                host.was = was
+            host.result = "already live" if host.now == host.was else "rolled back"
+
+        failed = hosts.each(go, "failed")
+    finally:
+        hosts.close()
+    if not gated:
+        host = hosts.hosts[0]
+        return [f"version {host.now} is live" + (f" (was {host.was})" if host.was else ""),
+                f"seconds: total {host.seconds:.1f}"]
+    hosts.table()
+    if failed:
+        raise PlugboxError(f"the rollback to {target} failed on {hosts.names(failed)}",
+                           "the hosts are on the versions the table shows; see the lines above",
+                           code=failed[0].code)
+    return [f"version {target} is live on {len(hosts.hosts)} hosts"]
+
+
+def _previous_of_newest(hosts: list[Host], previous: dict[str, str | None]) -> str:
+    live = [host for host in hosts if host.was]
+    if not live:
+        raise PlugboxError("there is no live version to roll back from on any host",
+                           "name a version: `plug rollback VERSION`")
+    newest = max(live, key=lambda host: host.was)
+    target = previous[newest.name]
+    if target is None:
+        raise PlugboxError(f"the live version {newest.was} on {newest.name} has no previous version",
+                           "see `plug status`")
+    return target
+
+
+# ---------------------------------------------------------------- bootstrap, exec, ssh
+
+def bootstrap(config: Config, zipapp: Path, into_home: bool = False) -> list[str]:
+    """Install (or upgrade) plugbox on every host and create the layout; returns the
+    report. A host that fails does not stop the others: the report names it, and
+    the command fails at the end.
+
+    plugbox goes to the login's ~/.local/bin, where plug finds it for every home of
+    that login, or with `into_home` to HOME/.local/bin, for that home alone.
+    """
+    from plugbox_client import argv as A
+
+    hosts = _Hosts(config, serve=False)
+    reports: dict[str, list[str]] = {}
+
+    def install(host: Host) -> None:
+        session = host.session
+        installed = session.ride(A.remote_install(host.config.home, into_home), stdin=zipapp, capture=True)
+        if installed.code == CONNECTION_FAILED and not session.local:
+            raise transport.HostGone(f"could not connect to {session.label}",
+                                     f"check the host in plugbox.toml and that `ssh {session.label}` works")
+        if installed.code != 0:
+            raise PlugboxError(f"could not install plugbox on {session.label} (exit {installed.code})",
+                               "see the message above")
+        # The plugbox just installed, asked over the same connection: hello, and the home.
+        with tempfile.NamedTemporaryFile("wb", prefix="plug-") as asked:
+            asked.write(P.encode(P.request("hello", host.config.home)))
+            asked.flush()
+            served = session.ride(A.remote_serve(host.config.home, session.env["PLUGBOX_USER"])
+                                  if not session.local else
+                                  [*transport.local_plugbox(host.config.home), *P.ARGS],
+                                  stdin=Path(asked.name), capture=True)
+        try:
+            hello, answer = (P.decode(line, f"plugbox on {session.label}") for line in served.stdout.splitlines())
+            hello = hello[P.HELLO]
+        except (ValueError, KeyError, TypeError, P.ProtocolError):
+            raise PlugboxError(f"plugbox was installed on {session.label} but does not run there",
+                               "see the message above") from None
+        if P.exit_code(answer):
+            raise Quiet(P.exit_code(answer))
+        home = answer.get("home")
+        reports[host.name] = [
+            *(f"plugbox {hello.get('plugbox')} installed on {session.label} as {path}"
+              for path in installed.stdout.split("\n") if path),
+            "it serves " + (f"the service in {home} alone" if into_home else
+                            "every service of this ssh login whose home has no plugbox of its own"),
+            f"layout ready in {home}: deploy/, shared/, config/",
+        ]
+        if hosts.gated:
+            for line in reports[host.name]:
+                print(f"{host.prefix}{line}", flush=True)
+
+    try:
+        failed = hosts.each(install, "failed")
+    finally:
+        hosts.close()
+    if not hosts.gated:
+        return reports[hosts.hosts[0].name]
+    if failed:
+        raise PlugboxError(f"plugbox was not installed on {len(failed)} of {len(hosts.hosts)} hosts",
+                           "see the lines above", code=failed[0].code)
+    return []
+
+
+def exec_in_live(config: Config, command: list[str], tty: bool = False) -> int:
+    """`plugbox exec -- COMMAND` on the host, on this terminal; returns COMMAND's status."""
+    return _on_terminal(config, ["exec", "--", *command], tty)
+
+
+def shell_in_live(config: Config) -> int:
+    """An interactive login shell on the host in HOME/live; returns its exit status."""
+    return _on_terminal(config, ["shell"], tty=True)
+
+
+def _on_terminal(config: Config, args: list[str], tty: bool) -> int:
+    """plugbox ARGS on the host, on this terminal, riding the session that checked
+    plugbox is there and speaks plug's protocol."""
+    hosts = _Hosts(config.for_host(config.hosts[0]))
+    session = hosts.hosts[0].session
+    try:
+        answer = session.request(P.request("hello", config.home, hold=True))
+        if P.exit_code(answer):
+            raise Quiet(P.exit_code(answer))
+        return session.plugbox(args, tty=tty).code
+    finally:
+        hosts.close()

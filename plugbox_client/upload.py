@@ -1,0 +1,149 @@
+"""The upload: what a version is made of, and rsync sending it into the staging
+directory on the host, hard-linking what the live version already has.
+
+Reads the project's files (to check what will be uploaded); runs rsync through
+transport.py, with the argv from argv.py; counts what rsync did from its
+itemized output.
+"""
+
+import re
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from plugbox_client import argv as A
+from plugbox_client import transport
+from plugbox_client.config import Config
+from plugbox_server.errors import PlugboxError
+from plugbox_server.layout import CONFIG, OWNED
+
+
+def sources(config: Config) -> list[str]:
+    """rsync's sources for a version, checked now that prepare has run.
+
+    The version's plugbox.toml is not among them: the host writes it from the
+    project's file, whatever that file is named and whatever version_dir holds.
+    """
+    found = []
+    project = config.project
+    if config.version_dir is not None:
+        directory = project / config.version_dir
+        if not directory.is_dir():
+            raise PlugboxError(f"[build] version_dir: {directory} is not a directory",
+                               "does prepare make it? nothing was sent")
+        for name in OWNED:
+            if name != CONFIG and ((directory / name).exists() or (directory / name).is_symlink()):
+                raise PlugboxError(
+                    f"{directory / name}: the version would have its own top-level {name!r}, which plugbox owns",
+                    "rename it or leave it out; nothing was sent")
+        found.append(str(directory) + "/")
+    else:
+        for path in config.upload:
+            source = project / path
+            if not (source.exists() or source.is_symlink()):
+                raise PlugboxError(f"[build] upload: {source}: no such file or directory",
+                                   "does prepare make it? nothing was sent")
+            found.append(str(source))
+    return found
+
+
+def home_excludes(config: Config) -> tuple[str, ...]:
+    """With host "local", a home inside what is uploaded would be uploaded into itself:
+    rsync patterns, anchored at the transfer's root, that leave it out."""
+    if not config.local or config.home is None:
+        return ()
+    home = Path(config.home).resolve()
+    if config.version_dir is not None:
+        roots = [(config.project / config.version_dir, None)]
+    else:
+        roots = [(config.project / path, Path(path).name) for path in config.upload]
+    patterns = []
+    for root, name in roots:  # the home being a root itself is refused by config.py
+        root = root.resolve()
+        if root in home.parents:
+            inside = home.relative_to(root).as_posix()
+            patterns.append(f"/{name}/{inside}" if name else f"/{inside}")
+    return tuple(patterns)
+
+
+_ITEM = re.compile(r"([<>ch.*])([fdLDS])(.{9}) (\d+) (.*)")
+_STAT = re.compile(r"(Total bytes sent|Total transferred file size): ([\d,]+)")
+
+
+@dataclass
+class Count:
+    """What rsync did, counted from its itemized lines and --stats."""
+
+    sent: int = 0          # regular files whose data was transferred
+    sent_size: int = 0     # their total size
+    linked: int = 0        # regular files hard-linked from the live version
+    copied: int = 0        # regular files copied locally (same data, other attributes)
+    wire_bytes: int = 0    # bytes rsync sent, protocol included
+    dry_run: bool = False
+    progress: bool = False
+    _shown: float = field(default=0.0, repr=False)
+
+    def line(self, line: str) -> None:
+        line = line.rstrip("\n")
+        item = _ITEM.fullmatch(line)
+        if item:
+            kind, ftype, changes = item.group(1), item.group(2), item.group(3)
+            if ftype == "f":
+                if kind in "<>":
+                    self.sent += 1
+                    self.sent_size += int(item.group(4))
+                elif kind == "h" or (kind == "." and self.dry_run and not changes.strip()):
+                    self.linked += 1
+                elif kind in ".c":
+                    self.copied += 1
+            self._progress()
+            return
+        stat = _STAT.match(line)
+        if stat and stat.group(1) == "Total bytes sent":
+            self.wire_bytes = int(stat.group(2).replace(",", ""))
+
+    def _progress(self, final=False) -> None:
+        if not self.progress:
+            return
+        now = time.monotonic()
+        if final or now - self._shown >= 0.1:
+            self._shown = now
+            sys.stderr.write(f"\r    {self.files()}\x1b[K" + ("\n" if final else ""))
+            sys.stderr.flush()
+
+    def done(self) -> None:
+        self._progress(final=True)
+
+    def files(self) -> str:
+        files = "file" if self.sent == 1 else "files"
+        text = f"{self.sent} {files} sent ({human(self.sent_size)}), {self.linked} hard-linked"
+        if self.copied:
+            text += f", {self.copied} copied"
+        return text
+
+
+def human(size: int) -> str:
+    if size < 1000:
+        return f"{size} bytes"
+    value = size / 1000
+    for unit in ("kB", "MB"):
+        if value < 1000:
+            return f"{value:.1f} {unit}"
+        value /= 1000
+    return f"{value:.1f} GB"
+
+
+def rsync(paths: list[str], dest: str, *, config: Config, rsh: str | None, link_dest: str | None = None,
+          dry_run=False, progress: bool = False) -> Count:
+    """rsync `paths` to `dest` (already host:path, or a local path), counting as it goes."""
+    argv = A.rsync_upload(
+        paths, dest, link_dest=link_dest, shared=config.shared,
+        exclude=config.exclude + home_excludes(config), rsh=rsh, dry_run=dry_run,
+    )
+    count = Count(dry_run=dry_run, progress=progress)
+    code = transport.run(argv, out=count.line).code
+    count.done()
+    if code != 0:
+        raise PlugboxError(f"rsync exited with {code} (see its messages above)")
+    return count
