@@ -102,17 +102,17 @@ def main():
 
     from pathlib import Path
 
-    from plugbox_server import operations
+    from plugbox_server import layout, operations
     from plugbox_server.errors import PlugboxError
 
     try:
-        home = operations.home_from(module.params["home"])
+        home = Path(layout.home_from(module.params["home"]))
         live, rows = operations.status(home)
     except PlugboxError as error:
         module.fail_json(msg=str(error), plugbox_path=path)
     module.exit_json(
         changed=False,
-        home=str(Path(home).absolute()),
+        home=str(home.absolute()),
         live=live,
         versions=[vars(row) for row in rows],
         plugbox_version=plugbox_server.__version__,
