@@ -80,6 +80,7 @@ class Count:
     linked: int = 0        # regular files hard-linked from the live version
     copied: int = 0        # regular files copied locally (same data, other attributes)
     wire_bytes: int = 0    # bytes rsync sent, protocol included
+    changes: list[str] = field(default_factory=list)  # in a dry run: what differs, as itemized
     dry_run: bool = False
     progress: bool = False
     _shown: float = field(default=0.0, repr=False)
@@ -97,6 +98,8 @@ class Count:
                     self.linked += 1
                 elif kind in ".c":
                     self.copied += 1
+            if self.dry_run and _differs(kind, ftype, changes, item.group(5)):
+                self.changes.append(f"{kind}{ftype}{changes} {item.group(5)}")
             self._progress()
             return
         stat = _STAT.match(line)
@@ -123,6 +126,30 @@ class Count:
         return text
 
 
+def _differs(kind: str, ftype: str, changes: str, name: str) -> bool:
+    """Whether an itemized line of a dry run against live says the upload differs.
+
+    Not a deletion: what post_upload made in live is deleted there too (see
+    unchanged). Not the times of directories and links, which post_upload
+    touches; every other change of a file, a directory or a link is one.
+    """
+    if kind == "*" or name in (".", "./"):
+        return False
+    left = set(changes) - {".", " "}
+    if ftype in "dL" and kind == "." and left <= {"t", "T"}:
+        return False
+    return kind != "." or bool(left)
+
+
+def unchanged(count: Count, live_files: int | None) -> bool:
+    """Whether a dry run against the live version found the upload's files as live
+    has them: nothing to send or change, and as many files as live had when it
+    was uploaded (the plugbox.toml the host writes into every version counts
+    one), so that none was removed here since."""
+    files = count.sent + count.linked + count.copied
+    return not count.changes and live_files is not None and files + 1 == live_files
+
+
 def human(size: int) -> str:
     if size < 1000:
         return f"{size} bytes"
@@ -135,15 +162,16 @@ def human(size: int) -> str:
 
 
 def rsync(paths: list[str], dest: str, *, config: Config, rsh: str | None, link_dest: str | None = None,
-          dry_run=False, progress: bool = False) -> Count:
-    """rsync `paths` to `dest` (already host:path, or a local path), counting as it goes."""
+          dry_run=False, progress: bool = False, err: Path | None = None) -> Count:
+    """rsync `paths` to `dest` (already host:path, or a local path), counting as it goes;
+    its messages go to stderr, or to the file `err`."""
     argv = A.rsync_upload(
         paths, dest, link_dest=link_dest, shared=config.shared,
         exclude=config.exclude + home_excludes(config), rsh=rsh, dry_run=dry_run,
     )
     count = Count(dry_run=dry_run, progress=progress)
-    code = transport.run(argv, out=count.line).code
+    code = transport.run(argv, out=count.line, err=err).code
     count.done()
     if code != 0:
-        raise PlugboxError(f"rsync exited with {code} (see its messages above)")
+        raise PlugboxError(f"rsync exited with {code} (see its messages {'above' if err is None else 'in ' + str(err)})")
     return count
