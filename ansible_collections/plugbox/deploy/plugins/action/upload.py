@@ -1,69 +1,37 @@
 # Copyright: Plugbox developers
 # MIT License (see LICENSE of the Plugbox repository)
-"""plugbox.deploy.upload: rsync from the controller to the host, unchanged files hard-linked.
+"""plugbox.deploy.upload: a version's files sent to the host as plug sends them, or
+compared with the live version there.
 
-Runs on the controller; see plugins/modules/upload.py for the options and
-plugin_utils/ssh.py for how the ssh command is derived from the connection.
+Runs on the controller: plug's own upload (plugbox_client.upload: what the project's
+plugbox.toml uploads, its excludes, shared paths left out, plugbox's own names
+protected) over ssh with the connection settings Ansible uses for the host and
+its control socket (plugin_utils/ssh.py). See plugins/modules/upload.py for the
+options.
 """
 
 from __future__ import annotations
 
-import re
+import hashlib
+import posixpath
 import shlex
-import subprocess
+import tempfile
 
 from ansible.errors import AnsibleError
 from ansible.plugins.action import ActionBase
-from ansible_collections.plugbox.deploy.plugins.plugin_utils import ssh
+from ansible_collections.plugbox.deploy.plugins.plugin_utils import controller, ssh
 
-MAX_LINK_DEST = 20   # rsync's own limit on --link-dest directories
-# An itemized line (rsync -i); rsync says other things on stdout ("created directory X").
-ITEM = re.compile(r"^([<>ch.][fdLDSp]|\*)")
+DIFF_LINES = 200   # what --diff shows of a large change
 
 ARGUMENT_SPEC = dict(
-    src=dict(type="path", required=True),
-    dest=dict(type="str", required=True),
-    link_dest=dict(type="list", elements="str", default=[]),
-    exclude=dict(type="list", elements="str", default=[]),
-    delete=dict(type="bool", default=False),
-    rsync_path=dict(type="str", default="rsync"),
+    project=dict(type="path", required=True),
+    dest=dict(type="str"),
+    link_dest=dict(type="str"),
+    home=dict(type="str"),
+    live=dict(type="str"),
+    live_files=dict(type="int"),
+    live_config_sha256=dict(type="str"),
 )
-
-
-def rsync_argv(src, dest, target, link_dest=(), exclude=(), delete=False, rsync_path="rsync",
-               dry_run=False):
-    """The rsync command line: SRC's contents into DEST on the host of TARGET."""
-    argv = ["rsync", "-a", "--modify-window=-1", "-ii", "--out-format=%i %n%L"]
-    if not target.is_local:
-        # -e is split by rsync itself, which reads shell-like quotes as plug relies on too.
-        argv += ["--protect-args", "-e", shlex.join(target.ssh), "--rsync-path", rsync_path]
-    if dry_run:
-        argv.append("--dry-run")
-    if delete:
-        argv.append("--delete")
-    argv += ["--link-dest=%s" % path for path in link_dest]
-    argv += ["--exclude=%s" % pattern for pattern in exclude]
-    return [*argv, "--", src.rstrip("/") + "/", target.remote_path(dest)]
-
-
-def count(items):
-    """(sent, linked, changed) from rsync's itemized lines (`%i %n`, with -ii).
-
-    The first letter says what was done: < > sent, c created, h hard-linked,
-    * deleted (the rest of the line is a message), . nothing but maybe attributes,
-    which the letters after the file type name (dots and spaces: none changed).
-    """
-    sent = linked = 0
-    changed = False
-    for line in items:
-        code = line.split(" ", 1)[0] if not line.startswith("*") else "*"
-        if code[:2] == "hf":
-            linked += 1
-        elif code[:2] in ("<f", ">f"):
-            sent += 1
-        if code[0] != "." or code[2:].strip(". "):
-            changed = True
-    return sent, linked, changed
 
 
 class ActionModule(ActionBase):
@@ -73,30 +41,78 @@ class ActionModule(ActionBase):
     def run(self, tmp=None, task_vars=None):
         result = super().run(tmp, task_vars)
         del tmp
-        dummy, args = self.validate_argument_spec(argument_spec=ARGUMENT_SPEC)
-        if len(args["link_dest"]) > MAX_LINK_DEST:
-            return dict(result, failed=True, msg="at most %d link_dest directories" % MAX_LINK_DEST)
+        dummy, args = self.validate_argument_spec(
+            argument_spec=ARGUMENT_SPEC, mutually_exclusive=[("dest", "home")],
+            required_one_of=[("dest", "home")], required_by={"link_dest": "dest", "live": "home"})
         try:
+            config = controller.config(args["project"])
             target = ssh.target(self._connection, self._play_context)
         except AnsibleError as error:
             return dict(result, failed=True, msg=str(error))
-        src = self._loader.path_dwim(args["src"])
-        argv = rsync_argv(src, args["dest"], target, args["link_dest"], args["exclude"],
-                          args["delete"], args["rsync_path"], dry_run=self._task.check_mode)
-        result["cmd"] = argv
-        try:
-            done = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True,
-                                  errors="replace", check=False)
-        except FileNotFoundError:
-            return dict(result, failed=True, msg="rsync is not installed on the controller")
-        result["rc"] = done.returncode
-        if done.returncode != 0:
-            said = done.stderr.strip().splitlines()
-            return dict(result, failed=True, stderr=done.stderr,
-                        msg="rsync to %s failed (exit %d): %s" % (
-                            target.remote_path(args["dest"]), done.returncode,
-                            said[-1] if said else "no message"))
-        items = [line for line in done.stdout.splitlines() if ITEM.match(line)]
-        sent, linked, changed = count(items)
-        result.update(changed=changed, sent=sent, linked=linked, items=items)
+        if args["home"] is not None:
+            return self._compare(result, config, target, args)
+        return self._upload(result, config, target, args)
+
+    def _rsync(self, config, target, dest, link_dest=None, dry_run=False):
+        """plug's rsync; (count, None) or (None, the failure's message)."""
+        from pathlib import Path
+
+        from plugbox_client import upload
+        from plugbox_server.errors import PlugboxError
+
+        rsh = None if target.is_local else shlex.join(target.ssh)
+        with tempfile.NamedTemporaryFile("w+b", prefix="plugbox-rsync-") as err:
+            try:
+                paths = upload.sources(config)
+                count = upload.rsync(paths, target.remote_path(dest), config=config, rsh=rsh,
+                                     link_dest=link_dest, dry_run=dry_run, err=Path(err.name))
+            except PlugboxError as error:
+                err.seek(0)
+                said = err.read().decode(errors="replace").strip().splitlines()
+                return None, "%s%s" % (error.message, ": " + said[-1] if said else "")
+        return count, None
+
+    def _upload(self, result, config, target, args):
+        from plugbox_client import upload
+
+        count, failure = self._rsync(config, target, args["dest"].rstrip("/") + "/", args["link_dest"],
+                                     dry_run=self._task.check_mode)
+        if failure:
+            return dict(result, failed=True, msg="upload to %s failed: %s" % (target.remote_path(args["dest"]),
+                                                                              failure))
+        return dict(result, changed=True, sent=count.sent, linked=count.linked, copied=count.copied,
+                    bytes_sent=count.sent_size, wire_bytes=count.wire_bytes, msg=count.files())
+
+    def _compare(self, result, config, target, args):
+        """Whether the live version already has these files (and this plugbox.toml):
+        a dry run against it, which changes nothing anywhere."""
+        from plugbox_client import upload
+        from plugbox_server.layout import DEPLOY
+        from plugbox_server.names import validate_version
+
+        text = config.path.read_bytes()
+        same_config = hashlib.sha256(text).hexdigest() == args["live_config_sha256"]
+        if not args["live"]:
+            return dict(result, changed=True, unchanged=False, msg="no live version: the first deploy",
+                        diff=dict(before="live: none\n", after="live: a new version\n"))
+        validate_version(args["live"])
+        count, failure = self._rsync(config, target, posixpath.join(args["home"], DEPLOY, args["live"]) + "/",
+                                     dry_run=True)
+        if failure:
+            return dict(result, failed=True, msg="could not compare with %s: %s" % (args["live"], failure))
+        same = same_config and upload.unchanged(count, args["live_files"])
+        changes = list(count.changes)
+        if not same_config:
+            changes.insert(0, "plugbox.toml differs")
+        files = count.sent + count.linked + count.copied + 1
+        if args["live_files"] is not None and files != args["live_files"]:
+            changes.append("%d files here, %d in live as uploaded" % (files, args["live_files"]))
+        result.update(changed=not same, unchanged=same, changes=changes[:DIFF_LINES],
+                      msg="the live version %s has these files" % args["live"] if same else
+                      "differs from the live version %s: %s" % (args["live"], count.files()))
+        if not same:
+            shown = changes[:DIFF_LINES] + (["... %d more" % (len(changes) - DIFF_LINES)]
+                                            if len(changes) > DIFF_LINES else [])
+            result["diff"] = dict(prepared="live version %s, and what a deploy would change:\n%s\n"
+                                  % (args["live"], "\n".join(shown)))
         return result

@@ -15,6 +15,8 @@ import os
 import sys
 import zipfile
 
+_loaded = {}   # the zipapp imported in this interpreter: path -> (device, inode, mtime)
+
 NOT_INSTALLED_HINT = "install it with `plug bootstrap` (or a bootstrap task of plugbox.deploy)"
 
 
@@ -54,6 +56,20 @@ def load(path):
     if sys.version_info < (3, 11):
         raise PlugboxMissing("plugbox needs Python 3.11 or newer; this module runs on %s (%s): set "
                              "ansible_python_interpreter" % (sys.version.split()[0], sys.executable))
+    # An interpreter that outlives a task (Mitogen's) may have imported an older
+    # plugbox, since replaced by a bootstrap: forget it, and zipimport's index of it.
+    st = os.stat(path)
+    stamp = (st.st_dev, st.st_ino, st.st_mtime_ns)
+    if _loaded.get(path) != stamp:
+        for name in [n for n in sys.modules if n == "plugbox_server" or n.startswith("plugbox_server.")]:
+            del sys.modules[name]
+        try:
+            import zipimport
+            zipimport._zip_directory_cache.pop(path, None)
+        except (ImportError, AttributeError):
+            pass
+        sys.path_importer_cache.pop(path, None)
+        _loaded[path] = stamp
     if path not in sys.path:
         sys.path.insert(0, path)
     try:
@@ -64,3 +80,33 @@ def load(path):
     if where != os.path.abspath(path):
         raise PlugboxMissing("plugbox_server was imported from %s, not from %s" % (where, path))
     return plugbox_server
+
+
+def home_of(given):
+    """The service's home on this host as plugbox takes it: `given`, else
+    PLUGBOX_HOME, else the login's HOME; absolute."""
+    from plugbox_server import layout
+
+    return os.path.abspath(layout.home_from(given or None))
+
+
+def steps():
+    """What each step of a deploy or rollback hands plugbox, and the answer it waits
+    for: step -> (message for a value, or None, the key(s) of the answer, end input).
+    The messages are protocol.py's, of the plugbox this host runs."""
+    from plugbox_server import protocol as P
+
+    table = {
+        "name": (lambda value: {P.NAME: value}, (P.UPLOAD,), False),
+        "uploaded": (lambda value: {P.UPLOADED: True}, (P.PREPARED,), False),
+        "switch": (lambda value: {P.SWITCH: True}, (P.SWITCHED,), False),
+        "commit": (lambda value: {P.COMMIT: True}, (P.EXIT,), False),
+        "revert": (lambda value: {P.REVERT: True}, (P.EXIT,), False),
+        "abort": (lambda value: {P.ABORT: True}, (P.EXIT,), False),
+        "version": (lambda value: {P.VERSION: value}, (P.EXIT,), False),
+        "end": (None, (P.EXIT,), True),
+    }
+    release = getattr(P, "RELEASE", None)   # SPEC section 9; older plugbox: no such step
+    if release is not None:
+        table["release"] = (lambda value: {release: True}, (getattr(P, "RELEASED", "released"),), False)
+    return table
