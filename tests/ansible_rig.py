@@ -57,10 +57,15 @@ def user_names(count: int) -> list[str]:
 
 
 def find_ansible() -> Path | None:
-    """The bin/ directory holding ansible-playbook: $PLUGBOX_ANSIBLE_BIN, else PATH."""
+    """The bin/ directory holding ansible-playbook: $PLUGBOX_ANSIBLE_BIN, else the one
+    beside this python (the test environment's, which has plugbox for the controller),
+    else PATH."""
     given = os.environ.get("PLUGBOX_ANSIBLE_BIN")
     if given:
         return Path(given) if (Path(given) / "ansible-playbook").exists() else None
+    beside = Path(sys.executable).parent
+    if (beside / "ansible-playbook").exists():
+        return beside
     found = shutil.which("ansible-playbook")
     return Path(found).parent if found else None
 
