@@ -34,19 +34,25 @@ ConfigOption = Annotated[Optional[Path], typer.Option(
     help="The plugbox.toml to use [default: the nearest one upward from here].")]
 
 
+def reported(command, *args, interrupted: str = "interrupted; see `plug status`", **kwargs) -> int:
+    """Run `command`; its expected failure as one `plug: ...` line on stderr; its exit
+    status (what plug exits with, and a fabfile's task too)."""
+    try:
+        code = command(*args, **kwargs)
+    except (PlugboxError, OSError, KeyboardInterrupt) as error:
+        code, message = exit_for(error, interrupted)
+        if message:  # none: the host has said why already
+            print(f"plug: {message}", file=sys.stderr)
+    return code or 0
+
+
 def reports_errors(interrupted: str = "interrupted; see `plug status`"):
     """The command's failures as one line on stderr and an exit status;
     `interrupted`: what a Ctrl-C that reaches plug itself says."""
     def decorate(command):
         @functools.wraps(command)
         def wrapper(*args, **kwargs):
-            try:
-                code = command(*args, **kwargs)
-            except (PlugboxError, OSError, KeyboardInterrupt) as error:
-                code, message = exit_for(error, interrupted)
-                if message:  # none: the host has said why already
-                    print(f"plug: {message}", file=sys.stderr)
-                raise typer.Exit(code) from None
+            code = reported(command, *args, interrupted=interrupted, **kwargs)
             if code:
                 raise typer.Exit(code)
 
