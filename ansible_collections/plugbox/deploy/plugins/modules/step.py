@@ -129,24 +129,22 @@ def main():
         module.fail_json(msg=str(error), rc=error.code, output=[])
 
     answer = got.last() or {}
-    result = dict(output=got.said, rc=0)
     wanted = [key for key in until if key in answer and key != P.EXIT]
     if wanted:
         module.exit_json(changed=step != "release" or bool(answer[wanted[0]].get("ran")),
-                         answer=answer[wanted[0]], **result)
+                         answer=answer[wanted[0]], output=got.said, rc=0)
     if P.EXIT not in answer:
         module.fail_json(msg="plugbox ended (exit %s) without answering the step %s" % (got.ended, step),
-                         rc=got.ended or 1, **result)
+                         output=got.said, rc=got.ended or 1)
     code = P.exit_code(answer)
     if step in ENDING:
         # Called off: plugbox says why it stopped, which is what was asked.
-        module.exit_json(changed=False, msg=answer.get(P.ERROR) or "ended", **result)
+        module.exit_json(changed=False, msg=answer.get(P.ERROR) or "ended", output=got.said, rc=0)
     if code != 0:
-        module.fail_json(msg=answer.get(P.ERROR) or "plugbox failed (exit %d)" % code,
-                         **dict(result, rc=code))
+        module.fail_json(msg=answer.get(P.ERROR) or "plugbox failed (exit %d)" % code, output=got.said, rc=code)
     live, was = answer.get("name"), answer.get("was")
     diff = {"before": "live: %s\n" % (was or "none"), "after": "live: %s\n" % (live or "none")}
-    module.exit_json(changed=live != was, live=live, was=was, diff=diff, **result)
+    module.exit_json(changed=live != was, live=live, was=was, diff=diff, output=got.said, rc=0)
 
 
 if __name__ == "__main__":

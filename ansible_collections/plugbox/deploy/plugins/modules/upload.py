@@ -43,7 +43,7 @@ options:
     description: The live version to compare with; none means a first deploy.
     type: str
   live_files:
-    description: How many files the live version had as uploaded (M(plugbox.deploy.status) RV(live_files)).
+    description: How many files the live version had as uploaded (RV(plugbox.deploy.status#module:live_files)).
     type: int
   live_config_sha256:
     description: The sha256 of the live version's C(plugbox.toml).
