@@ -2,9 +2,10 @@
 
 The hosts are users of one local sshd (tests/ansible_rig.py), each a fresh account
 with python3 and rsync and nothing of plugbox's: the deploy playbook installs it.
-Needs root (the rig makes users) and ansible-core 2.19 (`pip install -e '.[test]'`
+Needs root (the rig makes users: as anyone else these tests are skipped, saying so,
+except in CI, where they fail) and ansible-core 2.19 (`pip install -e '.[test]'`
 brings it; ansible-playbook beside this python, on PATH, or its bin/ in
-$PLUGBOX_ANSIBLE_BIN); without either, these tests fail, saying why: CI runs them.
+$PLUGBOX_ANSIBLE_BIN; without it they fail, saying why).
 """
 
 from __future__ import annotations
@@ -37,7 +38,10 @@ RELEASE = "release" in layout.HOOKS and hasattr(P, "RELEASE")
 @pytest.fixture(scope="module")
 def rig(tmp_path_factory: pytest.TempPathFactory):
     if os.geteuid() != 0:
-        pytest.fail("the Ansible rig creates users: run the tests as root (CI does)", pytrace=False)
+        # A developer's run as themselves leaves the fleet out; CI (root) never does.
+        if os.environ.get("CI"):
+            pytest.fail("the Ansible rig creates users: CI must run the tests as root", pytrace=False)
+        pytest.skip("the Ansible rig creates users (pbx-aNN): run the tests as root to include it")
     if find_ansible() is None:
         pytest.fail("ansible-core not found: pip install -e '.[test]', or put ansible-playbook on PATH",
                     pytrace=False)
