@@ -46,6 +46,10 @@ def reported(command, *args, interrupted: str = "interrupted; see `plug status`"
     return code or 0
 
 
+HostOption = Annotated[Optional[str], typer.Option(
+    "--host", metavar="NAME", help="With several hosts: the one to use, by its name in plugbox.toml.")]
+
+
 def reports_errors(interrupted: str = "interrupted; see `plug status`"):
     """The command's failures as one line on stderr and an exit status;
     `interrupted`: what a Ctrl-C that reaches plug itself says."""
@@ -290,31 +294,142 @@ def exec_(
         metavar="COMMAND...", help="The program to run on the host and its arguments, after --.", show_default=False)],
     tty: Annotated[bool, typer.Option(
         "-t", "--tty", help="Give COMMAND a terminal on the host, for programs you type into.")] = False,
+    host: HostOption = None,
     config: ConfigOption = None,
 ) -> int:
     """Run a command on the host, in the live version's directory.
 
     COMMAND gets the environment the hooks get (PLUGBOX_HOME, PLUGBOX_VERSION,
     PLUGBOX_VERSION_DIR, PLUGBOX_PREVIOUS); its output streams here, and plug
-    exits with its status. Options for plug go before --.
+    exits with its status; it ends when plug does. With several hosts it runs on
+    every one at once, each line prefixed by its host, and plug exits with the
+    status of the first host where it failed; --host NAME picks one. Options for
+    plug go before --.
     """
     from plugbox_client import driver
 
-    return driver.exec_in_live(_load(config), command, tty)
+    loaded = _load(config)
+    return driver.exec_in_live(driver.on_host(loaded, host), command, tty)
 
 
 @app.command("ssh")
 @reports_errors("interrupted")
-def ssh(config: ConfigOption = None) -> int:
+def ssh(host: HostOption = None, config: ConfigOption = None) -> int:
     """Open an interactive shell on the host, in HOME/live.
 
-    A login shell (the login's $SHELL, else /bin/sh) over the same ssh
-    configuration as every plug command, jump hosts included. Exits with the
-    shell's status.
+    A login shell (the login's $SHELL, else /bin/sh) with the live version's
+    environment, over the same ssh configuration as every plug command, jump
+    hosts included. Exits with the shell's status. With several hosts, --host
+    NAME says which.
     """
     from plugbox_client import driver
 
-    return driver.shell_in_live(_load(config))
+    loaded = _load(config)
+    return driver.shell_in_live(driver.on_host(loaded, host))
+
+
+env_app = typer.Typer(
+    help="The environment of the live version on the host: settings and secrets, NAME=VALUE, "
+    "versioned with the code (a rollback restores them). Values are never shown but by `env get`.",
+    invoke_without_command=True, add_completion=False, pretty_exceptions_enable=False,
+    rich_markup_mode=None, context_settings={"help_option_names": ["-h", "--help"]})
+app.add_typer(env_app, name="env")
+
+
+@env_app.callback()
+@reports_errors()
+def env_list(ctx: typer.Context, config: ConfigOption = None) -> int:
+    """List the live version's variables: name, source ([env] of plugbox.toml, or plug
+    env set), a short digest of the value, and the version that last changed it."""
+    if ctx.invoked_subcommand is None:
+        return _on_hosts(config, "env", action="list")
+    return 0
+
+
+@env_app.command("get")
+@reports_errors()
+def env_get(name: Annotated[str, typer.Argument(metavar="NAME", help="The variable whose value to print.")],
+            config: ConfigOption = None) -> int:
+    """Print one value of the live version's environment, on purpose."""
+    return _on_hosts(config, "env", action="get", names=[name])
+
+
+@env_app.command("diff")
+@reports_errors()
+def env_diff(versions: Annotated[Optional[list[str]], typer.Argument(
+                 metavar="[A [B]]", help="Default: live's previous and live; one: A and live.",
+                 show_default=False)] = None,
+             config: ConfigOption = None) -> int:
+    """Name the variables added, removed or changed from version A to version B."""
+    return _on_hosts(config, "env", versions or [], action="diff", versions=versions or None)
+
+
+WaitLockOption = Annotated[float, typer.Option(
+    "--wait-lock", metavar="SECONDS", min=0,
+    help="If another command holds the host's lock, wait up to SECONDS for it [default: fail at once].")]
+MessageOption = Annotated[Optional[str], typer.Option(
+    "-m", "--message", metavar="TEXT", help="Why: kept in the host's log and the new version's record.")]
+
+
+@env_app.command("set")
+@reports_errors()
+def env_set(
+    assignments: Annotated[list[str], typer.Argument(
+        metavar="NAME=VALUE...|NAME", help="Values to set; a lone NAME reads its value from standard input.")],
+    message: MessageOption = None,
+    wait_lock: WaitLockOption = 0,
+    config: ConfigOption = None,
+) -> None:
+    """Set variables: a new version from the live one's files, with the changed environment,
+    made live as a deploy is (post_upload, stop or refresh, switch, start, check).
+
+    NAME=VALUE puts the value on plug's own command line (and in your shell's history):
+    for a secret, give NAME alone, and its value on standard input (typed without echo,
+    or piped: all of it, less one trailing newline). Values travel to the host inside
+    the ssh session, never on a command line there.
+    """
+    from plugbox_client import driver
+    from plugbox_server import environment
+
+    values = {}
+    for assignment in assignments:
+        name, equals, value = assignment.partition("=")
+        if not equals:
+            if len(assignments) > 1:
+                raise PlugboxError(f"{name}: a lone NAME takes its value from standard input, alone",
+                                   "set it by itself, or give NAME=VALUE", code=USAGE)
+            value = _value_from_stdin(name)
+        values[name] = value
+    environment.checked(values)
+    _report(driver.deploy(_load(config), message, wait_lock, change=(values, [])))
+
+
+@env_app.command("unset")
+@reports_errors()
+def env_unset(
+    names: Annotated[list[str], typer.Argument(metavar="NAME...", help="Variables set with `plug env set`.")],
+    message: MessageOption = None,
+    wait_lock: WaitLockOption = 0,
+    config: ConfigOption = None,
+) -> None:
+    """Remove variables: a new version, made live as a deploy is."""
+    from plugbox_client import driver
+    from plugbox_server import environment
+
+    for name in names:
+        why = environment.check_name(name)
+        if why:
+            raise PlugboxError(why, "nothing changed", code=USAGE)
+    _report(driver.deploy(_load(config), message, wait_lock, change=({}, list(names))))
+
+
+def _value_from_stdin(name: str) -> str:
+    if sys.stdin.isatty():
+        import getpass
+
+        return getpass.getpass(f"{name}: ")
+    value = sys.stdin.read()
+    return value[:-1] if value.endswith("\n") else value
 
 
 @app.command()

@@ -33,6 +33,7 @@ import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -183,18 +184,13 @@ class _Steps:
         self.seconds: dict[str, float] = {}
         self.began = time.monotonic()
 
+    @contextmanager
     def __call__(self, name: str):
-        steps = self
-
-        class Step:
-            def __enter__(self):
-                self.began = time.monotonic()
-
-            def __exit__(self, *exc):
-                steps.seconds[name] = time.monotonic() - self.began
-                return False
-
-        return Step()
+        began = time.monotonic()
+        try:
+            yield
+        finally:  # a step that told its own time (lock() splits connect) keeps it
+            self.seconds.setdefault(name, time.monotonic() - began)
 
     def line(self) -> str:
         self.seconds["total"] = time.monotonic() - self.began
@@ -262,7 +258,7 @@ def origin(config: Config, message: str | None) -> dict:
 
 
 def prepare(config: Config, nothing_changed: str, steps: tuple[Callable[[], None], ...] = (),
-            out: Callable[[str], None] | None = None, err: Path | None = None) -> None:
+            out: Callable[[str], None] | None = None, err: Callable[[str], None] | None = None) -> None:
     """Run the prepare steps here, in the project directory: `steps` first (Python
     functions: a fabfile's @service.prepare), then [build] prepare. `out`, `err`:
     where what they and plug say goes, as transport.run takes them (default: the
@@ -288,9 +284,14 @@ def prepare(config: Config, nothing_changed: str, steps: tuple[Callable[[], None
 
 def deploy(config: Config, message: str | None = None, wait_lock: float = 0,
            batch: int = 0, keep_going: bool = False,
+           change: tuple[dict[str, str], list[str]] | None = None,
            prepare_steps: tuple[Callable[[], None], ...] = ()) -> list[str]:
     """prepare (while ssh connects), then one transaction on each host; returns the summary.
-    `prepare_steps`: Python functions run before [build] prepare (see prepare)."""
+
+    `change`, an environment change (values set, names unset), makes the new
+    version on each host from its live version's files instead: no build, no upload.
+    `prepare_steps`: Python functions run before [build] prepare (see prepare).
+    """
     hosts = _Hosts(config)
     steps = _Steps()
     gated = hosts.gated
@@ -298,26 +299,48 @@ def deploy(config: Config, message: str | None = None, wait_lock: float = 0,
     counts: dict[str, upload.Count] = {}
     try:
         with steps("prepare"):
-            prepare(config, hosts.label, prepare_steps)
-            paths = upload.sources(config)
-            request = P.request("deploy", config.home, config=config.path.read_text(encoding="utf-8"),
-                                origin=origin(config, message), wait_lock=wait_lock or None,
-                                gated=gated or None)
+            if change is None:
+                prepare(config, hosts.label, prepare_steps)
+                paths = upload.sources(config)
+                what = dict(config=config.path.read_text(encoding="utf-8"))
+            else:  # the values go over the session's stdin, in the request, and nowhere else
+                what = dict(env_set=change[0] or None, env_unset=change[1] or None)
+            request = P.request("deploy", config.home, origin=origin(config, message),
+                                wait_lock=wait_lock or None, gated=gated or None, **what)
 
         def lock(host: Host) -> None:
-            answer = host.request(request)
+            host.session.send(request)
+            began = time.monotonic()
+            host.session.greet()  # connected: what follows is the wait for the host's lock
+            if wait_lock and not gated:
+                steps.seconds["connect"] = time.monotonic() - began
+                began = time.monotonic()
+            answer = host.session.receive()
+            if wait_lock and not gated:
+                steps.seconds["lock"] = time.monotonic() - began
             if gated:
                 host.newest, host.was = P.read_versions(host.expect(answer, P.NEWEST), host.name, "name", "live")
                 host.state = "named"
-            else:
+            elif change is None:
                 host.staging = host.expect(answer, P.UPLOAD)
+            else:  # the host made the version and switched to it by itself: this is its last word
+                if P.exit_code(answer):
+                    raise Quiet(P.exit_code(answer))
+                host.now, host.was = answer.get("name"), answer.get("was")
 
-        with steps("connect"):
+        with steps("connect"):  # with --wait-lock, split into connect and lock by lock()
             failed = hosts.each(lock, "")
         for host in failed:
             host.result = "unreachable" if host.code == CONNECTION_FAILED else "refused"
 
         def send(host: Host) -> None:
+            if change is not None:  # the host fills the version itself, from live's files
+                if gated:
+                    host.expect(host.request({P.NAME: name}), P.PREPARED)
+                    host.now, host.state = name, "prepared"
+                    host.say(f"new version {name}, live's files with the new environment: waiting for "
+                             "the other hosts")
+                return
             if gated:
                 host.staging = host.expect(host.request({P.NAME: name}), P.UPLOAD)
             version, host.was, path = P.read_versions(host.staging, host.name, "name", "live", "path")
@@ -331,7 +354,7 @@ def deploy(config: Config, message: str | None = None, wait_lock: float = 0,
                 counts[host.name] = upload.rsync(
                     paths, host.session.destination(path + "/"), config=host.config, rsh=host.session.rsh,
                     link_dest=f"../{host.was}" if host.was else None,
-                    progress=not gated and sys.stderr.isatty())
+                    progress=not gated and sys.stderr.isatty(), prefix=host.prefix)
             except PlugboxError as error:
                 if host.session.ended(1):  # rsync died of it, with one of several exit statuses
                     raise transport.HostGone(f"lost the connection ({error.message})") from None
@@ -357,6 +380,9 @@ def deploy(config: Config, message: str | None = None, wait_lock: float = 0,
         if gated:
             return _switch(hosts, name, batch, keep_going)
         host = hosts.hosts[0]
+        if change is not None:
+            return [f"version {host.now} is live (was {host.was})", f"environment: {changed(change)}",
+                    f"seconds: total {time.monotonic() - steps.began:.1f}"]
         with steps("switch"):
             answer = host.session.receive()
         if P.exit_code(answer):
@@ -375,6 +401,13 @@ def deploy(config: Config, message: str | None = None, wait_lock: float = 0,
         raise _one_failed(hosts.hosts[0], error) from None
     finally:
         hosts.close()
+
+
+def changed(change: tuple[dict[str, str], list[str]]) -> str:
+    """An environment change in words: the names, never the values."""
+    set_names, unset = sorted(change[0]), sorted(change[1])
+    return "; ".join(([f"set {', '.join(set_names)}"] if set_names else []) +
+                     ([f"unset {', '.join(unset)}"] if unset else []))
 
 
 def _one_failed(host: Host, error: PlugboxError) -> PlugboxError:
@@ -530,16 +563,17 @@ def dry_run(config: Config) -> list[str]:
                 except (ValueError, KeyError, TypeError):
                     raise P.ProtocolError(f"plugbox on {host.session.label} printed no state plug "
                                           "understands") from None
+                if not host.session.hello.get("rsync"):  # the deploy would be refused: say it now
+                    raise _no_rsync(host)
                 if live:
                     validate_version(live)
-                    if not host.session.hello.get("rsync"):
-                        raise _no_rsync(host)
                     count = upload.rsync(paths, host.session.destination(f"{home}/deploy/{live}/"),
-                                         config=host.config, rsh=host.session.rsh, dry_run=True)
+                                         config=host.config, rsh=host.session.rsh, dry_run=True, prefix=host.prefix)
                 else:
                     empty = Path(scratch, host.name)
                     empty.mkdir()
-                    count = upload.rsync(paths, str(empty) + "/", config=host.config, rsh=None, dry_run=True)
+                    count = upload.rsync(paths, str(empty) + "/", config=host.config, rsh=None, dry_run=True,
+                                         prefix=host.prefix)
                 found[host.name] = (live, names, count)
 
             failed = hosts.each(look, "failed")
@@ -675,13 +709,15 @@ def bootstrap(config: Config, zipapp: Path, into_home: bool = False) -> list[str
 
     def install(host: Host) -> None:
         session = host.session
-        installed = session.ride(A.remote_install(host.config.home, into_home), stdin=zipapp, capture=True)
+        said: list[str] = []
+        installed = session.ride(A.remote_install(host.config.home, into_home), stdin=zipapp, capture=True,
+                                 err=said.append)
+        why = next((line for line in reversed("".join(said).splitlines()) if line.strip()), "")
         if installed.code == CONNECTION_FAILED and not session.local:
-            raise transport.HostGone(f"could not connect to {session.label}",
+            raise transport.HostGone(f"could not connect to {session.label}" + (f": {why}" if why else ""),
                                      f"check the host in plugbox.toml and that `ssh {session.label}` works")
-        if installed.code != 0:
-            raise PlugboxError(f"could not install plugbox on {session.label} (exit {installed.code})",
-                               "see the message above")
+        if installed.code != 0:  # what the host lacks, in its own words (INSTALL_PLUGBOX)
+            raise PlugboxError(f"could not install plugbox on {session.label}: " + (why or f"exit {installed.code}"))
         # The plugbox just installed, asked over the same connection: hello, and the home.
         with tempfile.NamedTemporaryFile("wb", prefix="plug-") as asked:
             asked.write(P.encode(P.request("hello", host.config.home)))
@@ -722,25 +758,52 @@ def bootstrap(config: Config, zipapp: Path, into_home: bool = False) -> list[str
     return []
 
 
+def on_host(config: Config, name: str | None) -> Config:
+    """The config for the host `name` of its hosts (--host NAME), or as it is."""
+    if name is None:
+        return config
+    if name not in config.hosts:
+        raise PlugboxError(f"no host {name!r} in {config.path.name}" + (f" (stage {config.stage})" if config.stage else ""),
+                           f"the hosts are {', '.join(config.hosts)}", code=USAGE)
+    return config.for_host(name)
+
+
 def exec_in_live(config: Config, command: list[str], tty: bool = False) -> int:
-    """`plugbox exec -- COMMAND` on the host, on this terminal; returns COMMAND's status."""
-    return _on_terminal(config, ["exec", "--", *command], tty)
+    """`plugbox exec -- COMMAND` in the live version of every host: on this terminal
+    for one host; for several, at once, each line prefixed by its host, and the
+    status of the first host (in the config's order) where it failed."""
+    if tty and len(config.hosts) > 1:
+        raise PlugboxError(f"-t gives a terminal to one command, and {config.path.name} names "
+                           f"{len(config.hosts)} hosts", f"choose one with --host NAME ({', '.join(config.hosts)})",
+                           code=USAGE)
+    return _on_hosts_in_live(config, ["exec", "--", *command], tty)
 
 
 def shell_in_live(config: Config) -> int:
     """An interactive login shell on the host in HOME/live; returns its exit status."""
-    return _on_terminal(config, ["shell"], tty=True)
+    if len(config.hosts) > 1:
+        raise PlugboxError(f"plug ssh opens one shell, and {config.path.name} names {len(config.hosts)} hosts",
+                           f"choose one with --host NAME ({', '.join(config.hosts)})", code=USAGE)
+    return _on_hosts_in_live(config, ["shell"], tty=True)
 
 
-def _on_terminal(config: Config, args: list[str], tty: bool) -> int:
-    """plugbox ARGS on the host, on this terminal, riding the session that checked
-    plugbox is there and speaks plug's protocol."""
-    hosts = _Hosts(config.for_host(config.hosts[0]))
-    session = hosts.hosts[0].session
+def _on_hosts_in_live(config: Config, args: list[str], tty: bool) -> int:
+    """plugbox ARGS on each host, riding the session that checked plugbox is there and
+    speaks plug's protocol: on this terminal for one host, prefixed lines for several."""
+    hosts = _Hosts(config)
+    codes: dict[str, int] = {}
     try:
-        answer = session.request(P.request("hello", config.home, hold=True))
-        if P.exit_code(answer):
-            raise Quiet(P.exit_code(answer))
-        return session.plugbox(args, tty=tty).code
+        def run(host: Host) -> None:
+            answer = host.request(P.request("hello", host.config.home, hold=True))
+            if P.exit_code(answer):
+                raise Quiet(P.exit_code(answer))
+            if not hosts.gated:
+                codes[host.name] = host.session.plugbox(args, tty=tty).code
+                return
+            line = lambda text: transport.show(f"{host.prefix}{text.rstrip(chr(10))}")  # noqa: E731
+            codes[host.name] = host.session.plugbox(args, stdin=transport.DEVNULL, out=line, err=line).code
+
+        failed = hosts.each(run, "failed")
     finally:
         hosts.close()
+    return next((host.code for host in failed), 0) or next((code for code in codes.values() if code), 0)

@@ -9,18 +9,36 @@ unusual here (no config, a typo, --help) just skips the head start: the CLI
 then reports it as usual.
 """
 
+import os
 import signal
 import sys
 
+from plugbox_server.errors import INTERRUPTED
+
 # The commands that talk to plugbox on the host through one session.
-_HOST_COMMANDS = {"deploy", "rollback", "status", "log", "remove", "prune", "check", "verify", "exec", "ssh"}
-_VALUE_OPTIONS = {"-c", "--config", "-m", "--message", "--wait-lock", "--keep", "--batch"}
+_HOST_COMMANDS = {"deploy", "rollback", "status", "log", "remove", "prune", "check", "verify", "exec", "ssh",
+                  "env"}
+_VALUE_OPTIONS = {"-c", "--config", "-m", "--message", "--wait-lock", "--keep", "--batch", "--host"}
+
+
+_interrupts = 0
 
 
 def _interrupted(signum, frame):
-    # SIGTERM and SIGHUP (a closed terminal) end plug the way Ctrl-C does: through
-    # its cleanup, with a one-line message.
-    raise KeyboardInterrupt
+    """Ctrl-C, SIGTERM and SIGHUP (a closed terminal) end plug through its cleanup, with
+    a one-line message. Another while plug is ending what the first interrupted (the
+    host finishing or undoing a deploy, rsync stopping) says so and lets it end; a
+    third leaves at once (what plug started dies with it)."""
+    global _interrupts
+    _interrupts += 1
+    if _interrupts == 1:
+        raise KeyboardInterrupt
+    if _interrupts == 2:
+        os.write(2, b"plug: still ending what was interrupted, in a few seconds; "
+                    b"interrupt once more to leave at once\n")
+        return
+    os.write(2, b"plug: left at once; see `plug status`\n")
+    os._exit(INTERRUPTED)
 
 
 def _parse(argv: list[str]):
@@ -71,9 +89,13 @@ def start_ahead(argv: list[str]) -> None:
 
 
 def main() -> None:
-    signal.signal(signal.SIGTERM, _interrupted)
-    signal.signal(signal.SIGHUP, _interrupted)
-    start_ahead(sys.argv[1:])
-    from plugbox_client.cli import main as cli
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, _interrupted)
+    try:
+        start_ahead(sys.argv[1:])
+        from plugbox_client.cli import main as cli
 
-    cli()
+        cli()
+    except KeyboardInterrupt:  # before a command could say it in its own words
+        os.write(2, b"plug: interrupted\n")
+        sys.exit(INTERRUPTED)

@@ -58,13 +58,14 @@ class Result:
     stdout: str = ""
 
 
-def run(argv: list[str], *, cwd: Path | None = None, out=None, err: Path | None = None,
+def run(argv: list[str], *, cwd: Path | None = None, out=None, err=None,
         stdin: Path | None = None, env: dict[str, str] | None = None) -> Result:
     """Run argv to its end and return its exit status (killed by signal N: 128+N).
 
     `out`: None passes stdout to the terminal; CAPTURE keeps it in Result.stdout; a
     callable gets it line by line; a Path receives it. `err`: None passes stderr to
-    the terminal, a Path receives it. `stdin`: the terminal's, or the file given.
+    the terminal, a callable gets it line by line, a Path receives it. `stdin`: the
+    terminal's, or the file given.
     """
     import sh  # only the commands that run something pay for it
 
@@ -75,7 +76,7 @@ def run(argv: list[str], *, cwd: Path | None = None, out=None, err: Path | None 
             _cwd=str(cwd) if cwd else None,
             _env={**os.environ, **env} if env else None,
             _in=files.enter_context(open(stdin, "rb")) if stdin is not None else 0,
-            _err=files.enter_context(open(err, "wb")) if err is not None else 2,
+            _err=files.enter_context(open(err, "wb")) if isinstance(err, Path) else err if err else 2,
         )
         if isinstance(out, Path):
             kwargs["_out"] = files.enter_context(open(out, "wb"))
@@ -325,17 +326,19 @@ class Session:
     # --- what rides on the connection -----------------------------------------------
 
     def ride(self, remote: list[str], *, tty: bool = False, stdin: Path | None = None,
-             capture: bool = False) -> Result:
+             capture: bool = False, out=None, err=None) -> Result:
         """Run `remote` (a host-side argv) on the host over this connection: on this
-        terminal, or with `capture` its stdout kept (and `stdin` read from a file).
-        With host "local", it runs here, told plugbox_env as on a host."""
+        terminal; or with `capture` its stdout kept, or `out`/`err` given its lines
+        (see run), `stdin` read from a file. With host "local", it runs here, told
+        plugbox_env as on a host."""
         if self.local:
             argv, env = remote, self.env
         else:
             self.greet()  # the master is up: what rides on it never logs in again
             argv, env = A.ssh_ride(self.base, self.config.host, remote, tty), None
-        if capture or stdin is not None:
-            return run(argv, out=CAPTURE if capture else None, stdin=stdin, env=env)
+        if capture or stdin is not None or out is not None or err is not None:
+            return run(argv, out=CAPTURE if capture else out, err=err, stdin=stdin, env=env)
+        # (on this terminal: nothing captured, the person sees what the host says)
         return Result(foreground(argv, env))
 
     def plugbox(self, args: list[str], **how) -> Result:

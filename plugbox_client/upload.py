@@ -162,16 +162,28 @@ def human(size: int) -> str:
 
 
 def rsync(paths: list[str], dest: str, *, config: Config, rsh: str | None, link_dest: str | None = None,
-          dry_run=False, progress: bool = False, err: Path | None = None) -> Count:
-    """rsync `paths` to `dest` (already host:path, or a local path), counting as it goes;
-    its messages go to stderr, or to the file `err`."""
+          dry_run=False, progress: bool = False, prefix: str = "", said: list[str] | None = None) -> Count:
+    """rsync `paths` to `dest` (already host:path, or a local path), counting as it goes.
+
+    What rsync says on stderr is shown once it has ended, each line after `prefix`
+    (its host's name, with several): never when plug was interrupted, whose one
+    line says it all (rsync's own words then are its noise about the signal).
+    With `said`, its lines go there instead (an engine reports them its own way).
+    """
     argv = A.rsync_upload(
         paths, dest, link_dest=link_dest, shared=config.shared,
         exclude=config.exclude + home_excludes(config), rsh=rsh, dry_run=dry_run,
     )
     count = Count(dry_run=dry_run, progress=progress)
-    code = transport.run(argv, out=count.line, err=err).code
+    chunks: list[str] = []
+    code = transport.run(argv, out=count.line, err=chunks.append).code
     count.done()
+    lines = "".join(chunks).splitlines()
+    if said is not None:
+        said.extend(lines)
+    else:
+        for line in lines:
+            transport.show(f"{prefix}{line}")
     if code != 0:
-        raise PlugboxError(f"rsync exited with {code} (see its messages {'above' if err is None else 'in ' + str(err)})")
+        raise PlugboxError(f"rsync exited with {code}" + (" (see its messages above)" if said is None else ""))
     return count

@@ -40,7 +40,7 @@ from __future__ import annotations
 import posixpath
 from dataclasses import dataclass, field
 
-from plugbox_server.layout import HOME_LIVE_FROM_DEPLOY, HOME_LIVE_TARGET, LIVE, REMOVING, TMP_LINK
+from plugbox_server.layout import HOME_LIVE_FROM_DEPLOY, HOME_LIVE_TARGET, LIVE, NEW, RECORDS, REMOVING, TMP_LINK
 from plugbox_server.names import is_version_name
 
 @dataclass(frozen=True)
@@ -62,6 +62,7 @@ class Chain:
     home_live_is_link: bool = True
     removing: dict[str, Links] = field(default_factory=dict)  # .removing-NAME dirs
     leftovers: list[str] = field(default_factory=list)        # .link-* and .new-* entries
+    records: set[str] = field(default_factory=set)             # the names in deploy/.plugbox/
     odd_files: list[str] = field(default_factory=list)        # .lock, .log, ... not regular files
 
     # --- reading the links ------------------------------------------------
@@ -125,24 +126,30 @@ class Chain:
         return states
 
 
+# The states a version's history can give it, beside live and previous (the links').
+NOT_KEPT = ("pending", "failed", "reverted")   # what prune takes first: never a good rollback target
+
+
 def history_state(history: list[dict]) -> str:
-    """failed, retired or pending, from a version's history (its record's "history").
+    """failed, reverted, retired or pending, from a version's history (its record's "history").
 
     A version was live once when it went live and did not fail right after, or
     was switched away from other than after a failure (a kill may have cut the
     event of its going live short); it is failed when the last thing that
-    happened to it was a failed hook.
+    happened to it was a failed hook, and reverted when it came up well but was
+    switched back because another host of the same deploy failed.
     """
     events = [entry.get("event") if isinstance(entry, dict) else None for entry in history]
-    was_live = failed = False
+    was_live, ended = False, None
     for i, what in enumerate(events):
         before = events[i - 1] if i else None
         after = events[i + 1] if i + 1 < len(events) else None
-        if what == "failed":
-            failed = True
-        elif (what == "live" and after != "failed") or (what == "away" and before != "failed"):
-            was_live, failed = True, False
-    return "failed" if failed else "retired" if was_live else "pending"
+        if what in ("failed", "reverted"):
+            ended = what
+        elif (what == "live" and after not in ("failed", "reverted")) or \
+                (what == "away" and before not in ("failed", "reverted")):
+            was_live, ended = True, None
+    return ended or ("retired" if was_live else "pending")
 
 
 # --- operations on disk, carried out by store.apply() -------------------------
@@ -175,6 +182,11 @@ Op = SetLink | Unlink | RemoveTree
 class Problem:
     message: str
     repair: tuple[Op, ...] = ()    # empty: cannot be repaired without a person's choice
+    # What an interrupted command of plugbox's own left half done (a staging
+    # directory, a temporary link, a remove, a record without its version): the
+    # next command that holds the lock finishes or clears it, and never refuses
+    # for it (an emergency rollback is never blocked by an aborted deploy).
+    leftover: bool = False
 
 
 def link_to(name: str) -> str:
@@ -214,7 +226,8 @@ def plan_finish_removes(chain: Chain, only: str | None = None) -> list[Op]:
             new = _past(getattr(chain.removing[raw[3:]], kind), kind, chain)
             path = f"{other}/{kind}"
             ops.append(SetLink(path, link_to(new)) if new and new != other else Unlink(path))
-    return ops + [RemoveTree(REMOVING + name) for name in sorted(doomed)]
+    return ops + [RemoveTree(REMOVING + name) for name in sorted(doomed)] + \
+        [RemoveTree(f"{RECORDS}/{name}") for name in sorted(doomed) if name in chain.records]
 
 
 def plan_remove(chain: Chain, names: list[str]) -> tuple[Chain, list[Op]]:
@@ -225,7 +238,7 @@ def plan_remove(chain: Chain, names: list[str]) -> tuple[Chain, list[Op]]:
         live=chain.live, live_is_link=chain.live_is_link,
         home_live=chain.home_live, home_live_is_link=chain.home_live_is_link,
         removing={**chain.removing, **{n: chain.versions[n] for n in names}},
-        leftovers=list(chain.leftovers), odd_files=list(chain.odd_files),
+        leftovers=list(chain.leftovers), odd_files=list(chain.odd_files), records=set(chain.records),
     )
     return after, plan_finish_removes(after)
 
@@ -243,7 +256,7 @@ def plan_prune(chain: Chain, keep: int, in_use: "set[str] | frozenset[str]" = fr
     states = chain.states(histories)
     candidates = sorted(
         (n for n in chain.versions if n not in protected),
-        key=lambda n: (states[n] not in ("pending", "failed"), n),
+        key=lambda n: (states[n] not in NOT_KEPT, n),
     )
     excess = len(chain.versions) - keep
     return sorted(candidates[: max(excess, 0)])
@@ -256,20 +269,24 @@ def problems(chain: Chain) -> list[Problem]:
     if len(chain.removing) == 1:
         (name,) = chain.removing
         found.append(Problem(f"deploy/{REMOVING}{name}: an interrupted remove of {name}",
-                             tuple(plan_finish_removes(chain))))
+                             tuple(plan_finish_removes(chain)), leftover=True))
     elif chain.removing:
         # One problem for them all: an interrupted prune may leave thousands, and
         # finishing them together is one walk over the versions, not one per name.
         names = sorted(chain.removing)
         found.append(Problem(
             f"deploy/{REMOVING}*: an interrupted remove of {len(names)} versions, "
-            f"{names[0]} to {names[-1]}", tuple(plan_finish_removes(chain))))
+            f"{names[0]} to {names[-1]}", tuple(plan_finish_removes(chain)), leftover=True))
     for entry in chain.odd_files:
         found.append(Problem(f"deploy/{entry} is not a regular file; move it out of deploy/ "
                              "(plugbox never writes through a link)"))
     for entry in sorted(chain.leftovers):
         kind = "temporary link" if entry.startswith(TMP_LINK) else "unfinished new version"
-        found.append(Problem(f"deploy/{entry}: a leftover {kind}", (RemoveTree(entry),)))
+        found.append(Problem(f"deploy/{entry}: a leftover {kind}", (RemoveTree(entry),), leftover=True))
+    making = {entry[len(NEW):] for entry in chain.leftovers if entry.startswith(NEW)}
+    for name in sorted(chain.records - set(chain.versions) - set(chain.removing) - making):
+        found.append(Problem(f"deploy/{RECORDS}/{name}: the record of no version",
+                             (RemoveTree(f"{RECORDS}/{name}"),), leftover=True))
 
     found += _live_problems(chain)
 

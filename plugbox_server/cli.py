@@ -213,6 +213,81 @@ def log(
     report.log(_home(ctx), sys.stdout, output)
 
 
+env_app = typer.Typer(
+    help="The live version's environment: NAME=VALUE pairs that every hook, plugbox exec and "
+    "plugbox shell get, kept beside each version (a rollback restores them).",
+    no_args_is_help=False, invoke_without_command=True, add_completion=False,
+    pretty_exceptions_enable=False, rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"]})
+app.add_typer(env_app, name="env")
+
+
+@env_app.callback()
+@reports_errors
+def env_list(ctx: typer.Context) -> None:
+    """List the live version's variables: name, source ([env] of plugbox.toml, or plug env
+    set), a short digest of the value, and the version that last changed it. Never a value."""
+    if ctx.invoked_subcommand is None:
+        report.env(_home(ctx), "list", [], [], sys.stdout)
+
+
+@env_app.command("get")
+@reports_errors
+def env_get(ctx: typer.Context,
+            name: Annotated[str, typer.Argument(metavar="NAME", help="The variable whose value to print.")]) -> None:
+    """Print one value of the live version's environment, on purpose."""
+    report.env(_home(ctx), "get", [name], [], sys.stdout)
+
+
+@env_app.command("diff")
+@reports_errors
+def env_diff(ctx: typer.Context,
+             versions: Annotated[Optional[list[str]], typer.Argument(
+                 metavar="[A [B]]", help="Default: live's previous and live; one: A and live.",
+                 show_default=False)] = None) -> None:
+    """Name the variables added, removed or changed from version A to version B."""
+    report.env(_home(ctx), "diff", [], versions or [], sys.stdout)
+
+
+MessageOption = Annotated[Optional[str], typer.Option(
+    "-m", "--message", metavar="TEXT", help="Why: kept in the log and the new version's record.")]
+
+
+@env_app.command("set")
+@reports_errors
+def env_set(ctx: typer.Context,
+            name: Annotated[str, typer.Argument(metavar="NAME", help="The variable to set; its value comes "
+                                                "from standard input.")],
+            message: MessageOption = None) -> None:
+    """Set NAME to what standard input holds (less one trailing newline): a new version
+    from the live one's files, with the changed environment, made live as a deploy is.
+    The value is never on a command line; it is read without echo on a terminal."""
+    value = _value_of(name)
+    name_, live = operations.change_environment(_home(ctx), {name: value}, [], origin={"message": message})
+    say(f"version {name_} is live (was {live}): {name} set")
+
+
+@env_app.command("unset")
+@reports_errors
+def env_unset(ctx: typer.Context,
+              names: Annotated[list[str], typer.Argument(metavar="NAME...", help="The variables to remove.")],
+              message: MessageOption = None) -> None:
+    """Remove variables set with `env set`: a new version, made live as a deploy is."""
+    name_, live = operations.change_environment(_home(ctx), {}, names, origin={"message": message})
+    say(f"version {name_} is live (was {live}): {' '.join(names)} unset")
+
+
+def _value_of(name: str) -> str:
+    """A value from standard input: typed without echo on a terminal, else all of it
+    less one trailing newline (so that `echo "$X" | plugbox env set NAME` works)."""
+    if sys.stdin.isatty():
+        import getpass
+
+        return getpass.getpass(f"{name}: ")
+    value = sys.stdin.read()
+    return value[:-1] if value.endswith("\n") else value
+
+
 @app.command("exec", context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
 @reports_errors
 def exec_(

@@ -81,6 +81,7 @@ _PLUG_COMMANDS = {
     "plugbox check --repair": "plug check --repair",
     "plugbox rollback-to VERSION": "plug rollback VERSION",
     "plugbox upgrade-to VERSION": "plug deploy",
+    "plugbox env": "plug env",
 }
 
 

@@ -37,13 +37,19 @@ def load(version_dir: Path, shown: str) -> Settings:
     errors name the file. The rules are the client's own (layout.settings)."""
     try:
         with open(version_dir / CONFIG, "rb") as f:
-            data = tomllib.load(f)
+            return parse(f.read(), shown)
     except FileNotFoundError:
         return Settings()
-    except tomllib.TOMLDecodeError as error:
-        raise PlugboxError(f"{shown}: not valid TOML: {error}", "fix it and deploy again")
     except OSError as error:
         raise PlugboxError(f"{shown}: {error.strerror}")
+
+
+def parse(text: bytes, shown: str) -> Settings:
+    """Check a plugbox.toml's text as load() does."""
+    try:
+        data = tomllib.loads(text.decode("utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
+        raise PlugboxError(f"{shown}: not valid TOML: {error}", "fix it and deploy again")
     return settings(data, Checker(shown))
 
 
@@ -400,8 +406,12 @@ def run_attached(argv: list[str], cwd: Path, env: dict[str, str]) -> int:
     return 128 - code if code < 0 else code
 
 
-def environment(home: Path, version: str, version_dir: Path, previous: str | None) -> dict[str, str]:
+def environment(home: Path, version: str, version_dir: Path, previous: str | None,
+                values: dict[str, str] | None = None) -> dict[str, str]:
+    """What a hook (and plugbox exec) gets: plugbox's own environment, the version's
+    (`values`, from `plug env set` and [env]), and the PLUGBOX_* variables."""
     env = dict(os.environ)
+    env.update(values or {})
     env.update(PLUGBOX_HOME=str(home), PLUGBOX_VERSION=version,
                PLUGBOX_VERSION_DIR=str(version_dir), PLUGBOX_PREVIOUS=previous or "")
     return env

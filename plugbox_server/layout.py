@@ -12,6 +12,7 @@ import os
 import posixpath
 from dataclasses import dataclass, field
 
+from plugbox_server.environment import check_name, check_value
 from plugbox_server.errors import REFUSED, USAGE, PlugboxError
 
 # --- the home ---------------------------------------------------------------------
@@ -63,13 +64,19 @@ REMOVING = ".removing-"            # .removing-NAME: a version being removed
 RELAY = ".relay"
 RELAY_SOCKET = "socket"
 RELAY_LOCK = "lock"
+# .plugbox/NAME/: what plugbox knows of the version NAME (record.py): its record,
+# manifest, post-upload list and environment. Mode 0700, files in it 0600 where
+# secret: never inside the version's tree, which a web server may serve.
+RECORDS = ".plugbox"
 
 # --- inside a version --------------------------------------------------------------
 
 PREVIOUS = "previous"
 NEXT = "next"
 CONFIG = "plugbox.toml"
-RECORD_DIR = ".plugbox"            # the version's record, manifest, post-upload list
+# Where plugbox versions before 0.2 kept a version's record: inside it. Read, and
+# moved to deploy/.plugbox/NAME/ the first time a command writes the record.
+RECORD_DIR = ".plugbox"
 LINKS = (PREVIOUS, NEXT)
 # Top-level names of a version that are plugbox's, not the upload's: never shared,
 # never taken from an archive. The host writes plugbox.toml itself (from the
@@ -90,8 +97,10 @@ KEYS = {
     "build": ("prepare", "upload", "version_dir", "exclude"),
     "hooks": HOOKS,
     "timeouts": HOOKS,
+    "env": (),     # each key a variable of the version's environment
     "stages": (),  # each key a stage: a table of STAGE_KEYS
 }
+OPEN_TABLES = ("env", "stages")  # whose keys are names of the user's, not plugbox's
 # What a [stages.NAME] table may set: where the service runs, not what it is.
 STAGE_KEYS = ("host", "hosts", "jump", "home")
 
@@ -105,6 +114,7 @@ class Settings:
     hooks: dict[str, tuple[str, ...]] = field(default_factory=dict)
     timeouts: dict[str, float] = field(default_factory=dict)
     shared: tuple[str, ...] = ()
+    env: dict[str, str] = field(default_factory=dict)   # [env]: plain settings, never secrets
 
     def has(self, hook: str) -> bool:
         return bool(self.hooks.get(hook))
@@ -191,7 +201,7 @@ def settings(data: dict, check: Checker) -> Settings:
             raise check.error(None, name, "unknown table", f"the tables are {', '.join(KEYS)}")
     tables = {name: check.table(data, name) for name in KEYS}
     for name, keys in KEYS.items():
-        if name == "stages":
+        if name in OPEN_TABLES:
             continue
         for key in tables[name]:
             if key not in keys:
@@ -214,7 +224,13 @@ def settings(data: dict, check: Checker) -> Settings:
         if top in OWNED:
             raise check.error("service", "shared", f"{p!r} would replace the version's own {top}",
                               "choose another path")
-    return Settings(hooks, timeouts, shared)
+    env = {}
+    for key, value in tables["env"].items():
+        why = check_name(key) or check_value(key, value)
+        if why:
+            raise check.error("env", key, why, "[env] holds NAME = \"value\" lines, each on one line")
+        env[key] = value
+    return Settings(hooks, timeouts, shared, env)
 
 
 def shown(value) -> str:

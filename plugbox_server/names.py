@@ -16,7 +16,7 @@ import os
 import re
 import time
 
-from plugbox_server.errors import PlugboxError
+from plugbox_server.errors import USAGE, PlugboxError
 
 # ASCII: \d alone would also accept the digits of other scripts.
 PATTERN = re.compile(r"\d{8}T\d{6}Z(\.\d{3})?", re.ASCII)
@@ -37,7 +37,7 @@ def validate_version(name: str) -> str:
         # ascii(): one line, control characters escaped once ('a\nb', not 'a\\nb').
         raise PlugboxError(
             f"{name!a} is not a version name{old}: a name is {FORMAT}",
-            "see `plugbox status` for the versions",
+            "see `plugbox status` for the versions", code=USAGE,
         )
     return name
 

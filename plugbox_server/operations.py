@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from plugbox_server import chain as c
-from plugbox_server import hooks, inuse, layout, record
-from plugbox_server.errors import REVERT_FAILED, USAGE, Aborted, HookFailed, PlugboxError
+from plugbox_server import environment, hooks, inuse, layout, record
+from plugbox_server.errors import REVERT_FAILED, USAGE, Aborted, HookFailed, PlugboxError, Reverted
 from plugbox_server.names import new_version_name, validate_version
 from plugbox_server.output import keep_going_when_the_caller_goes, say
 from plugbox_server.store import Store
@@ -45,6 +45,13 @@ def _changing(store: Store, command: str, wait: float = 0):
         outcome = "failed"
         try:
             chain = store.read()
+            cleared = store.clear_leftovers(chain)
+            if cleared:
+                for message in cleared:
+                    warn(f"cleared {message}")
+                store.append_log("clear", None, chain.live_version(), f"cleared {len(cleared)} leftover"
+                                 + ("s" if len(cleared) > 1 else "") + " of interrupted commands")
+                chain = store.read()
             broken = c.problems(chain)
             if broken:
                 raise PlugboxError(f"deploy/ needs repair: {broken[0].message}", REPAIR_HINT)
@@ -93,7 +100,8 @@ class _Service:
             return
         directory = self.store.version_dir(name)
         cwd = directory if hook == "post_upload" else self.store.home
-        env = hooks.environment(self.store.home, name, directory, self.chain.previous(name))
+        env = hooks.environment(self.store.home, name, directory, self.chain.previous(name),
+                                record.read_environment(self.store, name).values)
         hooks.run(hook, lines, version=name, cwd=cwd, env=env,
                   timeout=self.config(name).timeout(hook), keep=self.kept.write)
 
@@ -116,8 +124,7 @@ def next_version(home: Path, *, origin: dict | None = None) -> tuple[str, str | 
     with _changing(store, "next-version") as (chain, logged):
         name = new_version_name(list(chain.versions) + list(chain.removing))
         live = chain.live_version()
-        store.make_version(name, live,
-                           fill=lambda directory: record.create(store, name, origin, directory=directory))
+        store.make_version(name, live, fill=lambda directory: record.create(store, name, origin))
         logged.after = name
         return name, live
 
@@ -169,6 +176,9 @@ def _upgrade_steps(service: _Service, logged: _Logged, live: str | None, version
     # that an rsync --delete of the user's own removed.)
     if not (record.load(store, version) or {}).get("sealed"):
         record.seal(store, version, previous=live)
+    if not record.has_environment(store, version):  # made by hand: live's `env set` values and its [env]
+        before = record.read_environment(store, live) if live else environment.Environment()
+        record.write_environment(store, version, environment.for_deploy(before, config.env, version))
     shown = f"deploy/{version}"
     hooks.link_shared(store.home, store.version_dir(version), config, shown)
     try:
@@ -193,8 +203,9 @@ def _upgrade_steps(service: _Service, logged: _Logged, live: str | None, version
     _switch(service, logged, live, version, refresh, after_check)
 
 
-def deploy(home: Path, upload: Callable[[str, Path, str | None], None], *,
+def deploy(home: Path, upload: Callable[[str, Path, str | None], None] | None, *,
            config: bytes | None = None, origin: dict | None = None, wait: float = 0,
+           change: tuple[dict[str, str], list[str]] | None = None,
            name_for: Callable[[str | None, str | None], str] | None = None,
            before_stop: Callable[[], None] | None = None,
            after_check: Callable[[], None] | None = None) -> tuple[str, str | None]:
@@ -202,12 +213,17 @@ def deploy(home: Path, upload: Callable[[str, Path, str | None], None], *,
 
     Makes the version in deploy/.new-NAME (its previous link and `config`, the
     plugbox.toml, already in it), calls `upload(name, staging, live)` to fill it,
-    renames it into place whole, then upgrades to it. Until that rename, any
-    failure (the caller gone, rsync failed) removes the staging directory and
+    gives it its environment (live's `plug env set` values and the project's
+    [env]), renames it into place whole, then upgrades to it. Until that rename,
+    any failure (the caller gone, rsync failed) removes the staging directory and
     leaves deploy/ as it was; a failure before the switch (post_upload, the live
     version's stop) removes the new version again; after the switch, the
     upgrade finishes or switches back whatever happens to the caller.
     `origin` is who deploys, from what source, and why (see record.create).
+
+    An environment change (`change`: the values set, the names unset) fills the
+    version itself, from live's files as uploaded (hard links), instead of an
+    upload: `upload` and `config` are not used.
 
     The new version is named by this host's clock, or, with `name_for`, by the
     caller: `name_for(newest, live)` gets the newest name in deploy/ (and the live
@@ -217,20 +233,34 @@ def deploy(home: Path, upload: Callable[[str, Path, str | None], None], *,
     """
     origin = record.checked_origin(origin or {})  # refuse before anything is made
     message = origin.get("message")
+    project_env = hooks.parse(config, "plugbox.toml").env if config is not None and change is None else {}
     store = Store(home)
     store.make_deploy()
-    with _changing(store, "deploy", wait) as (chain, logged):
+    with _changing(store, "env" if change else "deploy", wait) as (chain, logged):
         existing = list(chain.versions) + list(chain.removing)
         live = chain.live_version()
+        before = record.read_environment(store, live) if live else environment.Environment()
+        if change is not None and live is None:
+            raise PlugboxError("there is no live version whose environment to change",
+                               "deploy a first version, then set its environment")
         if name_for is None:
             name = new_version_name(existing)
         else:
             name = _proposed(name_for(max(existing, default=None), live), existing)
-        logged.command = f"deploy {name}" + (f" -m {message}" if message else "")
-        staging = store.make_staging(name, live, config)
+        # Refused before anything is made: a name from two sources, an unset of none.
+        made = (environment.for_change(before, *change, name) if change is not None else
+                environment.for_deploy(before, project_env, name))
+        what = f"deploy {name}" if change is None else f"env {name} " + _changed(change)
+        logged.command = what + (f" -m {message}" if message else "")
+        staging = store.make_staging(name, live, config if change is None else None)
         try:
-            record.create(store, name, origin, directory=staging)
-            upload(name, staging, live)
+            record.create(store, name, origin)
+            if change is None:
+                upload(name, staging, live)
+            else:
+                store.link_uploaded(live, staging, record.manifest(store, live))
+            record.write_environment(store, name, made, change=change and {
+                "set": sorted(change[0]), "unset": sorted(change[1])})
             store.commit_staging(name)
         except BaseException:
             store.remove_staging(name)
@@ -246,6 +276,28 @@ def deploy(home: Path, upload: Callable[[str, Path, str | None], None], *,
                 say(f"removed {name}, which never went live")
             raise
         return name, live
+
+
+def _changed(change: tuple[dict[str, str], list[str]]) -> str:
+    """What the log says of an environment change: names, never values."""
+    set_names, unset = sorted(change[0]), sorted(change[1])
+    return " ".join(([f"set {' '.join(set_names)}"] if set_names else []) +
+                    ([f"unset {' '.join(unset)}"] if unset else []))
+
+
+def change_environment(home: Path, set_values: dict[str, str], unset: list[str], *,
+                       origin: dict | None = None, wait: float = 0, **gates) -> tuple[str, str | None]:
+    """`plugbox env set/unset`: a new version from live's files as uploaded, with the
+    changed environment, made live as a deploy is (post_upload, stop or refresh,
+    switch, start, check, and switching back on failure)."""
+    environment.checked(set_values)
+    for name in unset:
+        why = environment.check_name(name)
+        if why:
+            raise PlugboxError(why, "nothing changed", code=USAGE)
+    if not set_values and not unset:
+        raise PlugboxError("nothing to set or unset", "name a variable: NAME=VALUE, or NAME", code=USAGE)
+    return deploy(home, None, origin=origin, wait=wait, change=(set_values, list(unset)), **gates)
 
 
 def _proposed(name: str, existing: list[str]) -> str:
@@ -330,10 +382,12 @@ def _switch(service: _Service, logged: _Logged, live: str | None, version: str,
         hook = "check"
         service.run(hook, version)
         if after_check:
-            hook = "revert"  # the caller calls the deploy off: another host failed
-            after_check()
+            after_check()  # raises Reverted when the caller calls the deploy off
     except HookFailed as error:
-        record.event(store, version, "failed", command=service.command, hook=hook)
+        if isinstance(error, Reverted):
+            record.event(store, version, "reverted", command=service.command)
+        else:
+            record.event(store, version, "failed", command=service.command, hook=hook)
         warn(f"{error.message}; switching back to {live or 'no live version'}")
         if not refresh:
             try:
@@ -526,7 +580,42 @@ def exec_context(home: Path) -> tuple[Path, dict[str, str]]:
         raise PlugboxError(f"no live version in {store.deploy}",
                            "deploy one first: `plugbox upgrade-to VERSION`")
     directory = store.version_dir(live)
-    return directory, hooks.environment(store.home, live, directory, chain.previous(live))
+    return directory, hooks.environment(store.home, live, directory, chain.previous(live),
+                                        record.read_environment(store, live).values)
+
+
+def environment_of(home: Path, version: str | None = None) -> tuple[str, environment.Environment]:
+    """A version's environment (default: live's), and its name. Reads; takes no lock."""
+    store = _existing_store(home)
+    chain = store.read()
+    if version is None:
+        version = chain.live_version()
+        if version is None:
+            raise PlugboxError("there is no live version", "name one, or deploy a first version")
+    _existing(chain, version)
+    return version, record.read_environment(store, version)
+
+
+def environment_diff(home: Path, versions: list[str]) -> tuple[str, str, list[tuple[str, str]]]:
+    """What changed in the environment from A to B: none given, live's previous to live;
+    one, A to live; two, A to B. Names only."""
+    if len(versions) > 2:
+        raise PlugboxError("diff compares two versions at most", "give A, or A and B", code=USAGE)
+    store = _existing_store(home)
+    chain = store.read()
+    live = chain.live_version()
+    if len(versions) == 2:
+        a, b = versions
+    elif len(versions) == 1:
+        a, b = versions[0], live
+    else:
+        a, b = (chain.previous(live) if live else None), live
+    if a is None or b is None:
+        raise PlugboxError("there is no pair of versions to compare", "name them: A B")
+    for name in (a, b):
+        _existing(chain, name)
+    return a, b, environment.diff(record.read_environment(store, a).values,
+                                  record.read_environment(store, b).values)
 
 
 def log(home: Path) -> list[list[str]]:

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import json
 
+from plugbox_server import environment
 from plugbox_server.errors import USAGE, PlugboxError
 from plugbox_server.names import is_version_name
 
@@ -48,7 +49,8 @@ PREPARED, SWITCH, SWITCHED = "prepared", "switch", "switched"
 REVERT, COMMIT, ABORT = "revert", "commit", "abort"
 READY, VERSION = "ready", "version"
 
-COMMANDS = ("deploy", "rollback", "remove", "status", "verify", "log", "prune", "check", "hello")
+COMMANDS = ("deploy", "rollback", "remove", "status", "verify", "log", "prune", "check", "env", "hello")
+ENV_ACTIONS = ("list", "get", "diff")
 
 
 class ProtocolError(PlugboxError):
@@ -142,6 +144,30 @@ def _object(value) -> dict:
     return value
 
 
+def _values(value) -> dict[str, str]:
+    """Environment values to set: names and values as environment.py allows."""
+    values = _object(value)
+    for name, text in values.items():
+        if environment.check_name(name) or environment.check_value(name, text):
+            raise ValueError("NAME: VALUE pairs of the environment")  # never the value itself
+    return values
+
+
+def _names(value) -> list[str]:
+    names = _texts(value)
+    if any(environment.check_name(name) for name in names):
+        raise ValueError("a list of variables' names")
+    return names
+
+
+def _action(value) -> str:
+    if value is None:
+        return "list"
+    if value not in ENV_ACTIONS:
+        raise ValueError(f"one of {', '.join(ENV_ACTIONS)}")
+    return value
+
+
 # Every field a request may carry, and how it is read: the one place both sides
 # agree on what each means (a missing field takes the reader's default).
 REQUEST_FIELDS = {
@@ -150,6 +176,8 @@ REQUEST_FIELDS = {
     "gated": _flag, "hold": _flag,
     "version": _text, "versions": _texts, "keep": _keep, "wait_lock": _seconds,
     "config": _text, "origin": _object,
+    # an environment change (a "deploy" with these instead of an upload), and `env`'s own
+    "env_set": _values, "env_unset": _names, "action": _action, "names": _names,
 }
 
 

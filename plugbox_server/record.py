@@ -1,13 +1,18 @@
 """What plugbox knows of each version: its record, its manifest, and verify.
 
-Touches only the version's own bookkeeping directory, deploy/NAME/.plugbox/,
-and reads the version's tree:
+Touches only the version's own bookkeeping directory, deploy/.plugbox/NAME/
+(beside the version, never inside its tree, which a web server may serve), and
+reads the version's tree:
 
-    .plugbox/record.json    who made it, when, from what source, the message,
-                            files, bytes, digest, and its history (indented JSON)
-    .plugbox/manifest       every entry of the tree as uploaded (JSON, one line),
-                            with each file's sha256: what verify compares with
-    .plugbox/post-upload    what post_upload added or changed, by stat only
+    record.json    who made it, when, from what source, the message, files,
+                   bytes, digest, and its history (indented JSON)
+    manifest       every entry of the tree as uploaded (JSON, one line), with
+                   each file's sha256: what verify compares with
+    post-upload    what post_upload added or changed, by stat only
+    env            its environment, NAME=VALUE a line (mode 0600; see environment.py)
+
+An older plugbox kept these in deploy/NAME/.plugbox/: they are read there, and
+moved the first time a command writes the record.
 
 Each file is written whole to a temporary name beside it, fsynced, renamed over
 the old one, and the directory fsynced: a kill leaves the old file or the new
@@ -20,28 +25,32 @@ directory except what plugbox owns there: `previous`, `next` and `.plugbox`.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import stat
 from pathlib import Path
 
+from plugbox_server import environment
+from plugbox_server.environment import Environment
 from plugbox_server.errors import PlugboxError
-from plugbox_server.layout import BESIDE_TREE, RECORD_DIR
+from plugbox_server.layout import BESIDE_TREE, RECORD_DIR, RECORDS
 from plugbox_server.names import utc_now, who
 
 RECORD = "record.json"
 MANIFEST = "manifest"
 POST_UPLOAD = "post-upload"
+ENV = "env"
 ORIGIN_KEYS = ("user", "machine", "revision", "branch", "dirty", "message")
-EVENTS = ("live", "away", "failed")
+EVENTS = ("live", "away", "failed", "reverted")
 _MESSAGE_LIMIT = 2000
 
 
 # --- writing ----------------------------------------------------------------------
 
-def create(store, name: str, origin: dict | None = None, *, directory: Path | None = None) -> dict:
-    """Write the record of a version just made; `directory` when it is not yet in place.
+def create(store, name: str, origin: dict | None = None) -> dict:
+    """Write the record of a version being made (it may still be deploy/.new-NAME).
 
     `origin` is what plug sends: {"user", "machine", "revision", "branch",
     "dirty", "message"}; by hand it is None and the user is PLUGBOX_USER or
@@ -63,7 +72,7 @@ def create(store, name: str, origin: dict | None = None, *, directory: Path | No
         "digest": None,
         "history": [],
     }
-    _write_json(_bookkeeping(directory or store.version_dir(name), make=True), RECORD, record)
+    _write_json(directory(store, name, make=True), RECORD, record)
     return record
 
 
@@ -76,7 +85,7 @@ def seal(store, name: str, previous: str | None = None) -> dict:
     version = store.version_dir(name)
     known = {}
     if previous:
-        for entry in _read_manifest(store.version_dir(previous), MANIFEST):
+        for entry in _read_manifest(directory(store, previous), MANIFEST):
             if entry[0] == "f":
                 known[(entry[5], entry[3], entry[4])] = entry[6]
     entries = []
@@ -90,16 +99,17 @@ def seal(store, name: str, previous: str | None = None) -> dict:
     record = load(store, name) or create(store, name)
     record.update(sealed=utc_now(), files=sum(1 for e in entries if e[0] == "f"),
                   bytes=sum(e[3] for e in entries if e[0] == "f"), digest=digest_of(entries))
-    directory = _bookkeeping(version, make=True)
-    _write_lines(directory, MANIFEST, entries)
-    _write_json(directory, RECORD, record)
+    own = directory(store, name, make=True)
+    _write_lines(own, MANIFEST, entries)
+    _write_json(own, RECORD, record)
     return record
 
 
 def after_post_upload(store, name: str) -> int:
     """Note, by stat only, what post_upload added or changed; return how many entries."""
     version = store.version_dir(name)
-    uploaded = {e[1]: e for e in _read_manifest(version, MANIFEST)}
+    own = directory(store, name, make=True)
+    uploaded = {e[1]: e for e in _read_manifest(own, MANIFEST)}
     added = []
     seen = set()
     for kind, relative, st, target in walk(version):
@@ -110,12 +120,13 @@ def after_post_upload(store, name: str) -> int:
             added.append(entry)
     # "-": an uploaded path post_upload removed.
     added += [["-", path, None] for path in uploaded if path not in seen]
-    _write_lines(_bookkeeping(version, make=True), POST_UPLOAD, added)
+    _write_lines(own, POST_UPLOAD, added)
     return len(added)
 
 
 def event(store, name: str, what: str, *, command: str | None = None, hook: str | None = None) -> None:
-    """Add to the version's history: it went `live`, was switched `away` from, or `failed` a hook.
+    """Add to the version's history: it went `live`, was switched `away` from, `failed` a
+    hook, or was `reverted` (switched back though it came up well: another host failed).
 
     Never fails the command: the history is a record, not a step of the switch.
     """
@@ -128,9 +139,55 @@ def event(store, name: str, what: str, *, command: str | None = None, hook: str 
         if hook:
             entry["hook"] = hook
         record["history"].append(entry)
-        _write_json(_bookkeeping(store.version_dir(name), make=True), RECORD, record)
+        _write_json(directory(store, name, make=True), RECORD, record)
     except (OSError, PlugboxError):
         pass
+
+
+def write_environment(store, name: str, env: Environment, change: dict | None = None) -> None:
+    """The version's environment: its values in `env` (mode 0600), and in its record
+    the names, their sources and the version that last changed each, and for an
+    environment change the names set and unset ({"set", "unset"}); never a value."""
+    own = directory(store, name, make=True)
+    _write(own, ENV, environment.render(env.values), mode=0o600)
+    record = load(store, name) or create(store, name)
+    record["environment"] = env.known()
+    if change:
+        record["change"] = change
+    _write_json(own, RECORD, record)
+
+
+def manifest(store, name: str) -> list[list]:
+    """The version's tree as uploaded, one entry a path (see seal), parents first;
+    refused when the version has none to give."""
+    own = directory(store, name)
+    entries = _read_manifest(own, MANIFEST)
+    if not (own / MANIFEST).is_file():
+        raise PlugboxError(f"{name} has no record of its files as uploaded (made by hand, or by an "
+                           "older plugbox)", "deploy a version first; nothing changed")
+    return sorted(entries, key=lambda e: e[1])
+
+
+def has_environment(store, name: str) -> bool:
+    return os.path.lexists(directory(store, name) / ENV)
+
+
+def read_environment(store, name: str) -> Environment:
+    """The version's environment (empty for a version that has none)."""
+    own = directory(store, name)
+    try:
+        fd = os.open(own / ENV, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return Environment()
+    except OSError as error:
+        raise PlugboxError(f"could not read {own / ENV}: {error.strerror}") from None
+    with os.fdopen(fd, "rb") as f:
+        values = environment.parse(f.read())
+    known = (load(store, name) or {}).get("environment") or {}
+    sources = {k: v.get("source", environment.SET) for k, v in known.items() if isinstance(v, dict)}
+    since = {k: v.get("since") for k, v in known.items() if isinstance(v, dict) and v.get("since")}
+    return Environment(values, {k: sources.get(k, environment.SET) for k in values},
+                       {k: since[k] for k in values if k in since})
 
 
 # --- reading ----------------------------------------------------------------------
@@ -138,8 +195,7 @@ def event(store, name: str, what: str, *, command: str | None = None, hook: str 
 def load(store, name: str) -> dict | None:
     """The version's record, or None when it has none (or not one plugbox can read)."""
     try:
-        directory = _bookkeeping(store.version_dir(name), make=False)
-        fd = os.open(directory / RECORD, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        fd = os.open(directory(store, name) / RECORD, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
         with os.fdopen(fd, "rb") as f:
             record = json.load(f)
     except (OSError, ValueError, PlugboxError):
@@ -163,8 +219,9 @@ def verify(store, name: str) -> dict:
     if record is None or not record.get("digest"):
         raise PlugboxError(f"{name} has no sealed record to verify against",
                            "a version gets one when it is upgraded to")
-    uploaded = {e[1]: e for e in _read_manifest(version, MANIFEST)}
-    made = {e[1]: e for e in _read_manifest(version, POST_UPLOAD)}
+    own = directory(store, name)
+    uploaded = {e[1]: e for e in _read_manifest(own, MANIFEST)}
+    made = {e[1]: e for e in _read_manifest(own, POST_UPLOAD)}
     result = {"digest": None, "recorded": record["digest"], "changed": [], "added": [],
               "removed": [], "post_upload_changed": [], "post_upload_removed": []}
     # What post_upload changed of the upload counts as uploaded, as recorded.
@@ -277,17 +334,29 @@ def _hash(path: Path) -> str:
 
 # --- files ------------------------------------------------------------------------
 
-def _bookkeeping(version: Path, make: bool) -> Path:
-    directory = Path(version) / RECORD_DIR
-    if directory.is_symlink():
-        raise PlugboxError(f"{directory} is a symbolic link, not plugbox's own directory",
-                           "remove it and deploy again")
-    if make:
-        try:
-            directory.mkdir(exist_ok=True)
-        except OSError as error:
-            raise PlugboxError(f"could not create {directory}: {error.strerror}") from None
-    return directory
+def directory(store, name: str, make: bool = False) -> Path:
+    """deploy/.plugbox/NAME, where the version's record lives: made (mode 0700, never
+    through a link) when `make`, after moving there what an older plugbox kept in
+    deploy/NAME/.plugbox; when only reading, the older place if that is where it is."""
+    records = store.deploy / RECORDS
+    own = records / name
+    older = store.version_dir(name) / RECORD_DIR
+    for path in (records, own, older):
+        if path.is_symlink():
+            raise PlugboxError(f"{path} is a symbolic link, not plugbox's own directory",
+                               "remove it and deploy again")
+    if not make:
+        return older if not own.exists() and older.is_dir() else own
+    try:
+        records.mkdir(mode=0o700, exist_ok=True)
+        if not own.exists() and older.is_dir():
+            os.rename(older, own)
+            os.chmod(own, 0o700)
+        else:
+            own.mkdir(mode=0o700, exist_ok=True)
+    except OSError as error:
+        raise PlugboxError(f"could not create {own}: {error.strerror}") from None
+    return own
 
 
 def _write_json(directory: Path, filename: str, data: dict) -> None:
@@ -299,13 +368,14 @@ def _write_lines(directory: Path, filename: str, entries: list[list]) -> None:
     _write(directory, filename, json.dumps({"entries": entries}).encode() + b"\n")
 
 
-def _write(directory: Path, filename: str, data: bytes) -> None:
+def _write(directory: Path, filename: str, data: bytes, mode: int = 0o644) -> None:
     """Write `filename` whole or not at all: temporary file, fsync, rename, fsync of the directory."""
     final = directory / filename
     temporary = directory / f".{filename}.new"
     try:
-        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC,
-                     0o644)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temporary)  # left by a kill, maybe with another mode
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
         try:
             view = memoryview(data)
             while view:
@@ -323,9 +393,9 @@ def _write(directory: Path, filename: str, data: bytes) -> None:
         raise PlugboxError(f"could not write {final}: {error.strerror}") from None
 
 
-def _read_manifest(version: Path, filename: str) -> list[list]:
+def _read_manifest(own: Path, filename: str) -> list[list]:
     try:
-        fd = os.open(Path(version) / RECORD_DIR / filename, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        fd = os.open(own / filename, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
     except OSError:
         return []
     with os.fdopen(fd, "rb") as f:

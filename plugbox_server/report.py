@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import TextIO
 
 from plugbox_server import operations, record
-from plugbox_server.errors import PlugboxError, for_caller
+from plugbox_server.environment import digest
+from plugbox_server.errors import USAGE, PlugboxError, for_caller
 
 
 def status(home: Path, as_json: bool, out: TextIO) -> str | None:
@@ -92,6 +93,36 @@ def check(home: Path, repair: bool, out: TextIO) -> None:
                            None if repair else "run `plugbox check --repair`")
     if not done:
         print("ok", file=out)
+
+
+def env(home: Path, action: str, names: list[str], versions: list[str], out: TextIO) -> None:
+    """`env` (the live version's names: source, a short digest, the version that last
+    changed each), `env get NAME` (one value, on purpose), `env diff [A [B]]`."""
+    if action == "diff":
+        a, b, changes = operations.environment_diff(home, versions)
+        for what, name in changes:
+            print(f"{what} {name}", file=out)
+        if not changes:
+            print(f"the environments of {a} and {b} are the same", file=out)
+        return
+    version, environment = operations.environment_of(home, versions[0] if versions else None)
+    if action == "get":
+        if len(names) != 1:
+            raise PlugboxError("get prints one value", "name one variable", code=USAGE)
+        if names[0] not in environment.values:
+            raise PlugboxError(f"{names[0]} is not set in {version}", "see `plugbox env`")
+        print(environment.values[names[0]], file=out)
+        return
+    if not environment.values:
+        print(f"no variables in the environment of {version}", file=out)
+        return
+    rows = [("NAME", "SOURCE", "DIGEST", "CHANGED IN")] + [
+        (name, "[env]" if environment.sources.get(name) == "toml" else "plug env set",
+         digest(value), environment.since.get(name, "-"))
+        for name, value in sorted(environment.values.items())]
+    widths = [max(len(row[i]) for row in rows) for i in range(3)]
+    for row in rows:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)) + "  " + row[3], file=out)
 
 
 def log(home: Path, out: TextIO, output: bool = False) -> None:

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from plugbox_server import __version__, layout, operations, output, report
 from plugbox_server import protocol as P
-from plugbox_server.errors import OK, REFUSED, USAGE, Aborted, Reverted, exit_for, for_caller
+from plugbox_server.errors import OK, REFUSED, USAGE, Aborted, PlugboxError, Reverted, exit_for, for_caller
 
 
 def _send(message: dict) -> None:
@@ -82,9 +82,18 @@ def _gone_or(answer: dict | None, otherwise: str) -> str:
     return "the caller went away" if answer is None else otherwise
 
 
+_host = {"rsync": False}  # what main() found on this host
+
+
 def _deploy(home: Path, request: dict, out) -> dict:
-    inbox: list[_Inbox] = []     # made at the end of the upload
+    inbox: list[_Inbox] = []     # made at the end of the upload (or when there is none)
     name_of: list[str] = []      # the new version's name, once known
+    change = (request["env_set"], request["env_unset"]) if request["env_set"] or request["env_unset"] else None
+
+    def the_inbox() -> _Inbox:
+        if not inbox:
+            inbox.append(_Inbox())
+        return inbox[0]
 
     def name_for(newest: str | None, live: str | None) -> str:
         _send({P.NEWEST: {"name": newest, "live": live}})
@@ -92,33 +101,43 @@ def _deploy(home: Path, request: dict, out) -> dict:
         if answer is None or not isinstance(answer.get(P.NAME), str):
             raise Aborted("the deploy was called off before the upload: "
                           + _gone_or(answer, "another host failed"), "nothing changed")
+        name_of.append(answer[P.NAME])
         return answer[P.NAME]
 
     def upload(name: str, staging: Path, live: str | None) -> None:
-        name_of.append(name)
+        name_of[:] = [name]
         _send({P.UPLOAD: {"name": name, "path": str(staging.absolute()), "live": live}})
         answer = _receive()
         if answer != {P.UPLOADED: True}:
             raise Aborted(f"the upload of {name} did not complete: "
                           + _gone_or(answer, "the caller gave up"), "nothing changed")
-        inbox.append(_Inbox())  # read by the gates; its end: the caller has gone
+        the_inbox()  # read by the gates; its end: the caller has gone
 
     def before_stop() -> None:
         _send({P.PREPARED: {"name": name_of[0]}})
-        answer = inbox[0].get()
+        answer = the_inbox().get()
         if answer != {P.SWITCH: True}:
             raise Aborted("the switch was called off: " + _gone_or(answer, "another host failed"),
                           "nothing switched")
 
     def after_check() -> None:
         _send({P.SWITCHED: {"name": name_of[0]}})
-        if inbox[0].get() == {P.REVERT: True}:
+        if the_inbox().get() == {P.REVERT: True}:
             raise Reverted("plug asked to switch back: another host failed")
         # {"commit": true}, or the caller gone after the switch: the switch stays
 
-    config = request["config"]
     gates = dict(name_for=name_for, before_stop=before_stop, after_check=after_check) \
         if request["gated"] else {}
+    if change:  # no upload: the host fills the version itself, from live's files
+        if not request["gated"]:
+            the_inbox()  # its end: the caller has gone
+        name, live = operations.change_environment(home, *change, origin=request["origin"],
+                                                   wait=request["wait_lock"], **gates)
+        return {"name": name, "was": live}
+    if not _host["rsync"]:  # the upload needs it: refused before anything is made
+        raise PlugboxError("rsync is not installed on this host",
+                           "install rsync there (apt-get install rsync); nothing changed")
+    config = request["config"]
     name, live = operations.deploy(
         home, upload, config=config.encode() if config is not None else None,
         origin=request["origin"], wait=request["wait_lock"], **gates)
@@ -159,6 +178,8 @@ COMMANDS = {
     "log": lambda home, request, out: report.log(home, out, request["output"]),
     "prune": lambda home, request, out: report.prune(home, request["keep"], out),
     "check": lambda home, request, out: report.check(home, request["repair"], out),
+    "env": lambda home, request, out: report.env(home, request["action"], request["names"],
+                                                 request["versions"], out),
     "hello": lambda home, request, out: {"home": str(home.absolute())},
 }
 assert set(COMMANDS) == set(P.COMMANDS)
@@ -167,7 +188,8 @@ assert set(COMMANDS) == set(P.COMMANDS)
 def main(argv: list[str]) -> int:
     import shutil
 
-    _send(P.hello(__version__, sys.version.split()[0], shutil.which("rsync") is not None))
+    _host["rsync"] = shutil.which("rsync") is not None
+    _send(P.hello(__version__, sys.version.split()[0], _host["rsync"]))
     if argv != [str(P.NUMBER)]:
         asked = argv[0] if argv else "none"
         message = (f"plug speaks protocol {asked}, this plugbox {__version__} speaks {P.NUMBER}; "

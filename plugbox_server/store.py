@@ -75,6 +75,8 @@ class Store:
                     chain.leftovers.append(name)
                 elif name in L.BOOKKEEPING_FILES and not entry.is_file(follow_symlinks=False):
                     chain.odd_files.append(name)
+                elif name == L.RECORDS and entry.is_dir(follow_symlinks=False):
+                    chain.records = set(os.listdir(entry.path))
                 elif is_version_name(name) and entry.is_dir(follow_symlinks=False):
                     chain.versions[name] = _links(entry.path)
         return chain
@@ -265,6 +267,37 @@ class Store:
         finally:
             os.close(fd)
 
+    def link_uploaded(self, source: str, building: Path, entries: list[list]) -> None:
+        """Fill `building` with the version `source`'s files as uploaded (`entries`, its
+        manifest, parents first, plugbox.toml among them): directories made, files
+        hard-linked, links copied. Never what post_upload made, which a hard link
+        would share and a rerun would overwrite in place: a file changed since the
+        upload (written in place) is refused, naming it."""
+        origin = self.deploy / source
+        for entry in entries:
+            kind, relative = entry[0], entry[1]
+            if relative.startswith("/") or ".." in relative.split("/"):
+                raise PlugboxError(f"deploy/.plugbox/{source}/manifest names {relative!a}, outside the version")
+            there, here = origin / relative, building / relative
+            try:
+                if kind == "d":
+                    os.mkdir(here)
+                    os.chmod(here, entry[2])
+                elif kind == "l":
+                    os.symlink(entry[2], here)
+                elif kind == "f":
+                    st = os.lstat(there)
+                    if (stat.S_ISREG(st.st_mode) and (st.st_ino, st.st_size, st.st_mtime_ns)
+                            == (entry[5], entry[3], entry[4])):
+                        os.link(there, here, follow_symlinks=False)
+                    else:
+                        raise PlugboxError(
+                            f"deploy/{source}/{relative} changed since it was uploaded (written in place, "
+                            "by post_upload or by hand): the new version cannot share it",
+                            "deploy instead, which uploads it afresh; nothing changed")
+            except OSError as error:
+                raise os_error(f"could not make deploy/{building.name}/{relative}", error)
+
     def commit_staging(self, name: str) -> None:
         """The version appears under its name, whole: the commit point of its making."""
         building = self.staging_dir(name)
@@ -278,22 +311,37 @@ class Store:
         _fsync_dir(self.deploy)
 
     def remove_staging(self, name: str) -> None:
-        """Delete deploy/.new-NAME, stopping whatever still writes into it (an
-        rsync whose caller went away), within a few seconds; check --repair
-        removes what a failure here leaves."""
+        """Delete deploy/.new-NAME, and the record made for it, for certain: what still
+        writes into it (an rsync whose caller went away, renaming its temporary files
+        as it goes) is stopped, and the deletion goes on past entries that vanish
+        under it, until the directory is gone. A failure here (the disk refusing)
+        is left to the next command, which clears leftovers before anything else."""
         building = self.staging_dir(name)
-        for _ in range(50):
-            try:
-                shutil.rmtree(building)
-                return
-            except FileNotFoundError:
-                return
-            except OSError:
-                # What still writes into it (an rsync whose caller went away): stop it.
+        for attempt in range(50):
+            if not os.path.lexists(building):
+                break
+            if attempt:
                 for process in inuse.users(str(self.deploy), [building.name]).get(building.name, []):
                     with contextlib.suppress(OSError):
                         os.kill(process.pid, signal.SIGKILL)
                 time.sleep(0.1)
+            _remove_tree(building)
+        _remove_tree(self.deploy / L.RECORDS / name)
+
+    def clear_leftovers(self, chain: c.Chain) -> list[str]:
+        """Finish or clear what interrupted commands left (chain.Problem.leftover), under
+        the lock; return what was done, one line each."""
+        done = []
+        for problem in c.problems(chain):
+            if not problem.leftover:
+                continue
+            for op in problem.repair:
+                if isinstance(op, c.RemoveTree) and op.path.startswith(L.NEW):
+                    self.remove_staging(op.path[len(L.NEW):])
+                else:
+                    self.apply([op])
+            done.append(problem.message)
+        return done
 
     def switch_live(self, name: str | None) -> None:
         """Point deploy/live at `name` (the commit point), and HOME/live at deploy/live."""
@@ -507,6 +555,24 @@ def _not_regular(path: Path, home: Path, mode: int | None) -> PlugboxError:
     return PlugboxError(f"{_shown(path, home)} is {what}, not a file of plugbox's own; "
                         "plugbox never writes through a link",
                         "move it out of deploy/ and run the command again")
+
+
+def _remove_tree(path: Path) -> None:
+    """rmtree that goes on past entries that vanish while it walks (another
+    process renaming or deleting them); never follows a link out of `path`."""
+    def vanished(function, failed, info) -> None:
+        if not isinstance(info[1], FileNotFoundError):
+            raise info[1]
+
+    try:
+        if os.path.islink(path) or not os.path.isdir(path):
+            os.unlink(path)
+        else:
+            shutil.rmtree(path, onerror=vanished)
+    except FileNotFoundError:
+        pass
+    except OSError:
+        pass  # left: the next attempt, or the next command, takes it
 
 
 def _fsync_all(directories: set[Path]) -> None:

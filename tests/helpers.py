@@ -18,6 +18,7 @@ Not for sshd.py: bench/run.py imports it outside pytest, and this module needs p
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -115,15 +116,25 @@ class Plug:
         self.ssh_config = ssh_config
         self.env: dict[str, str] = {}  # more environment for plug, as a test needs
 
+    def environ(self) -> dict[str, str]:
+        """The environment plug runs in."""
+        env = {**os.environ, "PLUG_SSH_CONFIG": str(self.ssh_config), **self.env}
+        env.pop("PLUG_SSH_OPTIONS", None)
+        return env
+
+    def start(self, *args: str, log: Path) -> subprocess.Popen:
+        """plug in the background, its stdout and stderr into `log`."""
+        with open(log, "wb") as out:
+            return subprocess.Popen([str(PLUG), *args], cwd=self.project, env=self.environ(),
+                                    stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
+
     def __call__(self, *args: str, cwd: Path | None = None) -> Run:
         if not PLUG.exists():
             pytest.fail(f"{PLUG}: not found; run `pip install -e .`", pytrace=False)
-        env = {**os.environ, "PLUG_SSH_CONFIG": str(self.ssh_config), **self.env}
-        env.pop("PLUG_SSH_OPTIONS", None)
         done = subprocess.run(
             [str(PLUG), *args],
             cwd=cwd or self.project,
-            env=env,
+            env=self.environ(),
             stdin=subprocess.DEVNULL,
             capture_output=True,
             text=True,
@@ -349,3 +360,73 @@ def one_line(stderr: str) -> str:
     assert len(lines) == 1, stderr
     assert "Traceback" not in stderr
     return lines[0]
+
+
+# --- processes ---------------------------------------------------------------------
+
+
+def processes_naming(marker: str) -> list[str]:
+    """The command lines of running processes that mention `marker` (pytest aside)."""
+    found = []
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if marker in cmdline and "pytest" not in cmdline:
+            found.append(f"{pid}: {cmdline}")
+    return found
+
+
+def children(pid: int) -> list[int]:
+    """The processes whose parent is `pid` (an sshd's per-connection processes)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rpartition(")")[2].split()[1]) == pid:
+                found.append(int(entry))
+    return found
+
+
+# --- a full disk -------------------------------------------------------------------
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path):
+    """A tmpfs of a few hundred inodes, mounted for this test alone."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    if os.geteuid() != 0:
+        pytest.skip("the full-disk cases mount a small tmpfs, which needs root")
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m,nr_inodes=300,mode=0755",
+                           "plugbox-test", str(mount)], capture_output=True, text=True)
+    if done.returncode != 0:
+        pytest.skip(f"mounting a tmpfs is not permitted here: {done.stderr.strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], capture_output=True)
+
+
+def fill_inodes(directory: Path, leave: int) -> None:
+    """Create empty files in `directory` until exactly `leave` inodes are free."""
+    directory.mkdir(exist_ok=True)
+    made = []
+    for i in range(10_000):  # more than the disk has
+        try:
+            (directory / str(i)).touch()
+        except OSError as error:
+            assert error.errno == errno.ENOSPC, error
+            break
+        made.append(directory / str(i))
+    else:
+        pytest.fail("the disk never filled")
+    for path in made[len(made) - leave:]:
+        path.unlink()
+    assert os.statvfs(directory).f_ffree == leave

@@ -30,10 +30,7 @@ def on_terminal(argv: list[str], typed: str, *, env: dict[str, str], cwd: Path,
                 type_when: Callable[[], object] | None = None) -> Session:
     """Start argv with a pty as stdin, stdout and stderr, type `typed` (at once, or
     once `type_when()` is true: a Ctrl-C at a chosen moment), read until it ends."""
-    main, terminal = pty.openpty()
-    child = subprocess.Popen(argv, cwd=cwd, env=env, stdin=terminal, stdout=terminal, stderr=terminal,
-                             start_new_session=True, preexec_fn=_controlling_terminal)
-    os.close(terminal)
+    child, main = started_on_terminal(argv, env=env, cwd=cwd)
     if type_when is None:
         # Typed ahead: the terminal keeps it until the program reads it.
         os.write(main, typed.encode())
@@ -60,6 +57,16 @@ def on_terminal(argv: list[str], typed: str, *, env: dict[str, str], cwd: Path,
         shown += chunk
     os.close(main)
     return Session(child.wait(timeout=TIMEOUT), shown.decode(errors="replace"))
+
+
+def started_on_terminal(argv: list[str], *, env: dict[str, str], cwd: Path) -> tuple[subprocess.Popen, int]:
+    """argv on a pty of its own, its controlling terminal (so that a typed Ctrl-C is a
+    SIGINT to its process group); returns the process and the pty's main side."""
+    main, terminal = pty.openpty()
+    child = subprocess.Popen(argv, cwd=cwd, env=env, stdin=terminal, stdout=terminal, stderr=terminal,
+                             start_new_session=True, preexec_fn=_controlling_terminal)
+    os.close(terminal)
+    return child, main
 
 
 def _controlling_terminal() -> None:

@@ -185,7 +185,7 @@ def test_the_playbook_installs_plugbox_and_deploys_one_version_everywhere(
         assert (home / "deploy" / name / "app" / "main.py").read_text() == "print('one')\n"
         hooks = [line.split()[:2] for line in trace(rig, user)]
         assert ["post_upload", name] in hooks and ["check", name] in hooks, user
-        record = json.loads((home / "deploy" / name / ".plugbox" / "record.json").read_text())
+        record = json.loads((home / "deploy" / ".plugbox" / name / "record.json").read_text())
         assert record["message"] == "first through ansible"
         assert not (home / "deploy" / ".relay" / "socket").exists(), f"{user}: the relay is still there"
     released = [user for user in rig.users if any(l.startswith("release ") for l in trace(rig, user))]

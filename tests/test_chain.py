@@ -239,18 +239,25 @@ DEPLOY = "/srv/svc/deploy"
     pytest.param(
         chain({A: links()}, live=A, leftovers=[".link-4242-7"]),
         [Problem("deploy/.link-4242-7: a leftover temporary link",
-                 (RemoveTree(".link-4242-7"),))],
+                 (RemoveTree(".link-4242-7"),), leftover=True)],
         id="leftover .link-"),
     pytest.param(
         chain({A: links()}, live=A, leftovers=[f".new-{B}"]),
         [Problem(f"deploy/.new-{B}: a leftover unfinished new version",
-                 (RemoveTree(f".new-{B}"),))],
+                 (RemoveTree(f".new-{B}"),), leftover=True)],
         id="leftover .new-"),
     pytest.param(
         chain({A: links(None, C), C: links(B)}, live=C, removing={B: links(A, C)}),
         [Problem(f"deploy/.removing-{B}: an interrupted remove of {B}",
-                 (SetLink(f"{C}/previous", f"../{A}"), RemoveTree(f".removing-{B}")))],
+                 (SetLink(f"{C}/previous", f"../{A}"), RemoveTree(f".removing-{B}")), leftover=True)],
         id="interrupted remove: links into it are not dangling"),
+    pytest.param(
+        chain({A: links()}, live=A, leftovers=[f".new-{B}"], records={A, B, C}),
+        [Problem(f"deploy/.new-{B}: a leftover unfinished new version",
+                 (RemoveTree(f".new-{B}"),), leftover=True),
+         Problem(f"deploy/.plugbox/{C}: the record of no version",
+                 (RemoveTree(f".plugbox/{C}"),), leftover=True)],
+        id="a record of no version (one being made is not one)"),
 ])
 def test_problems_and_their_repairs(given_chain, expected):
     assert problems(given_chain) == expected
@@ -395,6 +402,11 @@ def test_prune_takes_failed_versions_with_the_pending_ones_first():
     # live once, then a rollback to it failed
     ([{"event": "live"}, {"event": "away"}, {"event": "live"},
       {"event": "failed", "hook": "check"}, {"event": "away"}], "failed"),
+    # came up well, switched back because another host of the deploy failed
+    ([{"event": "live"}, {"event": "reverted"}, {"event": "away"}], "reverted"),
+    # and later rolled forward to, and up: was live
+    ([{"event": "live"}, {"event": "reverted"}, {"event": "away"}, {"event": "live"}, {"event": "away"}],
+     "retired"),
 ])
 def test_history_state(history, state):
     assert history_state(history) == state

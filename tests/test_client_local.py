@@ -109,7 +109,7 @@ def test_first_deploy_uploads_each_path_under_its_name_with_the_config(project, 
     assert live(home) == version
     assert os.readlink(home / "live") == "deploy/live"
     tree = home / "live"
-    assert sorted(p.name for p in tree.iterdir()) == [".plugbox", "app", "plugbox.toml", "requirements.txt"]
+    assert sorted(p.name for p in tree.iterdir()) == ["app", "plugbox.toml", "requirements.txt"]
     assert (tree / "app" / "main.py").read_text() == "print('hello')\n"
     assert not (tree / "app" / "pkg" / "skip.pyc").exists()  # excluded
     assert (tree / "plugbox.toml").read_text() == (project / "plugbox.toml").read_text()
@@ -168,7 +168,7 @@ def test_version_dir_contents_become_the_version_and_the_project_config_wins(pro
                                       '"echo stale > dist/plugbox.toml"]')
     result = ok(plug(project, "deploy"))
     tree = home / "live"
-    assert sorted(p.name for p in tree.iterdir()) == [".plugbox", "bin", "plugbox.toml"]
+    assert sorted(p.name for p in tree.iterdir()) == ["bin", "plugbox.toml"]
     assert (tree / "bin" / "run").read_text() == "v1\n"
     assert (tree / "plugbox.toml").read_text() == (project / "plugbox.toml").read_text()
     assert (dist / "plugbox.toml").read_text() == "stale\n"
@@ -176,8 +176,8 @@ def test_version_dir_contents_become_the_version_and_the_project_config_wins(pro
 
 
 @pytest.mark.parametrize("build, tree", [
-    ('version_dir = "."', [".plugbox", "app", "notes.txt", "plugbox.toml", "previous", "requirements.txt"]),
-    ('upload = ["app"]', [".plugbox", "app", "plugbox.toml", "previous"]),
+    ('version_dir = "."', ["app", "notes.txt", "plugbox.toml", "previous", "requirements.txt"]),
+    ('upload = ["app"]', ["app", "plugbox.toml", "previous"]),
 ])
 def test_a_local_home_inside_the_upload_is_left_out_of_it(project, build, tree):
     # plug init --host local --home demo writes version_dir = "." and a home in the project.
@@ -241,7 +241,8 @@ def test_failed_post_upload_passes_plugbox_exit_status_through_and_leaves_nothin
     assert versions(home) == [first] and live(home) == first
     assert "cannot build" in result.stderr
     assert "post_upload of " in result.stderr and "which never went live" in result.stderr
-    bookkeeping = ("deploy/.lock", "deploy/.log", "deploy/.output", "deploy")  # the log says how it ended
+    # the log says how it ended; deploy/ and deploy/.plugbox/ had an entry made and removed
+    bookkeeping = ("deploy/.lock", "deploy/.log", "deploy/.output", "deploy", "deploy/.plugbox")
     assert {k: v for k, v in snapshot(home).items() if k not in bookkeeping} == \
         {k: v for k, v in before.items() if k not in bookkeeping}
     assert "failed: post_upload of" in (home / "deploy" / ".log").read_text().splitlines()[-1]

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import (PLUG, TIMEOUT, Plug, live, one_line_error, summary, versions, write_app,
+from helpers import (INSTALLED_BIN, PLUG, TIMEOUT, Plug, live, one_line_error, start_or_fail, summary, versions, write_app,
                      write_config)
 from sshd import Sshd, free_port, login_user, write_client_config
 from terminal import on_terminal
@@ -78,7 +78,7 @@ def test_first_deploy_makes_a_live_version(plug: Plug, app: Path, service_home: 
     assert (tree / "app" / "sub" / "c.txt").read_text() == "c\n"
     # The config travels with the version; a first version has no previous.
     assert (tree / "plugbox.toml").read_text() == (app / "plugbox.toml").read_text()
-    assert sorted(os.listdir(tree)) == [".plugbox", "app", "plugbox.toml"]
+    assert sorted(os.listdir(tree)) == ["app", "plugbox.toml"]
 
 
 def test_redeploy_hard_links_unchanged_files(plug: Plug, app: Path, service_home: Path) -> None:
@@ -119,7 +119,7 @@ def test_version_dir_contents_become_the_version(
     second = plug.deploy()
 
     tree = service_home / "deploy" / second
-    assert sorted(os.listdir(tree)) == [".plugbox", "index.html", "plugbox.toml", "previous", "static"]
+    assert sorted(os.listdir(tree)) == ["index.html", "plugbox.toml", "previous", "static"]
     assert (service_home / "live" / "index.html").read_text() == "v2\n"
     assert inode(tree / "static" / "x.css") == inode(
         service_home / "deploy" / first / "static" / "x.css"
@@ -572,6 +572,54 @@ def test_bootstrap_then_deploy_on_a_bare_host(
     assert installed.stat().st_ino != inode
     assert live(service_home) == version
     assert not (service_home / ".local").exists()
+
+
+# -- a host without what plugbox needs ------------------------------------------------
+
+
+@pytest.fixture
+def without_rsync(tmp_path: Path, user_key: Path, bare_python: Path):
+    """Two hosts without rsync: `plugbox-norsync-bare` (python3 without packages, no
+    plugbox) and `plugbox-norsync` (plugbox on PATH)."""
+    bin_dir = tmp_path / "no-rsync-bin"
+    bin_dir.mkdir()
+    for directory in ("/usr/bin", "/bin"):
+        for entry in os.listdir(directory):
+            if entry != "rsync" and not os.path.lexists(bin_dir / entry):
+                os.symlink(os.path.join(directory, entry), bin_dir / entry)
+    servers = {}
+    for alias, path in (("plugbox-norsync-bare", f"{bare_python}:{bin_dir}"),
+                        ("plugbox-norsync", f"{bin_dir}:{INSTALLED_BIN}")):
+        login = tmp_path / f"{alias}-login"
+        login.mkdir()
+        servers[alias] = start_or_fail(Sshd(tmp_path / f"{alias}-sshd", Path(f"{user_key}.pub"),
+                                            env={"HOME": str(login), "PATH": path}))
+    try:
+        yield write_client_config(tmp_path / "norsync_ssh_config", servers, user_key, tmp_path / "norsync_known")
+    finally:
+        for server in servers.values():
+            server.stop()
+
+
+def test_a_host_without_rsync_is_refused_in_one_line_saying_what_to_install(
+    project_dir: Path, service_home: Path, without_rsync: Path
+) -> None:
+    plug = Plug(project_dir, without_rsync)
+    write_app(project_dir, {"app/a.txt": "a\n"})
+    write_config(project_dir, service_home, host="plugbox-norsync-bare")
+    refused = plug("bootstrap")
+    assert refused.code == 1
+    assert refused.err == ("plug: could not install plugbox on plugbox-norsync-bare: rsync is not installed "
+                           "on this host; install rsync (apt-get install rsync)\n")
+
+    write_config(project_dir, service_home, host="plugbox-norsync")
+    for args in (["deploy"], ["deploy", "--dry-run"]):
+        run = plug(*args)
+        assert run.code == 1, args
+        lines = run.err.splitlines()
+        assert len(lines) == 1 and "rsync is not installed on" in lines[0] and \
+            "install rsync there (apt-get install rsync)" in lines[0], (args, run.err)
+    assert not (service_home / "deploy").exists() or versions(service_home) == []
 
 
 def test_bootstrap_into_home_serves_that_home_first(

@@ -63,7 +63,7 @@ def test_fab_deploy_runs_the_python_prepare_first_and_deploys_as_plug_does(
     assert "==> prepare: stamp()" in done.err
     assert (project / "order.txt").read_text() == "prepare-function\nprepare-line\n"
     assert (service_home / "deploy" / name / "app" / "stamp.txt").read_text() == "built-by-fab\n"
-    record = (service_home / "deploy" / name / ".plugbox" / "record.json").read_text()
+    record = (service_home / "deploy" / ".plugbox" / name / "record.json").read_text()
     assert '"message": "from a fabfile"' in record
 
 

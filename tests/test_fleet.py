@@ -17,8 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from helpers import (BARE_SYSTEM_PATH, INSTALLED_BIN, TIMEOUT, Plug, live, one_line_error,
-                     start_or_fail, versions, write_app)
+from helpers import (BARE_SYSTEM_PATH, INSTALLED_BIN, PLUG, TIMEOUT, Plug, children, live, one_line_error,
+                     processes_naming, start_or_fail, versions, wait_for, write_app)
+from terminal import on_terminal
 from sshd import Sshd, free_port, write_client_config
 
 from plugbox_server.names import is_version_name
@@ -65,12 +66,12 @@ def fleet(tmp_path_factory: pytest.TempPathFactory, user_key: Path, bare_python:
 
 @pytest.fixture
 def homes(fleet: Fleet) -> dict[str, Path]:
-    """Every host's home, with no version yet (bootstrapped plugbox kept)."""
+    """Every host's home, with no version yet and no flag of an earlier test (the
+    bootstrapped plugbox kept, and config/)."""
     for home in fleet.homes.values():
-        for entry in ("deploy", "shared"):
-            shutil.rmtree(home / entry, ignore_errors=True)
-        for flag in home.glob("fail-*"):
-            flag.unlink()
+        for entry in home.iterdir():
+            if entry.name not in (".local", "config"):
+                shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
     return fleet.homes
 
 
@@ -147,6 +148,13 @@ def test_a_check_failing_on_one_host_puts_every_host_back(plug: Plug, homes) -> 
     assert "fleet-a: plugbox: plug asked to switch back: another host failed" in run.err
     # The new version stays (failed, never to be rolled forward by accident) under one name.
     assert len({tuple(versions(home)) for home in homes.values()}) == 1
+    # Each host's status says why it is not live: failed where the check failed,
+    # reverted where the version came up well and another host's failure switched it back.
+    new = max(versions(homes["fleet-a"]))
+    status = json.loads(plug.ok("status", "--json").out)["hosts"]
+    state_of = {alias: {v["name"]: v["state"] for v in status[alias]["versions"]} for alias in HOSTS}
+    assert {alias: state_of[alias][new] for alias in HOSTS} == {
+        "fleet-a": "reverted", "fleet-b": "failed", "fleet-c": "reverted"}
 
 
 def test_one_unreachable_host_switches_none_and_leaves_no_version(plug: Plug, homes, fleet: Fleet) -> None:
@@ -282,3 +290,169 @@ def test_in_batches_a_failure_in_a_later_group_puts_the_earlier_ones_back(plug: 
     # fleet-c switched only after the first group had run its check (and passed it: it reported).
     assert run.err.index("fleet-c: plugbox: live is now") > max(
         run.err.index(f"{alias}: plugbox: check of") for alias in ("fleet-a", "fleet-b"))
+
+
+# -- exec and ssh on several hosts --------------------------------------------------
+
+
+def test_exec_runs_on_every_host_with_prefixed_lines_or_on_one_with_host(plug: Plug, homes) -> None:
+    plug.ok("deploy")
+    run = plug("exec", "--", "sh", "-c", 'echo "home $PLUGBOX_HOME"; echo "to stderr" >&2; '
+                                         'case $PLUGBOX_HOME in *fleet-b*) exit 7;; esac')
+    assert run.code == 7
+    for alias in HOSTS:
+        assert f"{alias}: home {homes[alias]}" in run.err
+        assert f"{alias}: to stderr" in run.err
+
+    one = plug.ok("exec", "--host", "fleet-c", "--", "sh", "-c", 'echo "$PLUGBOX_HOME"')
+    assert one.out == f"{homes['fleet-c']}\n"
+
+    unknown = plug("exec", "--host", "fleet-z", "--", "true")
+    assert unknown.code == 2
+    assert one_line_error(unknown) == ("plug: no host 'fleet-z' in plugbox.toml; "
+                                       "the hosts are fleet-a, fleet-b, fleet-c")
+    shell = plug("ssh")
+    assert shell.code == 2
+    assert one_line_error(shell) == ("plug: plug ssh opens one shell, and plugbox.toml names 3 hosts; "
+                                     "choose one with --host NAME (fleet-a, fleet-b, fleet-c)")
+
+
+def test_a_dry_run_names_the_one_version_every_host_would_get(plug: Plug, homes) -> None:
+    plug.ok("deploy")
+    run = plug.ok("deploy", "--dry-run")
+    named = [line for line in run.out.splitlines() if line.startswith("would make version")]
+    assert len(named) == 1 and "after every host's newest" in named[0], run.out
+    for alias in HOSTS:
+        assert f"{alias}: files: would send 0" in run.out
+
+
+# -- a fleet deploy interrupted ------------------------------------------------------
+
+
+def staging_of(home: Path) -> list[str]:
+    deploy = home / "deploy"
+    return sorted(e for e in os.listdir(deploy) if e.startswith(".new-")) if deploy.exists() else []
+
+
+def test_plug_killed_during_post_upload_leaves_every_host_as_it_was(plug: Plug, homes, tmp_path: Path) -> None:
+    write_fleet_config(plug.project, post_upload=['touch "$PLUGBOX_HOME/in-post-upload"; sleep 5'])
+    good = plug.ok("deploy") and live(homes["fleet-a"])
+    for home in homes.values():
+        (home / "in-post-upload").unlink()
+    (plug.project / "app" / "a.txt").write_text("two\n")
+    process = plug.start("deploy", log=tmp_path / "plug.log")
+    wait_for(lambda: all((home / "in-post-upload").exists() for home in homes.values()),
+             "post_upload to run on every host")
+
+    process.kill()
+    process.wait(timeout=TIMEOUT)
+
+    # Each host sees its caller gone before the switch: it removes the new version.
+    wait_for(lambda: all(versions(home) == [good] and not staging_of(home) for home in homes.values()),
+             lambda: f"every host back to {good} alone: {[versions(h) for h in homes.values()]}", TIMEOUT)
+    assert lives(homes) == {alias: good for alias in HOSTS}
+    wait_for(lambda: not processes_naming(str(plug.ssh_config)), "no ssh process of plug left")
+    assert plug.ok("check").out.count("ok") == 3
+
+
+def test_ctrl_c_before_the_switch_calls_the_deploy_off_everywhere(plug: Plug, homes) -> None:
+    write_fleet_config(plug.project, post_upload=['touch "$PLUGBOX_HOME/in-post-upload"; sleep 5'])
+    good = plug.ok("deploy") and live(homes["fleet-a"])
+    for home in homes.values():
+        (home / "in-post-upload").unlink()
+    (plug.project / "app" / "a.txt").write_text("two\n")
+
+    seen = on_terminal([str(PLUG), "deploy"], "\x03", env=plug.environ(), cwd=plug.project,
+                       type_when=lambda: all((h / "in-post-upload").exists() for h in homes.values()))
+
+    assert seen.code == 130, seen.shown
+    assert "interrupted before the switch; nothing changed on any host" in seen.shown
+    wait_for(lambda: all(versions(home) == [good] and not staging_of(home) for home in homes.values()),
+             "every host to remove the new version", TIMEOUT)
+    assert lives(homes) == {alias: good for alias in HOSTS}
+
+
+def test_plug_killed_mid_switch_leaves_switched_hosts_switched_and_the_others_as_they_were(
+        plug: Plug, homes, tmp_path: Path) -> None:
+    # One host at a time; fleet-b's check waits until the test lets it go.
+    write_fleet_config(plug.project, check=['test ! -e "$PLUGBOX_HOME/hold" || '
+                                            '{ touch "$PLUGBOX_HOME/held"; while [ -e "$PLUGBOX_HOME/hold" ]; '
+                                            'do sleep 0.1; done; }'])
+    good = plug.ok("deploy") and live(homes["fleet-a"])
+    (homes["fleet-b"] / "hold").touch()
+    (plug.project / "app" / "a.txt").write_text("two\n")
+    process = plug.start("deploy", "--batch", "1", log=tmp_path / "plug.log")
+    wait_for(lambda: (homes["fleet-b"] / "held").exists(), "fleet-b's check to run")
+    new = live(homes["fleet-b"])
+
+    process.kill()
+    process.wait(timeout=TIMEOUT)
+    (homes["fleet-b"] / "hold").unlink()
+
+    # Switched hosts keep the switch (the caller gone after it); fleet-c, never told to
+    # switch, calls it off: what plug said it would ("those hosts finish by themselves").
+    wait_for(lambda: not staging_of(homes["fleet-c"]) and versions(homes["fleet-c"]) == [good],
+             "fleet-c to call the deploy off", TIMEOUT)
+    assert lives(homes) == {"fleet-a": new, "fleet-b": new, "fleet-c": good}
+    status = plug("status")
+    assert f"live versions differ: fleet-a, fleet-b on {new}; fleet-c on {good}" in status.out
+
+
+def test_a_connection_lost_in_the_switch_reverts_the_others_and_says_the_lost_host_finishes(
+        plug: Plug, homes, fleet: Fleet) -> None:
+    write_fleet_config(plug.project, check=['test ! -e "$PLUGBOX_HOME/hold" || '
+                                            '{ touch "$PLUGBOX_HOME/held"; while [ -e "$PLUGBOX_HOME/hold" ]; '
+                                            'do sleep 0.1; done; }'])
+    good = plug.ok("deploy") and live(homes["fleet-a"])
+    (homes["fleet-b"] / "hold").touch()
+    (plug.project / "app" / "a.txt").write_text("two\n")
+    log = fleet.root / "lost.log"
+    process = plug.start("deploy", log=log)
+    wait_for(lambda: (homes["fleet-b"] / "held").exists(), "fleet-b's check to run")
+
+    cut_connections(fleet.servers["fleet-b"])
+    (homes["fleet-b"] / "hold").unlink()
+
+    assert process.wait(timeout=TIMEOUT) == 255, log.read_text()
+    said = log.read_text()
+    assert "plug lost fleet-b, which finishes by itself" in said, said
+    rows = table(said)
+    assert rows["fleet-b"][:2] == ["?", "lost:"]
+    wait_for(lambda: live(homes["fleet-a"]) == good and live(homes["fleet-c"]) == good,
+             "fleet-a and fleet-c to be back on the version they had")
+
+
+def cut_connections(server: Sshd) -> None:
+    """Kill every sshd process of the server's connections (not the commands they run):
+    the connections drop, as when a network goes."""
+    pending, sshds = [server.process.pid], []
+    while pending:
+        for pid in children(pending.pop()):
+            pending.append(pid)
+            try:
+                if Path(f"/proc/{pid}/comm").read_text().strip() == "sshd":
+                    sshds.append(pid)
+            except OSError:
+                pass
+    for pid in sshds:
+        try:
+            os.kill(pid, 9)
+        except ProcessLookupError:
+            pass
+
+
+# -- rsync's own words, with their host ----------------------------------------------
+
+
+def test_rsyncs_own_messages_are_prefixed_with_their_host(plug: Plug, homes, tmp_path: Path) -> None:
+    # An rsync that says a word on stderr before it does its work.
+    wrapper = tmp_path / "bin" / "rsync"
+    wrapper.parent.mkdir()
+    wrapper.write_text(f'#!/bin/sh\necho "rsync: a word from rsync" >&2\nexec {shutil.which("rsync")} "$@"\n')
+    wrapper.chmod(0o755)
+    plug.env["PATH"] = f"{wrapper.parent}:{os.environ['PATH']}"
+
+    run = plug.ok("deploy")
+
+    said = [line for line in run.err.splitlines() if "a word from rsync" in line]
+    assert sorted(said) == [f"{alias}: rsync: a word from rsync" for alias in HOSTS], run.err

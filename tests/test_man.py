@@ -89,17 +89,17 @@ def cli_names(module: str) -> list[tuple[str, str]]:
     root = typer.main.get_command(app)
     found: list[tuple[str, str]] = []
 
-    def walk(command, path: str) -> None:
+    def walk(command, path: str, words: str) -> None:
         for param in command.params:
             if param.param_type_name == "option" and not param.hidden:
                 found.extend((f"option of `{path}`", opt)
                              for opt in [*param.opts, *param.secondary_opts] if opt not in HELP)
         for name, sub in getattr(command, "commands", {}).items():
             if not sub.hidden:
-                found.append(("command", name))
-                walk(sub, f"{path} {name}")
+                found.append(("command", f"{words}{name}"))  # a subcommand: "env get"
+                walk(sub, f"{path} {name}", f"{words}{name} ")
 
-    walk(root, root.name or module)
+    walk(root, root.name or module, "")
     return found
 
 
@@ -110,7 +110,7 @@ def test_page_shows_every_command_and_option(mandoc: str, name: str, module: str
     names = cli_names(module)
     assert any(where == "command" for where, _ in names), f"{module}.app has no commands"
     shown = bold_words(mandoc, page)
-    missing = [f"{where} {name!r}" for where, name in names if name not in shown]
+    missing = [f"{where} {name!r}" for where, name in names if not set(name.split()) <= shown]
     assert not missing, f"man/{name} does not show these in bold: " + ", ".join(missing)
 
 
@@ -167,12 +167,13 @@ def spills(mandoc: str, page: Path, commands: list[str], prog: str) -> list[str]
     synopsis = [m.group(1) for m in map(TAG.fullmatch, section(lines, "SYNOPSIS")) if m]
     tags = [m.group(1) for m in map(TAG.fullmatch, section(lines, "COMMANDS")) if m]
     for command in commands:
+        words = command.split()
         mine = [line for line in synopsis if line.startswith(prog + " ")
-                and command in line.split()]
+                and " ".join(words) in " ".join(line.split())]
         if not mine:
             found.append(f"SYNOPSIS has no line for {command!r}")
         found += [f"SYNOPSIS: {line!r}" for line in mine if not balanced(line)]
-        tag = [line for line in tags if line.split()[0] == command]
+        tag = [line for line in tags if line.split()[:len(words)] == words]
         if not tag:
             found.append(f"COMMANDS has no tag for {command!r}")
         found += [f"COMMANDS: {line!r}" for line in tag if not balanced(line.split("  ")[0])]

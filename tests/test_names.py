@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from plugbox_server.errors import REFUSED, PlugboxError
+from plugbox_server.errors import USAGE, PlugboxError
 from plugbox_server.names import is_version_name, new_version_name, validate_version
 
 UTC = timezone.utc
@@ -73,7 +73,7 @@ def test_anything_else_is_refused_with_one_line(name):
     with pytest.raises(PlugboxError) as caught:
         validate_version(name)
     error = caught.value
-    assert error.code == REFUSED
+    assert error.code == USAGE  # a name that cannot be one is bad usage, before any look at deploy/
     text = f"plugbox: {error}"
     assert "\n" not in text and "\r" not in text
     assert "is not a version name" in text
@@ -142,7 +142,7 @@ def test_any_name_in_the_old_colon_form_is_refused_naming_the_new_form(when, mil
     assert not is_version_name(old)
     with pytest.raises(PlugboxError) as caught:
         validate_version(old)
-    assert caught.value.code == REFUSED
+    assert caught.value.code == USAGE
     assert str(caught.value) == (
         f"'{old}' is not a version name (the old form with colons): "
         "a name is YYYYMMDDTHHMMSSZ, such as 20261121T090000Z; "

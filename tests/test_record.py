@@ -31,11 +31,42 @@ def home(tmp_path: Path) -> Path:
 
 def read(home: Path, name: str) -> dict:
     # What a person would do: cat the file.
-    return json.loads((home / "deploy" / name / ".plugbox" / "record.json").read_text())
+    return json.loads((home / "deploy" / ".plugbox" / name / "record.json").read_text())
 
 
 def events(home: Path, name: str) -> list[tuple]:
     return [(e["event"], e.get("command"), e.get("hook")) for e in read(home, name)["history"]]
+
+
+# --- where a record lives: beside the version, never in its tree ---------------------
+
+def test_a_versions_tree_holds_what_was_uploaded_and_its_record_lives_beside_it(home):
+    name = deploy(home, {"index.html": "<p>hello</p>\n"})
+    # What a web server serving deploy/NAME as it is would show: nothing of plugbox's.
+    assert sorted(os.listdir(home / "deploy" / name)) == ["index.html"]
+    records = home / "deploy" / ".plugbox"
+    assert sorted(os.listdir(records / name)) == ["env", "manifest", "post-upload", "record.json"]
+    assert (os.stat(records).st_mode & 0o777, os.stat(records / name).st_mode & 0o777) == (0o700, 0o700)
+    assert os.stat(records / name / "env").st_mode & 0o777 == 0o600
+    assert read(home, name)["name"] == name
+
+
+def test_a_record_an_older_plugbox_kept_in_the_version_is_read_there_then_moved(home, monkeypatch):
+    monkeypatch.setenv("PLUGBOX_USER", "alice")
+    first = deploy(home)
+    second = deploy(home)
+    older = home / "deploy" / first / ".plugbox"
+    os.rename(home / "deploy" / ".plugbox" / first, older)  # where plugbox 0.1 kept it
+
+    shown = {row["name"]: row["record"] for row in json.loads(ok(home, "status", "--json"))["versions"]}
+    assert shown[first]["user"] == "alice" and shown[first]["name"] == first
+    assert older.is_dir()  # reading moves nothing
+
+    ok(home, "rollback-to")  # writes first's history: its record moves beside it
+    assert not older.exists()
+    assert [e["event"] for e in read(home, first)["history"]] == ["live", "away", "live"]
+    assert ok(home, "verify") == f"{first}: as uploaded ({read(home, first)['digest']})\n"
+    assert second in os.listdir(home / "deploy" / ".plugbox")
 
 
 # --- what a record holds ------------------------------------------------------------
@@ -74,7 +105,7 @@ def test_upgrade_to_seals_the_record_with_files_bytes_and_digest(home):
     assert (sealed["files"], sealed["bytes"]) == (2, 13)
     assert sealed["digest"].startswith("sha256:") and sealed["sealed"]
     assert events(home, name) == [("live", "upgrade-to", None)]
-    manifest = json.loads((home / "deploy" / name / ".plugbox" / "manifest").read_text())
+    manifest = json.loads((home / "deploy" / ".plugbox" / name / "manifest").read_text())
     assert [entry[1] for entry in manifest["entries"]] == ["a.txt", "b.txt"]
 
 
@@ -89,7 +120,7 @@ def test_the_digest_is_of_the_tree_not_of_plugbox_links_nor_the_record(home):
 
 def test_an_rsync_delete_of_the_users_own_loses_the_record_and_upgrade_to_makes_it_again(home):
     name = new_version(home, {"a.txt": "x\n"})
-    shutil.rmtree(home / "deploy" / name / ".plugbox")
+    shutil.rmtree(home / "deploy" / ".plugbox" / name)
     ok(home, "upgrade-to", name)
     again = read(home, name)
     assert again["files"] == 1 and again["digest"] and events(home, name)[0][0] == "live"
@@ -171,13 +202,13 @@ record.event(store, name, "live", command="x" * 100000)
 
 def test_a_kill_before_the_rename_leaves_the_old_record_whole(home):
     name = deploy(home)
-    before = (home / "deploy" / name / ".plugbox" / "record.json").read_bytes()
+    before = (home / "deploy" / ".plugbox" / name / "record.json").read_bytes()
     done = subprocess.run([sys.executable, "-c", WRITER, str(home), name],
                           timeout=TIMEOUT, capture_output=True)
     assert done.returncode == -signal.SIGKILL
-    assert (home / "deploy" / name / ".plugbox" / "record.json").read_bytes() == before
+    assert (home / "deploy" / ".plugbox" / name / "record.json").read_bytes() == before
     # the half-written temporary file is plugbox's own, and the next write replaces it
-    assert (home / "deploy" / name / ".plugbox" / ".record.json.new").exists()
+    assert (home / "deploy" / ".plugbox" / name / ".record.json.new").exists()
     ok(home, "status")
 
 
@@ -248,7 +279,7 @@ def test_a_kill_between_any_two_writes_leaves_the_old_record_or_the_new_one_whol
         name = deploy(home, {"a.txt": "hello\n"})
     else:  # an uploaded version is sealed: its manifest written, its record completed
         name = new_version(home, {"a.txt": "hello\n", "b.txt": "world\n"})
-    bookkeeping = home / "deploy" / name / ".plugbox"
+    bookkeeping = home / "deploy" / ".plugbox" / name
     kept = tmp_path / "kept"
     shutil.copytree(bookkeeping, kept)
     old_bytes = (kept / "record.json").read_bytes()

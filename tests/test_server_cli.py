@@ -41,7 +41,7 @@ def test_next_version_prints_the_name_alone(home):
     assert (home / "deploy" / name).is_dir()
     assert link(home, f"deploy/{name}/previous") is None   # a first version
     assert link(home, "deploy/live") is None and link(home, "live") is None
-    assert sorted(os.listdir(home / "deploy")) == [".lock", ".log", name]
+    assert sorted(os.listdir(home / "deploy")) == [".lock", ".log", ".plugbox", name]
 
 
 def test_next_version_json_tells_the_name_previous_and_home(home):
@@ -331,7 +331,7 @@ def lived(home):
 @pytest.mark.parametrize("name", BAD_NAMES, ids=repr)
 @pytest.mark.parametrize("command", [["upgrade-to"], ["rollback-to"], ["remove", "-v"]])
 def test_a_bad_version_name_is_refused(lived, command, name):
-    line = refused(lived, *command, name)
+    line = refused(lived, *command, name, code=2)  # bad usage
     assert line == (f"plugbox: {name!a} is not a version name: a name is YYYYMMDDTHHMMSSZ, such as 20261121T090000Z; "
                     "see `plugbox status` for the versions\n")
 
@@ -429,7 +429,7 @@ def test_remove_of_several_with_one_bad_removes_none(home, bad):
     live = link(home, "deploy/live")
     other, named = {"unknown": (Z, f"no version {Z} "), "live": (live, f"{live} is live"),
                     "malformed": ("../x", "'../x' is not a version name")}[bad]
-    line = refused(home, "remove", "-v", first, "-v", second, "-v", other)
+    line = refused(home, "remove", "-v", first, "-v", second, "-v", other, code=2 if bad == "malformed" else 1)
     assert line.startswith(f"plugbox: {named}")
 
 

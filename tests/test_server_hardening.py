@@ -12,12 +12,13 @@ import errno
 import os
 import shutil
 import subprocess
+import sys
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
 
-from helpers import TIMEOUT, WAIT_FOR_GO, one_line, toml_of, tracing, wait_for
+from helpers import TIMEOUT, WAIT_FOR_GO, fill_inodes, one_line, small_disk, toml_of, tracing, wait_for  # noqa: F401 (a fixture)
 from plugbox_host import PLUGBOX, Host
 from plugbox_server import hooks, store as store_module
 from plugbox_server.errors import HookFailed
@@ -148,41 +149,6 @@ def test_a_link_left_at_a_shared_path_is_replaced_not_followed(host: Host, tmp_p
 
 
 # --- 3 and 4. a full disk: nothing left to repair, the service never left stopped --------------
-
-
-@pytest.fixture
-def small_disk(tmp_path: Path):
-    """A tmpfs of a few hundred inodes, mounted for this test alone."""
-    mount = tmp_path / "disk"
-    mount.mkdir()
-    if os.geteuid() != 0:
-        pytest.skip("the full-disk cases mount a small tmpfs, which needs root")
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m,nr_inodes=300,mode=0755",
-                           "plugbox-test", str(mount)], capture_output=True, text=True)
-    if done.returncode != 0:
-        pytest.skip(f"mounting a tmpfs is not permitted here: {done.stderr.strip()}")
-    try:
-        yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], capture_output=True)
-
-
-def fill_inodes(directory: Path, leave: int) -> None:
-    """Create empty files in `directory` until exactly `leave` inodes are free."""
-    directory.mkdir(exist_ok=True)
-    made = []
-    for i in range(10_000):  # more than the disk has
-        try:
-            (directory / str(i)).touch()
-        except OSError as error:
-            assert error.errno == errno.ENOSPC, error
-            break
-        made.append(directory / str(i))
-    else:
-        pytest.fail("the disk never filled")
-    for path in made[len(made) - leave:]:
-        path.unlink()
-    assert os.statvfs(directory).f_ffree == leave
 
 
 def test_next_version_on_a_disk_out_of_inodes_leaves_nothing_behind(
@@ -451,3 +417,60 @@ def test_messages_and_hook_output_can_go_to_stderr_leaving_stdout_to_data(
     assert out == ""
     assert err == ("plugbox: check of V: echo from the hook; echo to its stderr >&2\n"
                    "from the hook\nto its stderr\n")
+
+
+# --- what an interrupted command leaves never blocks the next one ---------------------
+
+
+def test_leftovers_of_interrupted_commands_never_block_a_rollback(tmp_path: Path) -> None:
+    host = Host(tmp_path / "home", tmp_path / "ctl")
+    first = host.deploy_version()
+    second = host.deploy_version()
+    staging = host.deploy / ".new-20991231T000000Z"
+    (staging / "app").mkdir(parents=True)
+    for i in range(50):
+        (staging / "app" / f"{i}.txt").write_text("half uploaded")
+    os.symlink("../nowhere", host.deploy / ".link-4242-7")
+    orphan = host.deploy / ".plugbox" / "20200101T000000Z"
+    orphan.mkdir()
+    (orphan / "record.json").write_text("{}")
+    assert host.run("check").returncode == 1
+
+    done = host.run("rollback-to")
+
+    assert done.returncode == 0, done.stderr
+    assert host.live() == first
+    said = done.stderr
+    assert "cleared deploy/.new-20991231T000000Z: a leftover unfinished new version" in said
+    assert "cleared deploy/.link-4242-7: a leftover temporary link" in said
+    assert "cleared deploy/.plugbox/20200101T000000Z: the record of no version" in said
+    assert sorted(e for e in os.listdir(host.deploy) if e.startswith(".")) == [".lock", ".log", ".plugbox"]
+    assert sorted(os.listdir(host.deploy / ".plugbox")) == sorted([first, second])
+    assert host.ok("check").stdout == "ok\n"
+    assert "cleared 3 leftovers of interrupted commands" in host.ok("log").stdout
+
+
+def test_the_staging_directory_goes_even_while_a_writer_renames_files_in_it(tmp_path: Path) -> None:
+    """What rsync does in a staging directory when its caller went away: it goes on
+    writing temporary files and renaming them. Removing the staging directory stops
+    it and deletes the whole tree, entries vanishing under the walk included."""
+    from plugbox_server.store import Store
+
+    store = Store(tmp_path / "home")
+    store.make_deploy()
+    staging = store.make_staging("20261205T000000Z", None)
+    for i in range(2000):
+        (staging / f"{i:04d}").write_text("x")
+    writer = subprocess.Popen([sys.executable, "-c", (
+        "import os, itertools\n"
+        "for i in itertools.count():\n"
+        "    open(f'.tmp{i}', 'w').close(); os.rename(f'.tmp{i}', f'new{i}')\n"
+        "    if i > 100: os.unlink(f'new{i - 100}')\n")], cwd=staging)
+    try:
+        wait_for(lambda: any(name.startswith("new") for name in os.listdir(staging)), "the writer")
+        store.remove_staging("20261205T000000Z")
+        assert not os.path.lexists(staging)
+        assert writer.wait(timeout=TIMEOUT) != 0  # stopped, not finished
+    finally:
+        writer.kill()
+        writer.wait(timeout=TIMEOUT)

@@ -378,7 +378,10 @@ class PlugboxMachine(RuleBasedStateMachine):
         if not (self.home / "deploy").exists():
             return
         for entry in os.listdir(self.home / "deploy"):
-            assert entry in self.model.links or entry in ("live", layout.LOCK, layout.LOG), entry
+            assert entry in self.model.links or entry in ("live", layout.LOCK, layout.LOG, layout.RECORDS), entry
+        records = self.home / "deploy" / layout.RECORDS
+        if records.exists():  # a record for each version, and none for a version gone
+            assert set(os.listdir(records)) == set(self.model.links)
         assert set(os.listdir(self.home)) <= {"deploy", "live"}
 
 

@@ -17,11 +17,11 @@ from pathlib import Path
 
 import pytest
 
-from helpers import (INSTALLED_BIN, PLUG, SYSTEM_PATH, TIMEOUT, live, start_or_fail, versions,
-                     wait_for, write_app, write_config)
+from helpers import (INSTALLED_BIN, PLUG, SYSTEM_PATH, TIMEOUT, children, live, processes_naming,
+                     start_or_fail, versions, wait_for, write_app, write_config)
 from plugbox_server import protocol
 from sshd import Sshd, write_client_config
-from terminal import on_terminal
+from terminal import on_terminal, started_on_terminal
 
 PATIENCE = 15  # "within seconds": how long cleanup may take after plug is gone
 
@@ -44,21 +44,6 @@ def gate_hook(name: str) -> str:
 def staging(home: Path) -> list[str]:
     deploy = home / "deploy"
     return sorted(e for e in os.listdir(deploy) if e.startswith(".new-")) if deploy.exists() else []
-
-
-def processes_naming(marker: str) -> list[str]:
-    """The command lines of running processes that mention `marker`."""
-    found = []
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit() or int(pid) == os.getpid():
-            continue
-        try:
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        if marker in cmdline and "pytest" not in cmdline:
-            found.append(f"{pid}: {cmdline}")
-    return found
 
 
 class Client:
@@ -194,10 +179,15 @@ def test_wait_lock_waits_and_says_so(client: Client, home: Path) -> None:
     two, two_log = client.start("deploy", "--wait-lock", "60")
     wait_for(lambda: "waiting up to 60 s for the lock" in two_log.read_text(), "the second deploy to wait")
     assert two.poll() is None
+    time.sleep(1)  # the lock stays held a second more: the second deploy's wait, in its summary
     (client.ctl / "post-open").touch()
     assert one.wait(TIMEOUT) == 0, one_log.read_text()
     assert two.wait(TIMEOUT) == 0, two_log.read_text()
     assert len(versions(home)) == 3 and staging(home) == []
+    # The time spent waiting is the lock's, not the connection's.
+    seconds = dict(pair.split() for pair in two_log.read_text().splitlines()[-1]
+                   .removeprefix("seconds: ").split(", "))
+    assert float(seconds["lock"]) >= 1.0 > float(seconds["connect"]), two_log.read_text()
 
 
 # -- plug killed, the connection lost ------------------------------------------------
@@ -268,19 +258,6 @@ def test_ssh_session_killed_mid_upload_the_host_cleans_up(client: Client, home: 
     assert deploy_ok(client) != first
 
 
-def children(pid: int) -> list[int]:
-    found = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                stat = Path(f"/proc/{entry}/stat").read_text()
-            except OSError:
-                continue
-            if int(stat.rpartition(")")[2].split()[1]) == pid:
-                found.append(int(entry))
-    return found
-
-
 # -- Ctrl-C on a real terminal ----------------------------------------------------
 
 
@@ -324,6 +301,121 @@ def test_ctrl_c_during_the_upload_changes_nothing(client: Client, home: Path, ga
     assert versions(home) == [first] and live(home) == first
     wait_for(lambda: not client.leftovers(),
              lambda: f"no ssh process nor temporary file (left: {client.leftovers()})", PATIENCE)
+
+
+def test_ctrl_c_mid_upload_round_after_round_never_blocks_a_rollback(client: Client, home: Path) -> None:
+    """Ctrl-C to the whole group (plug, its rsync, its ssh) while rsync writes a tree of
+    thousands of small files into the staging directory, so that the host's cleanup
+    runs while rsync still renames its temporary files: every time, the staging
+    directory goes, and a rollback works at once."""
+    tree = {f"app/many/{i // 100:02d}/{i:04d}.txt": f"{i}\n" for i in range(3000)}
+    write_app(client.project, tree)
+    first = deploy_ok(client)
+    bump(client, "two\n")
+    second = deploy_ok(client)
+    interrupted = 0
+    for round in range(6):
+        write_app(client.project, {path: f"{round} {text}" for path, text in tree.items()})
+
+        def uploading() -> bool:
+            return any(sum(len(files) for _, _, files in os.walk(home / "deploy" / entry)) > 300
+                       for entry in staging(home))
+
+        code, text = ctrl_c(client, ["deploy"], uploading)
+        if code != 130:  # the upload outran the look: this round proves nothing
+            assert code == 0, text
+            client.run("rollback")
+            continue
+        interrupted += 1
+        assert "interrupted before the upload was complete" in text, text
+        wait_for(lambda: staging(home) == [], "the host to remove the staging directory", PATIENCE)
+        assert live(home) == second and set(versions(home)) >= {first, second}
+        back = client.run("rollback")
+        assert back.returncode == 0, back.stderr
+        assert live(home) == first
+        forth = client.run("rollback", second)
+        assert forth.returncode == 0, forth.stderr
+    assert interrupted >= 3, f"only {interrupted} of 6 Ctrl-C landed during the upload"
+    assert client.run("check").stdout == "ok\n"
+
+
+def test_a_second_ctrl_c_says_what_plug_is_still_doing(client: Client, home: Path) -> None:
+    import select
+
+    first = deploy_ok(client)
+    # A build step that takes its time to stop: plug waits for it after the first Ctrl-C.
+    write_config(client.project, home, upload=["app"],
+                 prepare=[f"touch {client.ctl}/built; trap '' INT TERM; sleep 3"])
+    bump(client, "two\n")
+    process, main = started_on_terminal([str(PLUG), "deploy"], env=client.env(), cwd=client.project)
+    shown = b""
+
+    def read() -> None:
+        nonlocal shown
+        while select.select([main], [], [], 0.05)[0]:
+            try:
+                shown += os.read(main, 65536)
+            except OSError:
+                return
+
+    try:
+        wait_for(lambda: (client.ctl / "built").exists(), "the build to run")
+        os.write(main, b"\x03")
+        time.sleep(0.5)
+        os.write(main, b"\x03")
+        assert process.wait(timeout=TIMEOUT) == 130
+        read()
+    finally:
+        process.kill()
+        os.close(main)
+    text = shown.decode(errors="replace")
+    assert "plug: still ending what was interrupted" in text, text
+    assert "interrupted before the upload was complete; nothing changed on plugbox-test" in text, text
+    assert live(home) == first and versions(home) == [first]
+
+
+# -- plug exec and plug ssh: nothing outlives plug ------------------------------------
+
+
+def test_plug_exec_killed_leaves_nothing_here_nor_on_the_host(client: Client, home: Path) -> None:
+    deploy_ok(client)
+    # The marker is made on the host: plug's own command line does not hold it.
+    process, _ = client.start("exec", "--", "sh", "-c", 'i=987; exec tail -f /dev/null --sleep-interval=$i')
+    wait_for(lambda: processes_naming("--sleep-interval=987"), "the command to run on the host")
+
+    process.kill()
+    process.wait(timeout=TIMEOUT)
+
+    wait_for(lambda: not processes_naming("--sleep-interval=987") and not client.leftovers(),
+             lambda: f"nothing left (left: {processes_naming('--sleep-interval=987') + client.leftovers()})",
+             PATIENCE)
+
+
+def test_plug_ssh_killed_leaves_nothing_here_nor_on_the_host(client: Client, home: Path) -> None:
+    deploy_ok(client)
+    process, main = started_on_terminal([str(PLUG), "ssh"], env={**client.env(), "SHELL": "/bin/sh"},
+                                        cwd=client.project)
+    try:
+        os.write(main, b"exec sleep 986.5\n")
+        wait_for(lambda: processes_naming("sleep 986.5"), "the shell's command to run on the host")
+        process.kill()
+        process.wait(timeout=TIMEOUT)
+        wait_for(lambda: not processes_naming("sleep 986.5") and not client.leftovers(),
+                 lambda: f"nothing left (left: {processes_naming('sleep 986.5') + client.leftovers()})",
+                 PATIENCE)
+    finally:
+        process.kill()
+        os.close(main)
+
+
+def test_ctrl_c_on_plug_exec_exits_130_and_ends_the_command(client: Client, home: Path) -> None:
+    deploy_ok(client)
+    code, text = ctrl_c(client, ["exec", "--", "sh", "-c", "i=985; sleep $i.5"],
+                        lambda: processes_naming("sleep 985.5"))
+
+    assert code == 130, text
+    assert text.strip().splitlines()[-1].endswith("plug: interrupted")  # after the terminal's ^C
+    wait_for(lambda: not processes_naming("sleep 985.5"), "the command on the host to end", PATIENCE)
 
 
 # -- hosts that do not answer, or answer in another protocol ---------------------------

@@ -46,12 +46,12 @@ class ActionModule(ActionBase):
         text = config.path.read_text(encoding="utf-8")
         try:
             if args["build"] and not self._task.check_mode:
-                with tempfile.NamedTemporaryFile("w+b", prefix="plugbox-prepare-") as err:
-                    try:
-                        driver.prepare(config, "any host", out=said.append, err=Path(err.name))
-                    finally:
-                        err.seek(0)
-                        said += err.read().decode(errors="replace").splitlines()
+                chunks = []
+                try:
+                    driver.prepare(config, "any host", out=lambda text: chunks.append(text.rstrip("\n") + "\n"),
+                                   err=chunks.append)
+                finally:
+                    said += "".join(chunks).splitlines()
             zipapp = None
             if args["build"]:
                 os.makedirs(C.DEFAULT_LOCAL_TMP, exist_ok=True)

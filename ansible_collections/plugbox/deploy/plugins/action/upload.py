@@ -15,7 +15,6 @@ from __future__ import annotations
 import hashlib
 import posixpath
 import shlex
-import tempfile
 
 from ansible.errors import AnsibleError
 from ansible.plugins.action import ActionBase
@@ -55,21 +54,16 @@ class ActionModule(ActionBase):
 
     def _rsync(self, config, target, dest, link_dest=None, dry_run=False):
         """plug's rsync; (count, None) or (None, the failure's message)."""
-        from pathlib import Path
-
         from plugbox_client import upload
         from plugbox_server.errors import PlugboxError
 
         rsh = None if target.is_local else shlex.join(target.ssh)
-        with tempfile.NamedTemporaryFile("w+b", prefix="plugbox-rsync-") as err:
-            try:
-                paths = upload.sources(config)
-                count = upload.rsync(paths, target.remote_path(dest), config=config, rsh=rsh,
-                                     link_dest=link_dest, dry_run=dry_run, err=Path(err.name))
-            except PlugboxError as error:
-                err.seek(0)
-                said = err.read().decode(errors="replace").strip().splitlines()
-                return None, "%s%s" % (error.message, ": " + said[-1] if said else "")
+        said = []
+        try:
+            count = upload.rsync(upload.sources(config), target.remote_path(dest), config=config, rsh=rsh,
+                                 link_dest=link_dest, dry_run=dry_run, said=said)
+        except PlugboxError as error:
+            return None, "%s%s" % (error.message, (": " + said[-1]) if said else "")
         return count, None
 
     def _upload(self, result, config, target, args):
