@@ -304,6 +304,28 @@ def test_the_rollback_playbook_brings_every_host_to_one_version(
     assert all(row["changed"] == 1 for row in recap(again).values())
 
 
+def test_the_env_playbook_changes_the_environment_everywhere_and_never_shows_a_value(
+        rig: Rig, deployed: tuple[Path, str]) -> None:
+    project, _ = deployed
+    before = {user: live_of(rig, user) for user in rig.users}
+    secret = "s3cret-" + os.urandom(6).hex()
+    done = ok(rig.ansible("ansible-playbook", "plugbox.deploy.env", "-vvv", "-e", f"plugbox_project={project}",
+                          "-e", json.dumps({"plugbox_env_set": {"API_KEY": secret}}), env=in_place(rig)))
+    new = live_of(rig, rig.users[0])
+    assert f"version {new} is live on {HOSTS} hosts" in done.stdout
+    assert secret not in done.stdout + done.stderr
+    for user in rig.users:
+        home = rig.home(user)
+        assert live_of(rig, user) == new != before[user]
+        env = home / "deploy" / ".plugbox" / new / "env"
+        assert f"API_KEY={secret}" in env.read_text().splitlines()
+        assert oct(env.stat().st_mode & 0o777) == "0o600"
+        old, made = (home / "deploy" / v / "app" / "main.py" for v in (before[user], new))
+        assert old.stat().st_ino == made.stat().st_ino, f"{user}: not hard-linked from live"
+        for leftover in (home / ".ansible" / "tmp").glob("**/*"):
+            assert not leftover.is_file() or secret not in leftover.read_text(errors="replace")
+
+
 def test_without_plugbox_in_ansibles_python_the_deploy_says_so_in_one_line(
         rig: Rig, tmp_path: Path, deployed: tuple[Path, str]) -> None:
     hidden = tmp_path / "hidden"

@@ -97,7 +97,8 @@ def steps():
     from plugbox_server import protocol as P
 
     table = {
-        "name": (lambda value: {P.NAME: value}, (P.UPLOAD,), False),
+        # An environment change has no upload: plugbox goes on to post_upload.
+        "name": (lambda value: {P.NAME: value}, (P.UPLOAD, P.PREPARED), False),
         "uploaded": (lambda value: {P.UPLOADED: True}, (P.PREPARED,), False),
         "switch": (lambda value: {P.SWITCH: True}, (P.SWITCHED,), False),
         "commit": (lambda value: {P.COMMIT: True}, (P.EXIT,), False),

@@ -51,6 +51,15 @@ options:
     description: Seconds without any step after which the relay ends the deploy.
     type: float
     default: 1800
+  env_set:
+    description:
+      - An environment change instead of a deploy - the new version is made from the live version's files
+        with these values set (C(plug env set)). Values are never shown, logged or returned.
+    type: dict
+  env_unset:
+    description: An environment change - these names unset (C(plug env unset)).
+    type: list
+    elements: str
 requirements:
   - Python 3.11 or newer on the host, and the plugbox zipapp (M(plugbox.deploy.bootstrap)).
 attributes:
@@ -127,6 +136,8 @@ def main():
             wait_lock=dict(type="float", default=0),
             refresh=dict(type="bool", default=False),
             idle_timeout=dict(type="float", default=1800),
+            env_set=dict(type="dict", no_log=True),
+            env_unset=dict(type="list", elements="str"),
         ),
         supports_check_mode=False,
     )
@@ -146,8 +157,11 @@ def main():
     if params["user"]:
         env["PLUGBOX_USER"] = params["user"]
     deploy = params["command"] == "deploy"
+    change = deploy and bool(params["env_set"] or params["env_unset"])
+    values = {name: str(value) for name, value in (params["env_set"] or {}).items()}
     request = P.request(params["command"], home, gated=True, wait_lock=params["wait_lock"] or None,
-                        config=params["config"] if deploy else None,
+                        config=params["config"] if deploy and not change else None,
+                        env_set=values or None, env_unset=params["env_unset"] or None,
                         origin=params["origin"] if deploy else None,
                         refresh=params["refresh"] or None)
     try:

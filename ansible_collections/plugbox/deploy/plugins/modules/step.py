@@ -14,7 +14,8 @@ description:
     of a deploy of several hosts, and returns plugbox's answer and what it printed meanwhile (its
     messages, the hooks' output). The steps, in order, are those of C(plug deploy) with several hosts.
   - C(name) - the new version's name, the same on every host; plugbox makes the staging directory and
-    answers with its path (upload into it with M(plugbox.deploy.upload)).
+    answers with its path (upload into it with M(plugbox.deploy.upload)). For an environment change,
+    plugbox fills the version from live's files itself, runs post_upload and answers C(prepared).
   - C(uploaded) - the upload is complete; plugbox puts the version in place and runs its post_upload.
   - C(release) - the release step (C([hooks] release)), once per deploy, on one host.
   - C(switch) - stop or refresh, switch, start, check. When the check fails, plugbox switches back by
@@ -74,6 +75,10 @@ output:
   returned: always
   type: list
   elements: str
+answered:
+  description: Which answer plugbox gave (C(upload), C(prepared), C(released), C(switched)).
+  returned: success, before the end
+  type: str
 rc:
   description: plugbox's exit status when it failed or refused, else 0.
   returned: always
@@ -132,7 +137,7 @@ def main():
     wanted = [key for key in until if key in answer and key != P.EXIT]
     if wanted:
         module.exit_json(changed=step != "release" or bool(answer[wanted[0]].get("ran")),
-                         answer=answer[wanted[0]], output=got.said, rc=0)
+                         answer=answer[wanted[0]], answered=wanted[0], output=got.said, rc=0)
     if P.EXIT not in answer:
         module.fail_json(msg="plugbox ended (exit %s) without answering the step %s" % (got.ended, step),
                          output=got.said, rc=got.ended or 1)
