@@ -168,6 +168,7 @@ def rsync_upload(
     exclude: tuple[str, ...] = (),
     rsh: str | None = None,
     dry_run: bool = False,
+    checksum: bool = False,
 ) -> list[str]:
     """rsync a version: `sources` into `dest`, unchanged files hard-linked from `link_dest`.
 
@@ -181,9 +182,15 @@ def rsync_upload(
     `--modify-window=-1` compares mtimes to the nanosecond (receiver 3.1.3 or
     later): with whole seconds, a same-size edit made in the second of the last
     deploy would pass for unchanged and be hard-linked from the live version.
+    `checksum` (an unpacked artifact, whose members' mtimes are whole seconds,
+    or one fixed time in a reproducible build) compares contents instead:
+    a file is hard-linked when its content and attributes are live's, copied
+    on the host when only its mtime differs, sent when its content does.
     """
     argv = ["rsync", "-a", "--delete", "--modify-window=-1", "-ii",
             "--out-format=%i %l %n%L", "--stats"]
+    if checksum:
+        argv.append("--checksum")
     if rsh is not None:
         argv += ["--protect-args", "-e", rsh]
     if dry_run:

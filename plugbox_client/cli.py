@@ -68,8 +68,9 @@ def reports_errors(interrupted: str = "interrupted; see `plug status`"):
 _stage: Optional[str] = None  # -s NAME, given before the command
 
 
-def _load(config: Optional[Path]) -> cfg.Config:
-    return cfg.load_config(config, stage=_stage)
+def _load(config: Optional[Path], upload_required: bool = False) -> cfg.Config:
+    """plugbox.toml; `upload_required`: its [build] must say what a version is made of."""
+    return cfg.load_config(config, stage=_stage, upload_required=upload_required)
 
 
 def _on_hosts(config: Optional[Path], command: str, named: list[str] = (), **fields) -> int:
@@ -124,6 +125,14 @@ def deploy(
     keep_going: Annotated[bool, typer.Option(
         "--keep-going", help="With several hosts: when one fails to switch, carry on with the others "
         "instead of switching every host back.")] = False,
+    artifact: Annotated[Optional[Path], typer.Option(
+        "--artifact", metavar="FILE", show_default=False,
+        help="Deploy FILE, built already (prepare is not run), instead of what [build] says: an archive "
+        "(.tar, .tar.gz, .tgz, .tar.xz, .tar.bz2, .zip) becomes the version's files, any other file "
+        "its one file.")] = None,
+    force: Annotated[bool, typer.Option(
+        "--force", help="Make a new version even where the live one was made from the same "
+        "artifact (same sha256).")] = False,
 ) -> None:
     """Deploy the project: build, upload, make live, as one transaction on the host.
 
@@ -140,11 +149,22 @@ def deploy(
     (any failure: none switches), then switched, all at once or --batch N at a
     time; if one fails, every host is put back on its version. Ends with a
     table: host, live version, result, seconds.
+
+    An artifact ([build] artifact, or --artifact FILE) is unpacked here and sent
+    the same way; a member that could write outside the version is refused
+    before anything is sent. Where the live version was made from the same
+    artifact, nothing is deployed (exit 0) unless --force.
     """
     from plugbox_client import driver
 
-    loaded = _load(config)
-    _report(driver.dry_run(loaded) if dry_run else driver.deploy(loaded, message, wait_lock, batch or 0, keep_going))
+    if artifact is not None and not artifact.is_file():
+        raise PlugboxError(f"--artifact {artifact}: no such file", "name the file the build made; "
+                           "nothing was done", code=USAGE)
+    loaded = _load(config, upload_required=artifact is None)
+    if artifact is not None:
+        artifact = artifact.absolute()
+    _report(driver.dry_run(loaded, artifact, force) if dry_run else
+            driver.deploy(loaded, message, wait_lock, batch or 0, keep_going, artifact, force))
 
 
 @app.command()

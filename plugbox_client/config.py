@@ -38,6 +38,7 @@ class Config:
     prepare: tuple[str, ...] = ()
     upload: tuple[str, ...] = ()
     version_dir: str | None = None
+    artifact: str | None = None     # a file prepare makes, relative to the project
     exclude: tuple[str, ...] = ()
     hooks: dict[str, tuple[str, ...]] = field(default_factory=dict)
     hosts: tuple[str, ...] = ()     # every host: (host,) for one
@@ -74,10 +75,13 @@ def find_config(start: Path) -> Path:
 
 
 def load_config(path: Path | None = None, cwd: Path | None = None, stage: str | None = None,
-                engine: bool = False) -> Config:
+                upload_required: bool = True, engine: bool = False) -> Config:
     """Read and validate `path`, or the plugbox.toml found upward from `cwd`;
-    `stage`: the [stages.NAME] whose keys replace those of [service]; `engine`:
-    an engine's inventory says where (see parse_config)."""
+    `stage`: the [stages.NAME] whose keys replace those of [service];
+    `upload_required`: [build] must say what a version is made of (upload,
+    version_dir or artifact); not for a command that uploads nothing, nor for
+    `plug deploy --artifact FILE`, so that CI needs no more than hosts and hooks;
+    `engine`: an engine's inventory says where (see parse_config)."""
     path = (path if path is not None else find_config(cwd or Path.cwd())).absolute()
     try:
         text = path.read_text(encoding="utf-8")
@@ -86,10 +90,11 @@ def load_config(path: Path | None = None, cwd: Path | None = None, stage: str | 
     except (OSError, UnicodeDecodeError) as e:
         reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
         raise ConfigError(f"{path}: cannot read it: {reason}", "check the file", code=USAGE) from None
-    return parse_config(text, path, stage, engine)
+    return parse_config(text, path, stage, upload_required, engine)
 
 
-def parse_config(text: str, path: Path, stage: str | None = None, engine: bool = False) -> Config:
+def parse_config(text: str, path: Path, stage: str | None = None, upload_required: bool = True,
+                 engine: bool = False) -> Config:
     """Validate the text of a plugbox.toml; `path` is where it lives (for messages, project dir).
 
     Every stage is validated, whichever is chosen, so that a typo in one shows at once.
@@ -120,14 +125,17 @@ def parse_config(text: str, path: Path, stage: str | None = None, engine: bool =
     for pattern in exclude:
         check.plain("build", "exclude", pattern)
 
-    if ("upload" in build) == ("version_dir" in build):
-        problem = "both upload and version_dir are set" if "upload" in build else "neither upload nor version_dir is set"
+    sources = [key for key in ("upload", "version_dir", "artifact") if key in build]
+    if len(sources) > 1 or not (sources or not upload_required):
+        problem = (f"both {sources[0]} and {sources[1]} are set" if len(sources) == 2 else
+                   "upload, version_dir and artifact are all set" if sources else
+                   "none of upload, version_dir and artifact is set")
         raise check.error(
             "build", "upload", problem,
-            'set exactly one: upload = ["paths", ...] or version_dir = "dir"',
+            'set exactly one: upload = ["paths", ...], version_dir = "dir" or artifact = "file"',
         )
     upload: tuple[str, ...] = ()
-    version_dir = None
+    version_dir = artifact = None
     if "upload" in build:
         upload = tuple(check.relative("build", "upload", p) for p in check.strings("build", "upload", build["upload"]))
         if not upload:
@@ -137,8 +145,13 @@ def parse_config(text: str, path: Path, stage: str | None = None, engine: bool =
             if name in OWNED and name != CONFIG:
                 raise check.error("build", "upload", f"{p!r} would land as the version's own {name!r}, which plugbox owns", "rename it")
         check.unique("build", "upload", names, what="names")
-    else:
+    elif "version_dir" in build:
         version_dir = check.relative("build", "version_dir", check.string("build", "version_dir", build["version_dir"]), allow_dot=True)
+    elif "artifact" in build:
+        artifact = check.relative("build", "artifact", check.string("build", "artifact", build["artifact"]))
+        if exclude:
+            raise check.error("build", "exclude", "applies to upload and version_dir, not to an artifact, "
+                              "which is deployed whole", "leave those files out when the artifact is built")
 
 
     if host == LOCAL:
@@ -150,7 +163,7 @@ def parse_config(text: str, path: Path, stage: str | None = None, engine: bool =
 
     return Config(
         path=path, host=host, jump=jump, home=home, shared=version.shared, prepare=prepare,
-        upload=upload, version_dir=version_dir, exclude=exclude, hooks=version.hooks,
+        upload=upload, version_dir=version_dir, artifact=artifact, exclude=exclude, hooks=version.hooks,
         hosts=hosts, stage=stage,
     )
 
@@ -267,9 +280,12 @@ def render_config(
         line("prepare", list(prepare), '["make dist"]'),
         "# Either the paths to upload, each landing in the version under its own name,",
         line("upload", list(upload), '["app", "requirements.txt"]'),
-        "# or one directory whose contents become the version.",
+        "# or one directory whose contents become the version,",
         line("version_dir", version_dir, '"dist"'),
-        "# rsync patterns left out of the upload.",
+        "# or a file that prepare builds: an archive (.tar.gz, .zip ...) whose members become",
+        "# the version, or any other file (a .pyz, a binary), which becomes its one file.",
+        '# artifact = "dist/app.tar.gz"',
+        "# rsync patterns left out of the upload (not of an artifact: it goes whole).",
         line("exclude", list(exclude), '["__pycache__", "*.pyc"]'),
         "",
         "[hooks]",

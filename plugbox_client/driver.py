@@ -27,6 +27,7 @@ A deploy is one transaction on each host (the exchange is in protocol.py):
    fleet ends on one version; with `keep_going`, the others go on.
 """
 
+import contextlib
 import json
 import os
 import sys
@@ -38,6 +39,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from plugbox_client import artifact as artifacts
 from plugbox_client import source, transport, upload
 from plugbox_client.config import Config
 from plugbox_server import protocol as P
@@ -251,10 +253,19 @@ def _lives(hosts: list[Host], answers: dict[str, dict]) -> str:
 
 # ---------------------------------------------------------------- deploy
 
-def origin(config: Config, message: str | None) -> dict:
-    """Who deploys, from which machine and source, and why: the version's record keeps it."""
+def origin(config: Config, message: str | None, artifact: artifacts.Artifact | None = None) -> dict:
+    """Who deploys, from which machine and source, and why, and from what artifact:
+    the version's record keeps it."""
+    made_from = {"artifact": artifact.name, "artifact_sha256": artifact.sha256} if artifact else {}
     return {"user": login(), "machine": os.uname().nodename,
-            **source.describe(config.project), "message": message}
+            **source.describe(config.project), "message": message, **made_from}
+
+
+UNCHANGED = "unchanged"  # a host's state when its live version has the artifact already
+
+
+def _nothing_to_deploy(live: str | None, artifact: artifacts.Artifact) -> str:
+    return f"nothing to deploy: live version {live} has {artifact.short} already; --force deploys it again"
 
 
 def prepare(config: Config, nothing_changed: str, steps: tuple[Callable[[], None], ...] = (),
@@ -283,10 +294,14 @@ def prepare(config: Config, nothing_changed: str, steps: tuple[Callable[[], None
 
 
 def deploy(config: Config, message: str | None = None, wait_lock: float = 0,
-           batch: int = 0, keep_going: bool = False,
-           change: tuple[dict[str, str], list[str]] | None = None,
+           batch: int = 0, keep_going: bool = False, artifact: Path | None = None,
+           force: bool = False, change: tuple[dict[str, str], list[str]] | None = None,
            prepare_steps: tuple[Callable[[], None], ...] = ()) -> list[str]:
     """prepare (while ssh connects), then one transaction on each host; returns the summary.
+
+    `artifact`: the file `--artifact` names, built already: prepare is not run.
+    A host whose live version was made from the same artifact makes nothing
+    (unless `force`) and takes no further part.
 
     `change`, an environment change (values set, names unset), makes the new
     version on each host from its live version's files instead: no build, no upload.
@@ -297,16 +312,22 @@ def deploy(config: Config, message: str | None = None, wait_lock: float = 0,
     gated = hosts.gated
     name: str | None = None
     counts: dict[str, upload.Count] = {}
+    scratch = contextlib.ExitStack()
     try:
         with steps("prepare"):
+            what = None
             if change is None:
-                prepare(config, hosts.label, prepare_steps)
-                paths = upload.sources(config)
-                what = dict(config=config.path.read_text(encoding="utf-8"))
+                if artifact is None:
+                    prepare(config, hosts.label, prepare_steps)
+                what = upload.contents(config, artifact, lambda: scratch.enter_context(transport.scratch()))
+                if what.artifact:
+                    say(f"artifact {what.artifact.name}: {what.artifact.files} "
+                        f"file{'' if what.artifact.files == 1 else 's'}, sha256 {what.artifact.sha256}")
+                fields = dict(config=config.path.read_text(encoding="utf-8"), force=force or None)
             else:  # the values go over the session's stdin, in the request, and nowhere else
-                what = dict(env_set=change[0] or None, env_unset=change[1] or None)
-            request = P.request("deploy", config.home, origin=origin(config, message),
-                                wait_lock=wait_lock or None, gated=gated or None, **what)
+                fields = dict(env_set=change[0] or None, env_unset=change[1] or None)
+            request = P.request("deploy", config.home, origin=origin(config, message, what and what.artifact),
+                                wait_lock=wait_lock or None, gated=gated or None, **fields)
 
         def lock(host: Host) -> None:
             host.session.send(request)
@@ -318,6 +339,12 @@ def deploy(config: Config, message: str | None = None, wait_lock: float = 0,
             answer = host.session.receive()
             if wait_lock and not gated:
                 steps.seconds["lock"] = time.monotonic() - began
+            if what and what.artifact and P.EXIT in answer and P.exit_code(answer) == 0 and answer.get(P.UNCHANGED):
+                host.was, = P.read_versions(answer, host.name, "name")
+                host.now, host.state, host.result = host.was, UNCHANGED, "nothing to deploy"
+                if gated:
+                    host.say(_nothing_to_deploy(host.was, what.artifact))
+                return
             if gated:
                 host.newest, host.was = P.read_versions(host.expect(answer, P.NEWEST), host.name, "name", "live")
                 host.state = "named"
@@ -352,7 +379,7 @@ def deploy(config: Config, message: str | None = None, wait_lock: float = 0,
             started = time.monotonic()
             try:
                 counts[host.name] = upload.rsync(
-                    paths, host.session.destination(path + "/"), config=host.config, rsh=host.session.rsh,
+                    what, host.session.destination(path + "/"), config=host.config, rsh=host.session.rsh,
                     link_dest=f"../{host.was}" if host.was else None,
                     progress=not gated and sys.stderr.isatty(), prefix=host.prefix)
             except PlugboxError as error:
@@ -368,11 +395,18 @@ def deploy(config: Config, message: str | None = None, wait_lock: float = 0,
                 host.state = "prepared"
                 host.say("prepared: waiting for the other hosts")
 
+        taking_part = [host for host in hosts.hosts if host.state != UNCHANGED]
+        if not failed and not taking_part:
+            if not gated:
+                return [_nothing_to_deploy(hosts.hosts[0].was, what.artifact)]
+            hosts.table()
+            return [f"nothing to deploy: every host has {what.artifact.short} live already; "
+                    "--force deploys it again"]
         if not failed:
             if gated:  # plug's clock, after every host's newest version: one name everywhere
-                name = new_version_name([host.newest for host in hosts.hosts if host.newest])
+                name = new_version_name([host.newest for host in taking_part if host.newest])
             with steps("upload"):
-                failed = hosts.each(send, "")
+                failed = hosts.each(send, "", taking_part)
             for host in failed:
                 host.result = {"named": "upload failed", "uploaded": "post_upload failed"}.get(host.state, "failed")
         if failed:
@@ -401,6 +435,7 @@ def deploy(config: Config, message: str | None = None, wait_lock: float = 0,
         raise _one_failed(hosts.hosts[0], error) from None
     finally:
         hosts.close()
+        scratch.close()
 
 
 def changed(change: tuple[dict[str, str], list[str]]) -> str:
@@ -492,7 +527,8 @@ def _switch(hosts: _Hosts, name: str, batch: int, keep_going: bool) -> list[str]
         host.expect(_tell(hosts, host, {P.SWITCH: True}), P.SWITCHED)
         host.state = "switched"
 
-    everyone = hosts.hosts
+    everyone = [host for host in hosts.hosts if host.state != UNCHANGED]
+    unchanged = [host for host in hosts.hosts if host.state == UNCHANGED]
     groups = [everyone[i:i + batch] for i in range(0, len(everyone), batch)] if batch else [everyone]
     failed: list[Host] = []
     for group in groups:
@@ -522,7 +558,8 @@ def _switch(hosts: _Hosts, name: str, batch: int, keep_going: bool) -> list[str]
         host.now = name if host.result == "switched" else host.was
     hosts.table()
     if not failed:
-        return [f"version {name} is live on {len(everyone)} hosts"]
+        return [f"version {name} is live on {len(everyone)} hosts"
+                + (f"; nothing to deploy on {hosts.names(unchanged)}" if unchanged else "")]
     if keep_going:
         on_new = [host for host in everyone if host.result == "switched"]
         raise PlugboxError(
@@ -538,20 +575,23 @@ def _switch(hosts: _Hosts, name: str, batch: int, keep_going: bool) -> list[str]
                        "every host is back on the version it had; see the lines above", code=failed[0].code)
 
 
-def dry_run(config: Config) -> list[str]:
+def dry_run(config: Config, artifact: Path | None = None, force: bool = False) -> list[str]:
     """What a deploy would do on each host, from its real state; changes nothing anywhere.
 
     Counts with `rsync --dry-run` against each host's live version itself (what
     --link-dest would compare with); on a first deploy, against an empty local
-    directory. prepare is not run: the counts are for the project as it is now.
+    directory, and names the first files it would send. prepare is not run: the
+    counts are for the project (or the artifact) as it is now. A host whose live
+    version has the artifact already would make nothing (unless `force`).
     """
     hosts = _Hosts(config)
-    found: dict[str, tuple[str | None, list[str], upload.Count]] = {}
-    paths = upload.sources(config)
+    found: dict[str, tuple[str | None, list[str], upload.Count | None]] = {}
     # "hold": the session, and so the connection rsync rides on, stays up until plug closes it.
     request = P.request("status", config.home, json=True, hold=True)
     try:
-        with tempfile.TemporaryDirectory(prefix="plug-") as scratch:
+        with transport.scratch() as scratch:
+            what = upload.contents(config, artifact, lambda: scratch)
+
             def look(host: Host) -> None:
                 answer = host.request(request)
                 if P.exit_code(answer):
@@ -560,19 +600,25 @@ def dry_run(config: Config) -> list[str]:
                     state = json.loads(answer[P.OUT])
                     live, home = state["live"], state["home"]
                     names = [entry["name"] for entry in state["versions"]]
-                except (ValueError, KeyError, TypeError):
+                    records = {entry["name"]: entry.get("record") or {} for entry in state["versions"]}
+                except (ValueError, KeyError, TypeError, AttributeError):
                     raise P.ProtocolError(f"plugbox on {host.session.label} printed no state plug "
                                           "understands") from None
+                if (what.artifact and not force and live
+                        and records.get(live, {}).get("artifact_sha256") == what.artifact.sha256):
+                    found[host.name] = (live, names, None)
+                    return
                 if not host.session.hello.get("rsync"):  # the deploy would be refused: say it now
                     raise _no_rsync(host)
                 if live:
                     validate_version(live)
-                    count = upload.rsync(paths, host.session.destination(f"{home}/deploy/{live}/"),
-                                         config=host.config, rsh=host.session.rsh, dry_run=True, prefix=host.prefix)
+                    count = upload.rsync(what, host.session.destination(f"{home}/deploy/{live}/"),
+                                         config=host.config, rsh=host.session.rsh, dry_run=True,
+                                         prefix=host.prefix)
                 else:
-                    empty = Path(scratch, host.name)
+                    empty = Path(scratch, f"empty-{host.name}")
                     empty.mkdir()
-                    count = upload.rsync(paths, str(empty) + "/", config=host.config, rsh=None, dry_run=True,
+                    count = upload.rsync(what, str(empty) + "/", config=host.config, rsh=None, dry_run=True,
                                          prefix=host.prefix)
                 found[host.name] = (live, names, count)
 
@@ -585,13 +631,23 @@ def dry_run(config: Config) -> list[str]:
     lines = [f"would make version {name} (named by "
              + ("plug's clock, after every host's newest" if hosts.gated else "the host's clock")
              + " when it happens)"]
+    if what.artifact:
+        lines.append(f"artifact {what.artifact.name}: {what.artifact.files} "
+                     f"file{'' if what.artifact.files == 1 else 's'}, sha256 {what.artifact.sha256}")
     for host in hosts.hosts:
         live, _, count = found[host.name]
+        if count is None:
+            lines.append(host.prefix + _nothing_to_deploy(live, what.artifact))
+            continue
         lines += [host.prefix + (f"it would replace live version {live}" if live else
                                  "no live version: it would be the first deploy"),
                   host.prefix + f"files: would send {count.sent} ({upload.human(count.sent_size)}), "
                   f"hard-link {count.linked}" + (f", copy {count.copied}" if count.copied else "")]
-    lines.append("dry run: nothing changed" + (", prepare not run" if config.prepare else ""))
+        lines += [f"{host.prefix}  {path}" for path in count.names]
+        if count.sent > len(count.names):
+            lines.append(f"{host.prefix}  ... and {count.sent - len(count.names)} more")
+    prepared = config.prepare and artifact is None
+    lines.append("dry run: nothing changed" + (", prepare not run" if prepared else ""))
     return lines
 
 

@@ -18,7 +18,8 @@ from plugbox_server.errors import INTERRUPTED
 # The commands that talk to plugbox on the host through one session.
 _HOST_COMMANDS = {"deploy", "rollback", "status", "log", "remove", "prune", "check", "verify", "exec", "ssh",
                   "env"}
-_VALUE_OPTIONS = {"-c", "--config", "-m", "--message", "--wait-lock", "--keep", "--batch", "--host"}
+_VALUE_OPTIONS = {"-c", "--config", "-m", "--message", "--wait-lock", "--keep", "--batch", "--host",
+                  "--artifact"}
 
 
 _interrupts = 0
@@ -68,6 +69,16 @@ def _parse(argv: list[str]):
     return command, config, stage, arguments
 
 
+def _value(argv: list[str], option: str) -> str | None:
+    """The value of `option` (`--option VALUE` or `--option=VALUE`), or None."""
+    for i, word in enumerate(argv):
+        if word == option:
+            return argv[i + 1] if i + 1 < len(argv) else ""
+        if word.startswith(option + "="):
+            return word.partition("=")[2]
+    return None
+
+
 def start_ahead(argv: list[str]) -> None:
     command, config, stage, arguments = _parse(argv)
     if command not in _HOST_COMMANDS:
@@ -82,8 +93,14 @@ def start_ahead(argv: list[str]) -> None:
     from plugbox_client import config as cfg
     from plugbox_client import transport
 
+    # Only a deploy of what [build] says needs [build] to say it (as the CLI loads it);
+    # an --artifact that is no file is refused before anything connects.
+    artifact = _value(argv, "--artifact")
+    if artifact is not None and not Path(artifact).is_file():
+        return
     try:
-        transport.start_ahead(cfg.load_config(Path(config) if config else None, stage=stage))
+        transport.start_ahead(cfg.load_config(Path(config) if config else None, stage=stage,
+                                              upload_required=command == "deploy" and artifact is None))
     except Exception:  # the CLI finds and reports the problem itself
         pass
 

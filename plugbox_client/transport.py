@@ -148,6 +148,32 @@ def foreground(argv: list[str], env: dict[str, str] | None = None) -> int:
     return 128 - code if code < 0 else code
 
 
+@contextlib.contextmanager
+def scratch():
+    """A private temporary directory (0700) for the length of a command, removed at
+    its end; should plug be killed, by a watcher that outlives it only by the
+    moment it takes to notice (it removes the directory once its end of a pipe
+    from plug closes, which plug's end, even by SIGKILL, does). The watcher is in
+    a session of its own, so a Ctrl-C or a job's kill of plug's group spares it."""
+    directory = tempfile.mkdtemp(prefix="plug-")
+    watcher = None
+    try:
+        watcher = subprocess.Popen(["sh", "-c", 'read _; exec rm -rf -- "$1"', "plug-scratch", directory],
+                                   stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                                   stderr=subprocess.DEVNULL, start_new_session=True)
+    except OSError:
+        pass  # no sh: plug still removes it at its end
+    try:
+        yield Path(directory)
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+        if watcher is not None:
+            with contextlib.suppress(OSError):
+                watcher.stdin.close()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                watcher.wait(5)
+
+
 def _die_with_parent() -> None:  # runs in the child, between fork and exec
     try:
         import ctypes

@@ -1,26 +1,71 @@
 """The upload: what a version is made of, and rsync sending it into the staging
 directory on the host, hard-linking what the live version already has.
 
-Reads the project's files (to check what will be uploaded); runs rsync through
-transport.py, with the argv from argv.py; counts what rsync did from its
-itemized output.
+Reads the project's files (to check what will be uploaded); an artifact is
+unpacked by artifact.py into a scratch directory, which is then sent as any
+tree is. Runs rsync through transport.py, with the argv from argv.py; counts
+what rsync did from its itemized output.
 """
 
 import re
+import secrets
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from plugbox_client import argv as A
+from plugbox_client import artifact as artifacts
 from plugbox_client import transport
 from plugbox_client.config import Config
 from plugbox_server.errors import PlugboxError
 from plugbox_server.layout import CONFIG, OWNED
 
 
+@dataclass(frozen=True)
+class Contents:
+    """What a version is made of: rsync's sources and the patterns they leave out;
+    for an artifact, what it was (its tree unpacked in a scratch directory)."""
+
+    paths: list[str]
+    exclude: tuple[str, ...] = ()
+    artifact: artifacts.Artifact | None = None
+
+    @property
+    def checksum(self) -> bool:
+        """Compare contents, not size and mtime: an archive's mtimes are whole seconds
+        (or one fixed time, in a reproducible build), so a same-size change would
+        pass for unchanged; see argv.rsync_upload."""
+        return self.artifact is not None
+
+
+def artifact_of(config: Config, given: Path | None) -> Path | None:
+    """The artifact to deploy: `given` (plug deploy --artifact), which wins over
+    [build], else [build] artifact; None for a tree."""
+    if given is not None:
+        return given
+    return config.project / config.artifact if config.artifact is not None else None
+
+
+def contents(config: Config, given: Path | None = None,
+             scratch: Callable[[], Path] | None = None) -> Contents:
+    """What the version is made of, checked now that prepare has run: the artifact
+    (`given`, or [build]'s), unpacked into the directory `scratch()` makes, or the
+    tree [build] names."""
+    path = artifact_of(config, given)
+    if path is None:
+        return Contents(sources(config), config.exclude + home_excludes(config))
+    # A name no link in the archive can guess, to come back into the tree from above
+    # it (`../tree/x`); made with the umask's mode, as a directory of the project
+    # would be: rsync gives it to the version.
+    tree = scratch() / secrets.token_hex(8)
+    tree.mkdir()
+    return Contents([f"{tree}/"], (), artifacts.unpack(path, tree))
+
+
 def sources(config: Config) -> list[str]:
-    """rsync's sources for a version, checked now that prepare has run.
+    """rsync's sources for a version of a tree, checked now that prepare has run.
 
     The version's plugbox.toml is not among them: the host writes it from the
     project's file, whatever that file is named and whatever version_dir holds.
@@ -71,6 +116,9 @@ _ITEM = re.compile(r"([<>ch.*])([fdLDS])(.{9}) (\d+) (.*)")
 _STAT = re.compile(r"(Total bytes sent|Total transferred file size): ([\d,]+)")
 
 
+SHOWN = 20  # the names of files sent that a dry run lists
+
+
 @dataclass
 class Count:
     """What rsync did, counted from its itemized lines and --stats."""
@@ -81,6 +129,7 @@ class Count:
     copied: int = 0        # regular files copied locally (same data, other attributes)
     wire_bytes: int = 0    # bytes rsync sent, protocol included
     changes: list[str] = field(default_factory=list)  # in a dry run: what differs, as itemized
+    names: list[str] = field(default_factory=list)  # the files sent (the first SHOWN)
     dry_run: bool = False
     progress: bool = False
     _shown: float = field(default=0.0, repr=False)
@@ -94,6 +143,8 @@ class Count:
                 if kind in "<>":
                     self.sent += 1
                     self.sent_size += int(item.group(4))
+                    if len(self.names) < SHOWN:
+                        self.names.append(item.group(5))
                 elif kind == "h" or (kind == "." and self.dry_run and not changes.strip()):
                     self.linked += 1
                 elif kind in ".c":
@@ -161,9 +212,9 @@ def human(size: int) -> str:
     return f"{value:.1f} GB"
 
 
-def rsync(paths: list[str], dest: str, *, config: Config, rsh: str | None, link_dest: str | None = None,
+def rsync(what: Contents, dest: str, *, config: Config, rsh: str | None, link_dest: str | None = None,
           dry_run=False, progress: bool = False, prefix: str = "", said: list[str] | None = None) -> Count:
-    """rsync `paths` to `dest` (already host:path, or a local path), counting as it goes.
+    """rsync `what` to `dest` (already host:path, or a local path), counting as it goes.
 
     What rsync says on stderr is shown once it has ended, each line after `prefix`
     (its host's name, with several): never when plug was interrupted, whose one
@@ -171,8 +222,8 @@ def rsync(paths: list[str], dest: str, *, config: Config, rsh: str | None, link_
     With `said`, its lines go there instead (an engine reports them its own way).
     """
     argv = A.rsync_upload(
-        paths, dest, link_dest=link_dest, shared=config.shared,
-        exclude=config.exclude + home_excludes(config), rsh=rsh, dry_run=dry_run,
+        what.paths, dest, link_dest=link_dest, shared=config.shared,
+        exclude=what.exclude, rsh=rsh, dry_run=dry_run, checksum=what.checksum,
     )
     count = Count(dry_run=dry_run, progress=progress)
     chunks: list[str] = []

@@ -94,7 +94,7 @@ DEFAULT_TIMEOUTS = {"post_upload": 900, "stop": 300, "start": 300, "refresh": 30
 
 KEYS = {
     "service": ("host", "hosts", "jump", "home", "shared"),
-    "build": ("prepare", "upload", "version_dir", "exclude"),
+    "build": ("prepare", "upload", "version_dir", "artifact", "exclude"),
     "hooks": HOOKS,
     "timeouts": HOOKS,
     "env": (),     # each key a variable of the version's environment

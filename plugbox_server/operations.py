@@ -205,11 +205,15 @@ def _upgrade_steps(service: _Service, logged: _Logged, live: str | None, version
 
 def deploy(home: Path, upload: Callable[[str, Path, str | None], None] | None, *,
            config: bytes | None = None, origin: dict | None = None, wait: float = 0,
-           change: tuple[dict[str, str], list[str]] | None = None,
+           change: tuple[dict[str, str], list[str]] | None = None, force: bool = False,
            name_for: Callable[[str | None, str | None], str] | None = None,
            before_stop: Callable[[], None] | None = None,
-           after_check: Callable[[], None] | None = None) -> tuple[str, str | None]:
+           after_check: Callable[[], None] | None = None) -> tuple[str | None, str | None]:
     """The whole of a deploy under one lock; returns the new version and the one it replaced.
+
+    A deploy of an artifact whose sha256 (in `origin`) is the live version's makes
+    nothing, unless `force`: it returns (None, live). Decided here, under the lock,
+    so that every caller (one host, a fleet, the Ansible door) gets the same answer.
 
     Makes the version in deploy/.new-NAME (its previous link and `config`, the
     plugbox.toml, already in it), calls `upload(name, staging, live)` to fill it,
@@ -239,10 +243,16 @@ def deploy(home: Path, upload: Callable[[str, Path, str | None], None] | None, *
     with _changing(store, "env" if change else "deploy", wait) as (chain, logged):
         existing = list(chain.versions) + list(chain.removing)
         live = chain.live_version()
+        if change is None and not force and _has_artifact(store, live, origin):
+            logged.command = f"deploy {origin.get('artifact') or 'artifact'}: live already"
+            return None, live
         before = record.read_environment(store, live) if live else environment.Environment()
-        if change is not None and live is None:
-            raise PlugboxError("there is no live version whose environment to change",
-                               "deploy a first version, then set its environment")
+        if change is not None:
+            if live is None:
+                raise PlugboxError("there is no live version whose environment to change",
+                                   "deploy a first version, then set its environment")
+            # Its files are live's: so is where they came from (not the caller's checkout).
+            origin = {**origin, **_source_of(store, live)}
         if name_for is None:
             name = new_version_name(existing)
         else:
@@ -298,6 +308,18 @@ def change_environment(home: Path, set_values: dict[str, str], unset: list[str],
     if not set_values and not unset:
         raise PlugboxError("nothing to set or unset", "name a variable: NAME=VALUE, or NAME", code=USAGE)
     return deploy(home, None, origin=origin, wait=wait, change=(set_values, list(unset)), **gates)
+
+
+def _has_artifact(store: Store, live: str | None, origin: dict) -> bool:
+    """Whether the live version was made from the artifact `origin` names (same sha256)."""
+    sha256 = origin.get("artifact_sha256")
+    return bool(sha256 and live and (record.load(store, live) or {}).get("artifact_sha256") == sha256)
+
+
+def _source_of(store: Store, version: str) -> dict:
+    """What a version's record says it was made from: its git revision, or its artifact."""
+    made = record.load(store, version) or {}
+    return {key: made.get(key) for key in ("revision", "branch", "dirty", "artifact", "artifact_sha256")}
 
 
 def _proposed(name: str, existing: list[str]) -> str:

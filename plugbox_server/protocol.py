@@ -13,7 +13,10 @@ which fields exist and what each must be). Every command ends with
 
 where "out" is what a person would see on stdout.
 
-A deploy answers {"upload": {"name", "path", "live"}} once it holds the lock and
+A deploy of an artifact (its sha256 in the request's origin) that the live
+version was made from ends at once, unless "force": {"exit": 0, "unchanged":
+true, "name": LIVE, "was": LIVE}; nothing is made, and no gate is asked.
+Otherwise a deploy answers {"upload": {"name", "path", "live"}} once it holds the lock and
 has made the staging directory, then waits for {"uploaded": true}: the end of
 input before that means the caller has gone, and the staging directory is removed.
 Gates, asked for by the request ("gated": true, for several hosts), let the caller
@@ -37,7 +40,7 @@ from plugbox_server import environment
 from plugbox_server.errors import USAGE, PlugboxError
 from plugbox_server.names import is_version_name
 
-NUMBER = 2
+NUMBER = 3
 ARGS = ("--serve", str(NUMBER))     # plugbox's arguments for this mode
 BOOTSTRAP_HINT = "run `plug bootstrap` to install the plugbox that matches plug"
 
@@ -48,6 +51,7 @@ UPLOAD, UPLOADED = "upload", "uploaded"
 PREPARED, SWITCH, SWITCHED = "prepared", "switch", "switched"
 REVERT, COMMIT, ABORT = "revert", "commit", "abort"
 READY, VERSION = "ready", "version"
+UNCHANGED = "unchanged"
 
 COMMANDS = ("deploy", "rollback", "remove", "status", "verify", "log", "prune", "check", "env", "hello")
 ENV_ACTIONS = ("list", "get", "diff")
@@ -173,7 +177,7 @@ def _action(value) -> str:
 REQUEST_FIELDS = {
     "command": _text, "home": _text,
     "json": _flag, "output": _flag, "repair": _flag, "refresh": _flag,
-    "gated": _flag, "hold": _flag,
+    "gated": _flag, "hold": _flag, "force": _flag,
     "version": _text, "versions": _texts, "keep": _keep, "wait_lock": _seconds,
     "config": _text, "origin": _object,
     # an environment change (a "deploy" with these instead of an upload), and `env`'s own

@@ -29,6 +29,7 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import stat
 from pathlib import Path
 
@@ -42,9 +43,11 @@ RECORD = "record.json"
 MANIFEST = "manifest"
 POST_UPLOAD = "post-upload"
 ENV = "env"
-ORIGIN_KEYS = ("user", "machine", "revision", "branch", "dirty", "message")
+ORIGIN_KEYS = ("user", "machine", "revision", "branch", "dirty", "message",
+               "artifact", "artifact_sha256")
 EVENTS = ("live", "away", "failed", "reverted")
 _MESSAGE_LIMIT = 2000
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 # --- writing ----------------------------------------------------------------------
@@ -53,8 +56,9 @@ def create(store, name: str, origin: dict | None = None) -> dict:
     """Write the record of a version being made (it may still be deploy/.new-NAME).
 
     `origin` is what plug sends: {"user", "machine", "revision", "branch",
-    "dirty", "message"}; by hand it is None and the user is PLUGBOX_USER or
-    the login.
+    "dirty", "message"}, and for a version made from an artifact its file name
+    and sha256, {"artifact", "artifact_sha256"}; by hand it is None and the
+    user is PLUGBOX_USER or the login.
     """
     origin = checked_origin(origin or {})
     record = {
@@ -66,6 +70,8 @@ def create(store, name: str, origin: dict | None = None) -> dict:
         "branch": origin.get("branch"),
         "dirty": origin.get("dirty"),
         "message": origin.get("message"),
+        "artifact": origin.get("artifact"),
+        "artifact_sha256": origin.get("artifact_sha256"),
         "sealed": None,
         "files": None,
         "bytes": None,
@@ -423,6 +429,12 @@ def checked_origin(origin: dict) -> dict:
             raise PlugboxError(f"origin field {key!r} must be a string")
         elif key == "message":
             value = value[:_MESSAGE_LIMIT]
+        elif key == "artifact_sha256":
+            if not _SHA256.fullmatch(value):
+                raise PlugboxError("origin field 'artifact_sha256' must be 64 lowercase hex digits")
+        elif key == "artifact":
+            if not value or "/" in value or not value.isprintable() or len(value) > 255:
+                raise PlugboxError("origin field 'artifact' must be a file name")
         else:
             value = value[:200]
         checked[key] = value

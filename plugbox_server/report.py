@@ -28,7 +28,8 @@ def status(home: Path, as_json: bool, out: TextIO) -> str | None:
         print("no versions", file=out)
         return live
     now = time.time()
-    table = [[row.name, row.state, *_described(row.record, now)] for row in rows]
+    artifacts = any((row.record or {}).get("artifact_sha256") for row in rows)
+    table = [[row.name, row.state, *_described(row.record, now, artifacts)] for row in rows]
     widths = [max(len(cells[i]) for cells in table) for i in range(len(table[0]) - 1)]
     for cells in table:
         print(("  ".join(cell.ljust(w) for cell, w in zip(cells, widths)) + "  " + cells[-1]).rstrip(),
@@ -36,15 +37,27 @@ def status(home: Path, as_json: bool, out: TextIO) -> str | None:
     return live
 
 
-def _described(record: dict | None, now: float) -> list[str]:
-    """Revision (+ when uncommitted changes), who (user@machine), how long ago, message."""
+def _described(record: dict | None, now: float, artifacts: bool = False) -> list[str]:
+    """Revision (+ when uncommitted changes), who (user@machine), how long ago, the
+    artifact (its name and the start of its sha256; when some version has one), message."""
     record = record or {}
     revision = str(record.get("revision") or "-")[:7] + ("+" if record.get("dirty") else "")
     who = str(record.get("user") or "-") + (f"@{record['machine']}" if record.get("machine") else "")
     message = " ".join(str(record.get("message") or "").split())
     if len(message) > 60:
         message = message[:57] + "..."
-    return [revision, who, _ago(record.get("created"), now), message]
+    cells = [revision, who, _ago(record.get("created"), now)]
+    if artifacts:
+        cells.append(artifact_shown(record))
+    return [*cells, message]
+
+
+def artifact_shown(record: dict) -> str:
+    """The artifact a version was made from, as status shows it: `app.tar.gz sha256:3f9c2a1b4d5e`."""
+    sha256 = record.get("artifact_sha256")
+    if not sha256:
+        return "-"
+    return f"{record.get('artifact') or 'artifact'} sha256:{str(sha256)[:12]}"
 
 
 def _ago(created: str | None, now: float) -> str:

@@ -140,7 +140,9 @@ def _deploy(home: Path, request: dict, out) -> dict:
     config = request["config"]
     name, live = operations.deploy(
         home, upload, config=config.encode() if config is not None else None,
-        origin=request["origin"], wait=request["wait_lock"], **gates)
+        origin=request["origin"], wait=request["wait_lock"], force=request["force"], **gates)
+    if name is None:  # the live version has this artifact already
+        return {"name": live, "was": live, P.UNCHANGED: True}
     return {"name": name, "was": live}
 
 

@@ -326,6 +326,30 @@ def test_the_env_playbook_changes_the_environment_everywhere_and_never_shows_a_v
             assert not leftover.is_file() or secret not in leftover.read_text(errors="replace")
 
 
+def test_an_artifact_is_deployed_once_and_a_second_run_changes_nothing(
+        rig: Rig, tmp_path: Path, deployed: tuple[Path, str]) -> None:
+    import tarfile
+
+    project, _ = deployed
+    build = tmp_path / "build"
+    (build / "app").mkdir(parents=True)
+    (build / "app" / "main.py").write_text("print('from an artifact')\n")
+    artifact = tmp_path / "app.tar.gz"
+    with tarfile.open(artifact, "w:gz") as tar:
+        tar.add(build / "app", arcname="app")
+    first = ok(deploy(rig, project, "-e", f"plugbox_artifact={artifact}"))
+    new = live_of(rig, rig.users[0])
+    assert f"version {new} is live on {HOSTS} hosts" in first.stdout
+    for user in rig.users:
+        assert live_of(rig, user) == new
+        assert (rig.home(user) / "deploy" / new / "app" / "main.py").read_text() == "print('from an artifact')\n"
+        record = json.loads((rig.home(user) / "deploy" / ".plugbox" / new / "record.json").read_text())
+        assert record["artifact"] == "app.tar.gz"
+    again = ok(deploy(rig, project, "-e", f"plugbox_artifact={artifact}"))
+    assert {host: row["changed"] for host, row in recap(again).items()} == {u: 0 for u in rig.users}
+    assert all(live_of(rig, user) == new for user in rig.users)
+
+
 def test_without_plugbox_in_ansibles_python_the_deploy_says_so_in_one_line(
         rig: Rig, tmp_path: Path, deployed: tuple[Path, str]) -> None:
     hidden = tmp_path / "hidden"

@@ -105,6 +105,11 @@ def test_rsync_upload_over_ssh_with_everything():
     ]
 
 
+def test_rsync_upload_of_an_artifact_compares_contents():
+    assert A.rsync_upload(["/tmp/plug-x/tree/"], "/h/deploy/V/", link_dest="../L", checksum=True) == [
+        *HEAD, "--checksum", "--link-dest=../L", *FILTERS, "--", "/tmp/plug-x/tree/", "/h/deploy/V/"]
+
+
 def test_protections_come_before_the_users_excludes():
     argv = A.rsync_upload(["/s"], "/d/", exclude=("*",), shared=("media",))
     order = [argv.index(a) for a in ("--filter=P /previous", "--filter=P /next", "--filter=P /.plugbox",

@@ -80,6 +80,24 @@ def test_local_host_with_home():
 
 
 
+def test_artifact_is_a_path_in_the_project():
+    config = parse('[service]\nhost = "h"\n[build]\nprepare = ["make dist"]\nartifact = "./dist//app.tar.gz"\n')
+    assert config.artifact == "dist/app.tar.gz"
+    assert (config.upload, config.version_dir, config.prepare) == ((), None, ("make dist",))
+
+
+def test_without_upload_required_build_may_name_nothing():
+    # `plug deploy --artifact FILE` in CI, and every command that uploads nothing,
+    # need no more than where the service runs; what [build] says is still checked.
+    text = '[service]\nhost = "h"\n[hooks]\nstart = ["run"]\n'
+    config = parse_config(text, WHERE, upload_required=False)
+    assert (config.upload, config.version_dir, config.artifact) == ((), None, None)
+    with pytest.raises(ConfigError, match="none of upload, version_dir and artifact is set"):
+        parse_config(text, WHERE)
+    with pytest.raises(ConfigError, match="both upload and artifact are set"):
+        parse_config(MINIMAL + 'artifact = "a.zip"\n', WHERE, upload_required=False)
+
+
 def test_local_home_may_be_relative_to_the_file(tmp_path):
     config = parse_config('[service]\nhost = "local"\nhome = "demo-home"\n[build]\nupload = ["a"]\n',
                           tmp_path / "plugbox.toml")
@@ -117,8 +135,15 @@ def test_local_home_may_be_relative_to_the_file(tmp_path):
     (MINIMAL.replace("[build]", 'shared = ["log", "log/"]\n[build]'), "[service] shared: two entries are 'log'"),
     (MINIMAL.replace("[build]", 'shared = ["."]\n[build]'), "[service] shared: '.' names no path"),
     # [build]
-    ('[service]\nhost = "h"\n', "[build] upload: neither upload nor version_dir is set"),
+    ('[service]\nhost = "h"\n', "[build] upload: none of upload, version_dir and artifact is set"),
     (MINIMAL + 'version_dir = "dist"\n', "[build] upload: both upload and version_dir are set"),
+    (MINIMAL + 'artifact = "app.tgz"\n', "[build] upload: both upload and artifact are set"),
+    (MINIMAL + 'version_dir = "d"\nartifact = "a.zip"\n', "[build] upload: upload, version_dir and artifact are all set"),
+    ('[service]\nhost = "h"\n[build]\nartifact = "/tmp/app.tgz"\n', "[build] artifact: '/tmp/app.tgz' is not a relative path"),
+    ('[service]\nhost = "h"\n[build]\nartifact = "../app.tgz"\n', "[build] artifact: '../app.tgz' leaves the project directory"),
+    ('[service]\nhost = "h"\n[build]\nartifact = ["app.tgz"]\n', "[build] artifact: must be a non-empty string"),
+    ('[service]\nhost = "h"\n[build]\nartifact = "app.tgz"\nexclude = ["*.pyc"]\n',
+     "[build] exclude: applies to upload and version_dir, not to an artifact"),
     (MINIMAL.replace('["app"]', "[]"), "[build] upload: is empty"),
     (MINIMAL.replace('["app"]', '"app"'), "[build] upload: must be a list of non-empty strings, not 'app'"),
     (MINIMAL.replace('["app"]', '["app", ""]'), "[build] upload: must be a list of non-empty strings"),

@@ -2,7 +2,7 @@
 
 import pytest
 
-from plugbox_client.main import _parse
+from plugbox_client.main import _parse, _value
 
 
 @pytest.mark.parametrize("argv, expected", [
@@ -15,3 +15,10 @@ from plugbox_client.main import _parse
 ])
 def test_the_stage_and_the_command_are_found(argv, expected):
     assert _parse(argv) == expected
+
+
+def test_the_artifact_is_found_in_either_spelling():
+    assert _value(["deploy", "--artifact", "app.tgz", "-m", "x"], "--artifact") == "app.tgz"
+    assert _value(["deploy", "--artifact=a b.tgz"], "--artifact") == "a b.tgz"
+    assert _value(["deploy", "--artifact"], "--artifact") == ""
+    assert _value(["deploy", "-m", "x"], "--artifact") is None

@@ -490,7 +490,7 @@ def test_config_is_found_upward(plug: Plug, app: Path, service_home: Path) -> No
         ("[service]\nhost = '-oProxyCommand=touch PWNED'\n[build]\nupload = ['app']\n",
          "starts with '-'"),
         ("[service]\nhost = 'plugbox-test'\nhome = 'rel'\n[build]\nupload = ['app']\n", "absolute"),
-        ("[service]\nhost = 'plugbox-test'\n[build]\n", "neither upload nor version_dir"),
+        ("[service]\nhost = 'plugbox-test'\n[build]\n", "none of upload, version_dir and artifact is set"),
         ("[service]\nhost = 'plugbox-test'\njump = ['-J']\n[build]\nupload = ['app']\n", "jump"),
     ],
 )

@@ -456,3 +456,25 @@ def test_rsyncs_own_messages_are_prefixed_with_their_host(plug: Plug, homes, tmp
 
     said = [line for line in run.err.splitlines() if "a word from rsync" in line]
     assert sorted(said) == [f"{alias}: rsync: a word from rsync" for alias in HOSTS], run.err
+
+
+# -- the environment on several hosts -------------------------------------------------
+
+
+def test_an_environment_change_goes_to_every_host_under_one_name(plug: Plug, homes) -> None:
+    plug.ok("deploy")
+    done = subprocess.run([str(PLUG), "env", "set", "KEY"], input="fleet-secret\n", cwd=plug.project,
+                          env=plug.environ(), capture_output=True, text=True, timeout=TIMEOUT)
+    assert done.returncode == 0, done.stderr
+    name = live(homes["fleet-a"])
+    assert lives(homes) == {alias: name for alias in HOSTS}
+    assert f"version {name} is live on 3 hosts" in done.stdout
+    assert "fleet-secret" not in done.stdout + done.stderr
+    for home in homes.values():
+        assert (home / "deploy" / ".plugbox" / name / "env").read_text() == "KEY=fleet-secret\n"
+    listed = plug.ok("env").out
+    assert all(f"{alias}: KEY" in listed for alias in HOSTS)
+    # The fleet rolls back together, and the old environment with it.
+    plug.ok("rollback")
+    ran = plug.ok("exec", "--", "sh", "-c", 'echo "[${KEY:-}]"')
+    assert all(f"{alias}: []" in ran.err for alias in HOSTS)

@@ -88,10 +88,25 @@ def test_the_origin_plug_sends_is_recorded(home):
     assert {k: made[k] for k in origin} == origin
 
 
+def test_the_artifact_a_version_was_made_from_is_recorded(home):
+    origin = {"user": "ci", "artifact": "app.tar.gz", "artifact_sha256": "3f" * 32}
+    name, _ = operations.next_version(home, origin=origin)
+    made = record.load(Store(home), name)
+    assert (made["artifact"], made["artifact_sha256"]) == ("app.tar.gz", "3f" * 32)
+    # A version made from a tree records none.
+    other, _ = operations.next_version(home, origin={"user": "ci"})
+    assert (record.load(Store(home), other)["artifact"], record.load(Store(home), other)["artifact_sha256"]) \
+        == (None, None)
+
+
 @pytest.mark.parametrize("origin, why", [
     ({"host": "x"}, "unknown origin field 'host'"),
     ({"dirty": "yes"}, "'dirty' must be true or false"),
     ({"message": 3}, "'message' must be a string"),
+    ({"artifact_sha256": "ABC"}, "'artifact_sha256' must be 64 lowercase hex digits"),
+    ({"artifact_sha256": "A" * 64}, "'artifact_sha256' must be 64 lowercase hex digits"),
+    ({"artifact": "dist/app.tar.gz"}, "'artifact' must be a file name"),
+    ({"artifact": "app\n.tgz"}, "'artifact' must be a file name"),
 ])
 def test_a_malformed_origin_is_refused_and_makes_no_version(home, origin, why):
     with pytest.raises(operations.PlugboxError, match=why):

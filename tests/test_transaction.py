@@ -343,33 +343,39 @@ def test_a_second_ctrl_c_says_what_plug_is_still_doing(client: Client, home: Pat
     import select
 
     first = deploy_ok(client)
-    # A build step that takes its time to stop: plug waits for it after the first Ctrl-C.
-    write_config(client.project, home, upload=["app"],
-                 prepare=[f"touch {client.ctl}/built; trap '' INT TERM; sleep 3"])
+    # A build step slow to stop: it notes the TERM that plug's first Ctrl-C sends it,
+    # and ends only when the test lets it (or after a minute).
+    ctl = client.ctl
+    write_config(client.project, home, upload=["app"], prepare=[
+        f"touch {ctl}/built; trap 'touch {ctl}/termed' TERM; trap '' INT; i=0; "
+        f"while [ ! -e {ctl}/let-go ] && [ $i -lt 600 ]; do sleep 0.1; i=$((i+1)); done"])
     bump(client, "two\n")
     process, main = started_on_terminal([str(PLUG), "deploy"], env=client.env(), cwd=client.project)
     shown = b""
 
-    def read() -> None:
+    def read() -> bytes:
         nonlocal shown
         while select.select([main], [], [], 0.05)[0]:
             try:
                 shown += os.read(main, 65536)
             except OSError:
-                return
+                break
+        return shown
 
     try:
-        wait_for(lambda: (client.ctl / "built").exists(), "the build to run")
+        wait_for(lambda: (ctl / "built").exists(), "the build to run")
         os.write(main, b"\x03")
-        time.sleep(0.5)
-        os.write(main, b"\x03")
+        wait_for(lambda: (ctl / "termed").exists(), "plug to stop the build after the first Ctrl-C")
+        os.write(main, b"\x03")  # while plug waits for the build to end
+        wait_for(lambda: b"still ending what was interrupted" in read(),
+                 lambda: f"plug to say it is still ending: {shown!r}")
+        (ctl / "let-go").touch()
         assert process.wait(timeout=TIMEOUT) == 130
         read()
     finally:
         process.kill()
         os.close(main)
     text = shown.decode(errors="replace")
-    assert "plug: still ending what was interrupted" in text, text
     assert "interrupted before the upload was complete; nothing changed on plugbox-test" in text, text
     assert live(home) == first and versions(home) == [first]
 

@@ -17,6 +17,7 @@ from ansible_collections.plugbox.deploy.plugins.plugin_utils import controller
 ARGUMENT_SPEC = dict(
     project=dict(type="path", required=True),
     message=dict(type="str"),
+    artifact=dict(type="path"),
     build=dict(type="bool", default=True),
 )
 
@@ -37,15 +38,18 @@ class ActionModule(ActionBase):
 
         from pathlib import Path
 
-        from plugbox_client import bootstrap, driver
+        from plugbox_client import bootstrap, driver, upload
         from plugbox_server import __version__
         from plugbox_server import protocol as P
         from plugbox_server.errors import PlugboxError
 
         said = []
         text = config.path.read_text(encoding="utf-8")
+        given = Path(os.path.abspath(args["artifact"])) if args["artifact"] else None
+        contents = None
         try:
-            if args["build"] and not self._task.check_mode:
+            # As plug: an artifact given was built already, and prepare does not run.
+            if args["build"] and not self._task.check_mode and given is None:
                 chunks = []
                 try:
                     driver.prepare(config, "any host", out=lambda text: chunks.append(text.rstrip("\n") + "\n"),
@@ -57,7 +61,12 @@ class ActionModule(ActionBase):
                 os.makedirs(C.DEFAULT_LOCAL_TMP, exist_ok=True)
                 zipapp = str(bootstrap.build(Path(tempfile.mkdtemp(prefix="plugbox-", dir=C.DEFAULT_LOCAL_TMP),
                                                   "plugbox")))
-            origin = driver.origin(config, args["message"])
+                # What every host's version is made of, once: an artifact unpacked here.
+                made = upload.contents(config, given, lambda: Path(tempfile.mkdtemp(
+                    prefix="plugbox-artifact-", dir=C.DEFAULT_LOCAL_TMP)))
+                contents = dict(paths=made.paths, exclude=list(made.exclude),
+                                artifact=vars(made.artifact) if made.artifact else None)
+            origin = driver.origin(config, args["message"], made.artifact if contents else None)
         except PlugboxError as error:
             return dict(result, failed=True, msg=str(error), output=said)
         result.update(
@@ -69,6 +78,7 @@ class ActionModule(ActionBase):
             origin=origin,
             user=origin["user"],
             zipapp=zipapp,
+            contents=contents,
             plugbox_version=__version__,
             protocol=P.NUMBER,
             output=said,

@@ -30,6 +30,8 @@ ARGUMENT_SPEC = dict(
     live=dict(type="str"),
     live_files=dict(type="int"),
     live_config_sha256=dict(type="str"),
+    live_artifact_sha256=dict(type="str"),
+    contents=dict(type="dict"),
 )
 
 
@@ -52,7 +54,18 @@ class ActionModule(ActionBase):
             return self._compare(result, config, target, args)
         return self._upload(result, config, target, args)
 
-    def _rsync(self, config, target, dest, link_dest=None, dry_run=False):
+    def _contents(self, config, args):
+        """What the version is made of: as plugbox.deploy.project found it, else the tree of plugbox.toml."""
+        from plugbox_client import artifact, upload
+
+        given = args["contents"]
+        if not given:
+            return upload.contents(config)
+        made = given.get("artifact")
+        return upload.Contents(list(given["paths"]), tuple(given.get("exclude") or ()),
+                               artifact.Artifact(**made) if made else None)
+
+    def _rsync(self, config, target, dest, args, link_dest=None, dry_run=False):
         """plug's rsync; (count, None) or (None, the failure's message)."""
         from plugbox_client import upload
         from plugbox_server.errors import PlugboxError
@@ -60,7 +73,7 @@ class ActionModule(ActionBase):
         rsh = None if target.is_local else shlex.join(target.ssh)
         said = []
         try:
-            count = upload.rsync(upload.sources(config), target.remote_path(dest), config=config, rsh=rsh,
+            count = upload.rsync(self._contents(config, args), target.remote_path(dest), config=config, rsh=rsh,
                                  link_dest=link_dest, dry_run=dry_run, said=said)
         except PlugboxError as error:
             return None, "%s%s" % (error.message, (": " + said[-1]) if said else "")
@@ -69,7 +82,7 @@ class ActionModule(ActionBase):
     def _upload(self, result, config, target, args):
         from plugbox_client import upload
 
-        count, failure = self._rsync(config, target, args["dest"].rstrip("/") + "/", args["link_dest"],
+        count, failure = self._rsync(config, target, args["dest"].rstrip("/") + "/", args, args["link_dest"],
                                      dry_run=self._task.check_mode)
         if failure:
             return dict(result, failed=True, msg="upload to %s failed: %s" % (target.remote_path(args["dest"]),
@@ -90,8 +103,14 @@ class ActionModule(ActionBase):
             return dict(result, changed=True, unchanged=False, msg="no live version: the first deploy",
                         diff=dict(before="live: none\n", after="live: a new version\n"))
         validate_version(args["live"])
+        made = (args["contents"] or {}).get("artifact")
+        if made:  # as the host decides it: the live version was made from this artifact
+            same = made["sha256"] == args["live_artifact_sha256"]
+            return dict(result, changed=not same, unchanged=same, changes=[] if same else [made["name"]],
+                        msg="the live version %s was made from %s" % (args["live"], made["name"]) if same else
+                        "the live version %s was not made from %s" % (args["live"], made["name"]))
         count, failure = self._rsync(config, target, posixpath.join(args["home"], DEPLOY, args["live"]) + "/",
-                                     dry_run=True)
+                                     args, dry_run=True)
         if failure:
             return dict(result, failed=True, msg="could not compare with %s: %s" % (args["live"], failure))
         same = same_config and upload.unchanged(count, args["live_files"])

@@ -107,6 +107,10 @@ output:
   returned: always
   type: list
   elements: str
+unchanged:
+  description: The live version was made from the same artifact - the host made nothing, and the deploy ends there.
+  returned: when true
+  type: bool
 rc:
   description: plugbox's exit status when it refused, else 0.
   returned: always
@@ -171,6 +175,10 @@ def main():
         module.fail_json(msg=str(error), rc=error.code, home=home, output=[])
     answer = got.last() or {}
     key = P.NEWEST if deploy else P.READY
+    if deploy and P.exit_code(answer) == 0 and answer.get(getattr(P, "UNCHANGED", "unchanged")):
+        # The live version was made from the same artifact: the host made nothing and ends.
+        module.exit_json(changed=False, rc=0, home=home, unchanged=True, live=answer.get("name"),
+                         output=got.said, msg="the live version %s has this artifact already" % answer.get("name"))
     if key not in answer:
         module.fail_json(msg=answer.get(P.ERROR) or "plugbox ended without an answer",
                          rc=P.exit_code(answer) if P.EXIT in answer else 1, home=home, output=got.said)

@@ -23,8 +23,13 @@ options:
   message:
     description: Why - kept in each version's record and the hosts' logs.
     type: str
+  artifact:
+    description:
+      - An artifact to deploy (C(plug deploy --artifact)), built already - prepare does not run. Default
+        C([build] artifact) of C(plugbox.toml), if any.
+    type: path
   build:
-    description: Run prepare and build the zipapp; false only reads C(plugbox.toml).
+    description: Run prepare, build the zipapp, and unpack the artifact; false only reads C(plugbox.toml).
     type: bool
     default: true
 attributes:
@@ -63,6 +68,10 @@ zipapp:
   description: The plugbox zipapp built for the hosts.
   returned: when O(build)
   type: str
+contents:
+  description: What every version is made of - rsync's sources and excludes, and the artifact unpacked (its name, sha256, files).
+  returned: when O(build)
+  type: dict
 origin:
   description: Who deploys, from which machine, revision and branch, and why.
   returned: success

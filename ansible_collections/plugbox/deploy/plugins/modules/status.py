@@ -73,6 +73,10 @@ live_config_sha256:
   description: The sha256 of the live version's C(plugbox.toml), or null.
   returned: success
   type: str
+live_artifact_sha256:
+  description: The sha256 of the artifact the live version was made from, or null.
+  returned: success
+  type: str
 home:
   description: The service's home, absolute.
   returned: success
@@ -154,6 +158,7 @@ def main():
         versions=[vars(row) for row in rows],
         live_files=record.get("files"),
         live_config_sha256=config_sha256,
+        live_artifact_sha256=record.get("artifact_sha256"),
         plugbox_version=plugbox_server.__version__,
         protocol=P.NUMBER,
         plugbox_path=path,

@@ -48,6 +48,15 @@ options:
   live_config_sha256:
     description: The sha256 of the live version's C(plugbox.toml).
     type: str
+  live_artifact_sha256:
+    description: The sha256 of the artifact the live version was made from, if any.
+    type: str
+  contents:
+    description:
+      - What the version is made of, as M(plugbox.deploy.project) returns it (RV(plugbox.deploy.project#module:contents)).
+        With an artifact, the comparison is the host's own - live was made from the same artifact (its sha256).
+      - Default, the tree the project's C(plugbox.toml) uploads.
+    type: dict
 attributes:
   check_mode:
     description: An upload becomes C(rsync --dry-run); a comparison changes nothing in any mode.
