@@ -34,11 +34,11 @@ ConfigOption = Annotated[Optional[Path], typer.Option(
     help="The plugbox.toml to use [default: the nearest one upward from here].")]
 
 
-def reported(command, *args, interrupted: str = "interrupted; see `plug status`", **kwargs) -> int:
-    """Run `command`; its expected failure as one `plug: ...` line on stderr; its exit
-    status (what plug exits with, and a fabfile's task too)."""
+def reported(run, /, *args, interrupted: str = "interrupted; see `plug status`", **kwargs) -> int:
+    """run(*args, **kwargs); its expected failure as one `plug: ...` line on stderr; its
+    exit status (what plug exits with, and a fabfile's task too)."""
     try:
-        code = command(*args, **kwargs)
+        code = run(*args, **kwargs)
     except (PlugboxError, OSError, KeyboardInterrupt) as error:
         code, message = exit_for(error, interrupted)
         if message:  # none: the host has said why already
