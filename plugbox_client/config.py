@@ -43,6 +43,7 @@ class Config:
     hooks: dict[str, tuple[str, ...]] = field(default_factory=dict)
     hosts: tuple[str, ...] = ()     # every host: (host,) for one
     stage: str | None = None        # the [stages.NAME] chosen, if any
+    release_host: str | None = None  # where the release step runs: [release] host, else the first
 
     @property
     def several(self) -> bool:
@@ -119,6 +120,11 @@ def parse_config(text: str, path: Path, stage: str | None = None, upload_require
         places[None] = _place(check, "service", service)
     hosts, jump, home = places[stage]
     host = hosts[0] if hosts else ENGINE
+    # With an engine, the inventory's hosts are not known here: Ansible checks the name.
+    if version.release_host is not None and hosts and version.release_host not in hosts:
+        where = f"the hosts of stage {stage}" if stage else "the hosts"
+        raise check.error("release", "host", f"{version.release_host!r} is not one of {where}",
+                          f"name one of {', '.join(hosts)}")
 
     prepare = check.strings("build", "prepare", build.get("prepare", []))
     exclude = check.strings("build", "exclude", build.get("exclude", []))
@@ -164,7 +170,7 @@ def parse_config(text: str, path: Path, stage: str | None = None, upload_require
     return Config(
         path=path, host=host, jump=jump, home=home, shared=version.shared, prepare=prepare,
         upload=upload, version_dir=version_dir, artifact=artifact, exclude=exclude, hooks=version.hooks,
-        hosts=hosts, stage=stage,
+        hosts=hosts, stage=stage, release_host=version.release_host or (hosts[0] if hosts else None),
     )
 
 

@@ -44,7 +44,8 @@ from plugbox_client import source, transport, upload
 from plugbox_client.config import Config
 from plugbox_server import protocol as P
 from plugbox_server.errors import CONNECTION_FAILED, INTERRUPTED, REVERT_FAILED, USAGE, PlugboxError
-from plugbox_server.names import login, new_version_name, validate_version
+from plugbox_server.names import login, new_version_name, validate_revision, validate_version, validate_version_spec
+from plugbox_server.output import ask
 
 
 class Quiet(PlugboxError):
@@ -55,11 +56,26 @@ class Quiet(PlugboxError):
 
 
 def version_argument(name: str) -> str:
-    """A version named on plug's command line: refused (bad usage) before anything connects."""
+    """A version named on plug's command line (a name, a prefix, live, previous,
+    live~N): refused (bad usage) before anything connects. The host resolves it."""
     try:
-        return validate_version(name)
+        return validate_version_spec(name)
     except PlugboxError as error:
         raise PlugboxError(error.message, "see `plug status` for the versions", code=USAGE) from None
+
+
+def revision_argument(rev: str) -> str:
+    """A git revision on plug's command line (--rev), refused before anything connects."""
+    try:
+        return validate_revision(rev)
+    except PlugboxError as error:
+        raise PlugboxError(error.message, "see `plug status` for the revisions", code=USAGE) from None
+
+
+def caller() -> dict:
+    """Who runs plug, and on which machine: every request says it, so that the
+    host's lock names them to whoever it turns away (and a record keeps them)."""
+    return {"user": login(), "machine": os.uname().nodename}
 
 
 @dataclass
@@ -201,25 +217,87 @@ class _Steps:
 
 # ---------------------------------------------------------------- the plain commands
 
-def server_command(config: Config, request: dict) -> int:
+def server_command(config: Config, request: dict, confirm: bool = False) -> int:
     """One plugbox command on every host at once; print what each prints (prefixed by
-    its name when there are several); return the exit status."""
+    its name when there are several); return the exit status. `confirm` (a remove or
+    prune on a terminal): see _exchange."""
+    hosts, answers, code = _exchange(config, request, confirm)
+    _print_out(hosts, answers)
+    return code
+
+
+def _exchange(config: Config, request: dict, confirm: bool = False) -> tuple["_Hosts", dict[str, dict], int]:
+    """Send `request` to every host; return the hosts, their last answers, and the
+    exit status (the first host's that failed).
+
+    With `confirm`, a host that has versions to remove shows its plan and waits,
+    under its lock; once every host has answered, plug asks once (when more than
+    one version would go) and tells each to go ahead, or calls it off everywhere.
+    """
+    if confirm:
+        request = {**request, "confirm": True}
     hosts = _Hosts(config)
     answers: dict[str, dict] = {}
+    plans: dict[str, dict] = {}
     try:
         def run(host: Host) -> None:
-            answers[host.name] = host.request(request)
+            answer = host.request(request)
+            if P.PLAN in answer:  # it waits, under its lock, for a word
+                plans[host.name] = P.read_plan(answer[P.PLAN], host.name)
+            else:
+                answers[host.name] = answer
 
         failed = hosts.each(run, "failed")
+        if plans:
+            go = _confirmed(hosts, plans)
+
+            def settle(host: Host) -> None:
+                host.session.quiet = not go  # called off: plug says it once, for every host
+                answers[host.name] = _tell(hosts, host, {P.COMMIT if go else P.ABORT: True}, until=P.EXIT)
+
+            failed += hosts.each(settle, "failed", [host for host in hosts.hosts if host.name in plans])
+            if not go:
+                raise PlugboxError("called off", "nothing was removed" + (" on any host" if hosts.gated else ""))
     finally:
         hosts.close()
     codes = [host.code for host in failed] + [P.exit_code(answer) for answer in answers.values()]
-    code = next((code for code in codes if code), 0)
+    return hosts, answers, next((code for code in codes if code), 0)
+
+
+def _confirmed(hosts: "_Hosts", plans: dict[str, dict]) -> bool:
+    """Whether a person agrees to the plans: asked only when more than one version would go."""
+    doomed = {name for plan in plans.values() for name in plan["remove"]}
+    if len(doomed) <= 1:
+        return True
+    for host in hosts.hosts:
+        for line in plans.get(host.name, {}).get("lines", []):
+            transport.show(f"{host.prefix}{line}")
+    where = f" on {len(plans)} hosts" if hosts.gated else ""
+    return ask(f"remove {len(doomed)} versions{where}? [y/N] ")
+
+
+def _print_out(hosts: "_Hosts", answers: dict[str, dict]) -> None:
+    """What each host printed, on stdout: prefixed by its name when there are several."""
     if not hosts.gated:
-        sys.stdout.write(next(iter(answers.values())).get(P.OUT, ""))
-        return code
-    status = request.get("command") == "status"
-    if status and request.get("json"):
+        sys.stdout.write(next(iter(answers.values()), {}).get(P.OUT, ""))
+    else:
+        for host in hosts.hosts:
+            for line in answers.get(host.name, {}).get(P.OUT, "").splitlines():
+                print(f"{host.prefix}{line}")
+    sys.stdout.flush()
+
+
+def status(config: Config, request: dict) -> int:
+    """plugbox status on every host. One host: its list. Several: with "brief" in the
+    request, one line per host (its live version, revision, who, when, message),
+    else every host's list, prefixed; then whether their live versions differ.
+    The version names seen are kept for shell completion."""
+    hosts, answers, code = _exchange(config, request)
+    from plugbox_client import completion
+
+    completion.remember(config, [name for answer in answers.values() for name in answer.get("versions") or []
+                                 if isinstance(name, str)])
+    if request.get("json") and hosts.gated:
         states = {}
         for host in hosts.hosts:
             try:
@@ -229,14 +307,33 @@ def server_command(config: Config, request: dict) -> int:
         lives = {name: state["live"] for name, state in states.items() if state}
         print(json.dumps({"hosts": states, "same_live": len(states) == len(lives)
                           and len(set(lives.values())) == 1}, indent=2))
+    elif request.get("brief"):
+        _table([("HOST", "LIVE", "REVISION", "BY", "WHEN", "MESSAGE")]
+               + [(host.name, *_row(answers.get(host.name))) for host in hosts.hosts])
+        print(_lives(hosts.hosts, answers))
     else:
-        for host in hosts.hosts:
-            for line in answers.get(host.name, {}).get(P.OUT, "").splitlines():
-                print(f"{host.prefix}{line}")
-        if status:
+        _print_out(hosts, answers)
+        if hosts.gated:
             print(_lives(hosts.hosts, answers))
     sys.stdout.flush()
     return code
+
+
+def _row(answer: dict | None) -> tuple[str, ...]:
+    """A host's line of the compact view, from its answer."""
+    if answer is None or P.exit_code(answer):
+        return ("?",)
+    row = answer.get("row")
+    if not isinstance(row, list) or not all(isinstance(cell, str) for cell in row):
+        return ("none",)
+    return tuple(" ".join(cell.split()) for cell in row)
+
+
+def _table(rows: list[tuple[str, ...]]) -> None:
+    """Rows as aligned columns on stdout; the last cell of each row is not padded."""
+    widths = [max(len(row[i]) for row in rows if len(row) > i) for i in range(max(map(len, rows)))]
+    for row in rows:
+        print("  ".join(cell.ljust(widths[i]) if i < len(row) - 1 else cell for i, cell in enumerate(row)).rstrip())
 
 
 def _lives(hosts: list[Host], answers: dict[str, dict]) -> str:
@@ -257,8 +354,7 @@ def origin(config: Config, message: str | None, artifact: artifacts.Artifact | N
     """Who deploys, from which machine and source, and why, and from what artifact:
     the version's record keeps it."""
     made_from = {"artifact": artifact.name, "artifact_sha256": artifact.sha256} if artifact else {}
-    return {"user": login(), "machine": os.uname().nodename,
-            **source.describe(config.project), "message": message, **made_from}
+    return {**caller(), **source.describe(config.project), "message": message, **made_from}
 
 
 UNCHANGED = "unchanged"  # a host's state when its live version has the artifact already
@@ -295,7 +391,8 @@ def prepare(config: Config, nothing_changed: str, steps: tuple[Callable[[], None
 
 def deploy(config: Config, message: str | None = None, wait_lock: float = 0,
            batch: int = 0, keep_going: bool = False, artifact: Path | None = None,
-           force: bool = False, change: tuple[dict[str, str], list[str]] | None = None,
+           force: bool = False, quiet: bool = False,
+           change: tuple[dict[str, str], list[str]] | None = None,
            prepare_steps: tuple[Callable[[], None], ...] = ()) -> list[str]:
     """prepare (while ssh connects), then one transaction on each host; returns the summary.
 
@@ -303,9 +400,11 @@ def deploy(config: Config, message: str | None = None, wait_lock: float = 0,
     A host whose live version was made from the same artifact makes nothing
     (unless `force`) and takes no further part.
 
-    `change`, an environment change (values set, names unset), makes the new
-    version on each host from its live version's files instead: no build, no upload.
-    `prepare_steps`: Python functions run before [build] prepare (see prepare).
+    On a terminal the upload shows one progress bar per host (unless `quiet`);
+    otherwise plain lines only. `change`, an environment change (values set,
+    names unset), makes the new version on each host from its live version's
+    files instead: no build, no upload. `prepare_steps`: Python functions run
+    before [build] prepare (see prepare).
     """
     hosts = _Hosts(config)
     steps = _Steps()
@@ -313,6 +412,7 @@ def deploy(config: Config, message: str | None = None, wait_lock: float = 0,
     name: str | None = None
     counts: dict[str, upload.Count] = {}
     scratch = contextlib.ExitStack()
+    bars = None
     try:
         with steps("prepare"):
             what = None
@@ -381,7 +481,7 @@ def deploy(config: Config, message: str | None = None, wait_lock: float = 0,
                 counts[host.name] = upload.rsync(
                     what, host.session.destination(path + "/"), config=host.config, rsh=host.session.rsh,
                     link_dest=f"../{host.was}" if host.was else None,
-                    progress=not gated and sys.stderr.isatty(), prefix=host.prefix)
+                    progress=bars.of(host.name) if bars else None, prefix=host.prefix)
             except PlugboxError as error:
                 if host.session.ended(1):  # rsync died of it, with one of several exit statuses
                     raise transport.HostGone(f"lost the connection ({error.message})") from None
@@ -405,12 +505,16 @@ def deploy(config: Config, message: str | None = None, wait_lock: float = 0,
         if not failed:
             if gated:  # plug's clock, after every host's newest version: one name everywhere
                 name = new_version_name([host.newest for host in taking_part if host.newest])
-            with steps("upload"):
+            uploads = change is None and not quiet and _terminal()  # an environment change sends nothing
+            shown = [host.name for host in taking_part] if uploads else None
+            with _bars(shown) as bars, steps("upload"):
                 failed = hosts.each(send, "", taking_part)
             for host in failed:
                 host.result = {"named": "upload failed", "uploaded": "post_upload failed"}.get(host.state, "failed")
         if failed:
             return _called_off(hosts, failed, name)
+        if gated and change is None and config.hooks.get("release"):
+            _release(hosts, taking_part, name)
         if gated:
             return _switch(hosts, name, batch, keep_going)
         host = hosts.hosts[0]
@@ -436,6 +540,20 @@ def deploy(config: Config, message: str | None = None, wait_lock: float = 0,
     finally:
         hosts.close()
         scratch.close()
+
+
+def _terminal() -> bool:
+    """Whether stderr is a terminal that can draw progress bars (not TERM=dumb)."""
+    return sys.stderr.isatty() and os.environ.get("TERM") != "dumb"
+
+
+def _bars(names: list[str] | None):
+    """One progress bar per name on stderr (progress.Bars), or none: None."""
+    if names is None:
+        return contextlib.nullcontext(None)
+    from plugbox_client.progress import Bars  # rich: only when there is a bar to draw
+
+    return Bars(names)
 
 
 def changed(change: tuple[dict[str, str], list[str]]) -> str:
@@ -482,7 +600,24 @@ def _interrupted(hosts: _Hosts, name: str | None) -> PlugboxError:
                         "nothing changed on any host: each removes what it had made", code=INTERRUPTED)
 
 
-def _called_off(hosts: _Hosts, failed: list[Host], name: str | None) -> list[str]:
+def _release(hosts: _Hosts, taking_part: list[Host], name: str) -> None:
+    """The release step, once, on one host, after every host prepared and before any
+    switches: [release] host (else the first; a host with nothing to deploy hands it
+    to the first that has). A failure calls the deploy off everywhere."""
+    chosen = next((host for host in taking_part if host.name == hosts.config.release_host), taking_part[0])
+    chosen.say(f"release step of {name}, for every host")
+    try:
+        answer = _tell(hosts, chosen, {P.RELEASE: True})
+        released = chosen.expect(answer, P.RELEASED)
+    except PlugboxError as error:
+        chosen.fail("release failed", error)
+        chosen.state = "done"  # it removed the new version itself
+        _called_off(hosts, [chosen], name, f"the release step failed on {chosen.name}")
+    if isinstance(released, dict) and not released.get("ran"):
+        chosen.say(f"release step skipped: {released.get('why')}")
+
+
+def _called_off(hosts: _Hosts, failed: list[Host], name: str | None, why: str = "") -> list[str]:
     """Phase 1 failed somewhere: every host removes what it made; nothing switched."""
     def call_off(host: Host) -> None:
         if host.state in ("named", "prepared"):  # it waits for plug: a word ends it at once
@@ -499,9 +634,10 @@ def _called_off(hosts: _Hosts, failed: list[Host], name: str | None) -> list[str
         host.now = host.was
     hosts.table()
     raise PlugboxError(
-        f"{hosts.names(failed)} failed before the switch",
+        why or f"{hosts.names(failed)} failed before the switch",
         "no host switched" + (f", and {name} was removed from every host" if name else "")
-        + ": fix it and deploy again", code=failed[0].code)
+        + (f"; {failed[0].name} keeps what it printed: `plug log --output`" if why else
+           ": fix it and deploy again"), code=failed[0].code)
 
 
 def _tell(hosts: _Hosts, host: Host, message: dict, until: str | None = None) -> dict:
@@ -658,29 +794,36 @@ def _no_rsync(host: Host) -> PlugboxError:
 
 # ---------------------------------------------------------------- rollback
 
-def rollback(config: Config, version: str | None, refresh: bool, wait_lock: float = 0) -> list[str]:
+def rollback(config: Config, version: str | None, refresh: bool, wait_lock: float = 0,
+             rev: str | None = None) -> list[str]:
     """Switch live back on every host; returns the summary lines.
 
-    One host decides by itself (VERSION, or its live's previous). Several are
-    asked first, under their locks, and all go to the same version: VERSION, or
-    the previous of the newest live one, so that a fleet that has drifted apart
-    (one host rolled back by hand) comes back together; nothing is rolled back
+    VERSION (or `rev`) is resolved on each host, under its lock (a prefix, live~N
+    ...: see chain.resolve). One host decides by itself (VERSION, or its live's
+    previous). Several are asked first, under their locks, and all go to the
+    same version: the one VERSION names on every host (they must agree), or the
+    previous of the newest live one, so that a fleet that has drifted apart (one
+    host rolled back by hand) comes back together; nothing is rolled back
     unless every host has it. Hosts where it is live already are left as they are.
     """
     if version:
         version_argument(version)
+    if rev is not None:
+        revision_argument(rev)
     hosts = _Hosts(config)
     gated = hosts.gated
     versions: dict[str, set[str]] = {}
     previous: dict[str, str | None] = {}
+    named: dict[str, str | None] = {}
     target = version
     try:
-        request = P.request("rollback", config.home, version=version, refresh=refresh or None,
-                            wait_lock=wait_lock or None, gated=gated or None)
+        request = P.request("rollback", config.home, version=version, rev=rev, refresh=refresh or None,
+                            wait_lock=wait_lock or None, gated=gated or None, origin=caller())
 
         def ready(host: Host) -> None:
             state = host.expect(host.request(request), P.READY)
-            host.was, previous[host.name] = P.read_versions(state, host.name, "live", "previous")
+            host.was, previous[host.name], named[host.name] = P.read_versions(
+                state, host.name, "live", "previous", "version")
             if not isinstance(state.get("versions"), list):
                 raise P.ProtocolError(f"plugbox on {host.name} answered {str(state)[:80]!r}")
             versions[host.name] = set(state["versions"])
@@ -692,8 +835,9 @@ def rollback(config: Config, version: str | None, refresh: bool, wait_lock: floa
                 if failed:
                     raise PlugboxError(f"the rollback stopped at {hosts.names(failed)}",
                                        "nothing was rolled back on any host", code=failed[0].code)
+                asked = _agreed(hosts, named, version or f"--rev {rev}") if version or rev else None
                 target = rollback_target({host.name: (host.was, previous[host.name], versions[host.name])
-                                          for host in hosts.hosts}, version)
+                                          for host in hosts.hosts}, asked)
             except PlugboxError:
                 for host in hosts.hosts:  # called off: each host lets go of its lock, nothing changed
                     host.session.quiet = True
@@ -724,6 +868,18 @@ def rollback(config: Config, version: str | None, refresh: bool, wait_lock: floa
                            "the hosts are on the versions the table shows; see the lines above",
                            code=failed[0].code)
     return [f"version {target} is live on {len(hosts.hosts)} hosts"]
+
+
+def _agreed(hosts: _Hosts, named: dict[str, str | None], asked: str) -> str:
+    """The one version that `asked` names on every host (each resolved it), or a refusal."""
+    where: dict[str, list[str]] = {}
+    for host in hosts.hosts:
+        where.setdefault(named[host.name] or "none", []).append(host.name)
+    if len(where) > 1:
+        raise PlugboxError(f"{asked} names different versions: "
+                           + "; ".join(f"{version} on {', '.join(names)}" for version, names in where.items()),
+                           "nothing was rolled back on any host; name the version")
+    return next(iter(where))
 
 
 def rollback_target(states: dict[str, tuple[str | None, str | None, set[str]]], version: str | None) -> str:

@@ -6,7 +6,8 @@ So this module, which imports little, finds the command and its plugbox.toml
 and starts the session to the host before the CLI is even imported; the
 command then takes that session over (transport.open_session). Anything
 unusual here (no config, a typo, --help) just skips the head start: the CLI
-then reports it as usual.
+then reports it as usual. Like the CLI, it takes -c and -s before the command
+or after it.
 """
 
 import os
@@ -18,8 +19,8 @@ from plugbox_server.errors import INTERRUPTED
 # The commands that talk to plugbox on the host through one session.
 _HOST_COMMANDS = {"deploy", "rollback", "status", "log", "remove", "prune", "check", "verify", "exec", "ssh",
                   "env"}
-_VALUE_OPTIONS = {"-c", "--config", "-m", "--message", "--wait-lock", "--keep", "--batch", "--host",
-                  "--artifact"}
+_VALUE_OPTIONS = {"-c", "--config", "-m", "--message", "--wait-lock", "--keep", "--batch", "--rev", "--since",
+                  "--count", "--artifact"}
 
 
 _interrupts = 0
@@ -43,21 +44,27 @@ def _interrupted(signum, frame):
 
 
 def _parse(argv: list[str]):
-    """(command, -c FILE, -s STAGE, the other arguments), as far as a quick look tells."""
-    command, config, stage, arguments, words, options = None, None, None, [], iter(argv), True
+    """(command, -c FILE, -s STAGE, the other arguments, --host NAME), as far as a quick look tells."""
+    command, config, stage, host, arguments, words, options = None, None, None, None, [], iter(argv), True
     for word in words:
+        if options and command == "log" and word == "-n":  # log's -n N; elsewhere, --dry-run
+            next(words, None)
+            continue
         if options and word in ("-h", "--help", "--version", "-n", "--dry-run"):
-            return None, None, None, []
+            return None, None, None, [], None
         if options and word == "--":
             options = False
-        elif options and word in ("-c", "--config"):
-            config = next(words, None)
-        elif options and word.startswith("--config="):
-            config = word.partition("=")[2]
-        elif options and word in ("-s", "--stage"):
-            stage = next(words, None)
-        elif options and word.startswith("--stage="):
-            stage = word.partition("=")[2]
+        elif options and (word in ("-c", "--config", "-s", "--stage") or word.startswith(("--config=", "--stage="))):
+            value = word.partition("=")[2] if "=" in word else next(words, None)
+            given = config if word.startswith(("-c", "--config")) else stage
+            if given is not None and given != value:  # the CLI refuses it: connect nowhere
+                return None, None, None, [], None
+            if word.startswith(("-c", "--config")):
+                config = value
+            else:
+                stage = value
+        elif options and word == "--host":  # status, exec, ssh: that host alone
+            host = next(words, None)
         elif options and word in _VALUE_OPTIONS:
             next(words, None)
         elif options and word.startswith("-"):
@@ -66,7 +73,8 @@ def _parse(argv: list[str]):
             command = word
         else:
             arguments.append(word)
-    return command, config, stage, arguments
+            options = options and command != "exec"  # exec: what follows is the command's
+    return command, config, stage, arguments, host
 
 
 def _value(argv: list[str], option: str) -> str | None:
@@ -80,13 +88,13 @@ def _value(argv: list[str], option: str) -> str | None:
 
 
 def start_ahead(argv: list[str]) -> None:
-    command, config, stage, arguments = _parse(argv)
+    command, config, stage, arguments, host = _parse(argv)
     if command not in _HOST_COMMANDS:
         return
     if command in ("rollback", "remove", "verify"):
-        from plugbox_server.names import is_version_name
+        from plugbox_server.names import is_version_spec
 
-        if not all(map(is_version_name, arguments)):
+        if not all(map(is_version_spec, arguments)):
             return  # refused before anything connects
     from pathlib import Path
 
@@ -99,8 +107,9 @@ def start_ahead(argv: list[str]) -> None:
     if artifact is not None and not Path(artifact).is_file():
         return
     try:
-        transport.start_ahead(cfg.load_config(Path(config) if config else None, stage=stage,
-                                              upload_required=command == "deploy" and artifact is None))
+        loaded = cfg.load_config(Path(config) if config else None, stage=stage,
+                                 upload_required=command == "deploy" and artifact is None)
+        transport.start_ahead(loaded.for_host(host) if host in loaded.hosts else loaded)
     except Exception:  # the CLI finds and reports the problem itself
         pass
 

@@ -63,10 +63,14 @@ def run(argv: list[str], *, cwd: Path | None = None, out=None, err=None,
     """Run argv to its end and return its exit status (killed by signal N: 128+N).
 
     `out`: None passes stdout to the terminal; CAPTURE keeps it in Result.stdout; a
-    callable gets it line by line; a Path receives it. `err`: None passes stderr to
-    the terminal, a callable gets it line by line, a Path receives it. `stdin`: the
+    callable gets it line by line, a line ending at a newline or a carriage
+    return (rsync's progress rewrites its line with \\r); a Path receives it.
+    `err`: None passes stderr to the terminal, a callable gets it line by line, a
+    Path receives it. `stdin`: the
     terminal's, or the file given.
     """
+    if callable(out):
+        return _run_reading(argv, out, cwd=cwd, err=err, stdin=stdin, env=env)
     import sh  # only the commands that run something pay for it
 
     command = _command(argv[0])
@@ -84,8 +88,6 @@ def run(argv: list[str], *, cwd: Path | None = None, out=None, err=None,
             kwargs["_out"] = 1
         else:  # sh reads it: through a pipe, not the pty it would make by default
             kwargs["_tty_out"] = False
-            if callable(out):
-                kwargs["_out"] = out
         running = command(*argv[1:], _bg=True, _bg_exc=False, _preexec_fn=_die_with_parent, **kwargs)
         try:
             done = running.wait()
@@ -100,6 +102,53 @@ def run(argv: list[str], *, cwd: Path | None = None, out=None, err=None,
             raise
     stdout = done.stdout.decode("utf-8", "replace") if out is CAPTURE else ""
     return Result(done.exit_code, stdout)
+
+
+def _run_reading(argv: list[str], out, *, cwd: Path | None, err, stdin: Path | None,
+                 env: dict[str, str] | None) -> Result:
+    """run() with `out` a callable, given each line as it comes. (Not sh: its
+    unbuffered mode calls back once per byte, which rsync's thousands of lines
+    and its \\r-rewritten progress would make slow.) A callable `err` gets the
+    lines of stderr, each with its newline, read by a thread of their own."""
+    import re
+
+    _command(argv[0])  # not found: one line
+    with contextlib.ExitStack() as files:
+        process = subprocess.Popen(
+            argv, cwd=cwd, env={**os.environ, **env} if env else None, stdout=subprocess.PIPE,
+            stdin=files.enter_context(open(stdin, "rb")) if stdin is not None else None,
+            stderr=(subprocess.PIPE if callable(err) else
+                    files.enter_context(open(err, "wb")) if err is not None else None),
+            preexec_fn=_die_with_parent)
+        said = None
+        if callable(err):
+            said = threading.Thread(target=lambda: [err(line.decode("utf-8", "replace"))
+                                                    for line in process.stderr], daemon=True)
+            said.start()
+        try:
+            pending = b""
+            while chunk := os.read(process.stdout.fileno(), 65536):
+                *lines, pending = re.split(rb"[\r\n]", pending + chunk)
+                for line in lines:
+                    out(line.decode("utf-8", "replace"))
+            if pending:
+                out(pending.decode("utf-8", "replace"))
+            code = process.wait()
+            if said is not None:
+                said.join(5)
+        except BaseException:
+            # Ctrl-C or plug's end: stop it and let it say its last word before plug does.
+            with contextlib.suppress(Exception):
+                process.terminate()
+            with contextlib.suppress(BaseException):
+                process.wait(timeout=5)
+            raise
+        finally:
+            process.stdout.close()
+            if said is not None:
+                said.join(1)
+                process.stderr.close()
+    return Result(128 - code if code < 0 else code)
 
 
 def _command(name: str):

@@ -4,12 +4,12 @@ directory on the host, hard-linking what the live version already has.
 Reads the project's files (to check what will be uploaded); an artifact is
 unpacked by artifact.py into a scratch directory, which is then sent as any
 tree is. Runs rsync through transport.py, with the argv from argv.py; counts
-what rsync did from its itemized output.
+what rsync did from its itemized output, and, when asked to show progress,
+from its progress lines.
 """
 
 import re
 import secrets
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -114,6 +114,10 @@ def home_excludes(config: Config) -> tuple[str, ...]:
 
 _ITEM = re.compile(r"([<>ch.*])([fdLDS])(.{9}) (\d+) (.*)")
 _STAT = re.compile(r"(Total bytes sent|Total transferred file size): ([\d,]+)")
+# --info=progress2: bytes sent so far, percent, rate, time; "(xfr#N, to-chk=...)" once
+# the Nth file sent is complete. --info=flist2: the number of entries, up front.
+_PROGRESS = re.compile(r"\s*([\d,]+)\s+\d+%\s+(\S+/s)\s+[\d:]+(?:\s+\(xfr#(\d+),.*)?")
+_CONSIDER = re.compile(r"\s*(\d+) files? to consider")
 
 
 SHOWN = 20  # the names of files sent that a dry run lists
@@ -121,7 +125,8 @@ SHOWN = 20  # the names of files sent that a dry run lists
 
 @dataclass
 class Count:
-    """What rsync did, counted from its itemized lines and --stats."""
+    """What rsync did, counted from its itemized lines and --stats; and, with
+    `progress`, how far it has got, given to progress(count) every 0.1 s at most."""
 
     sent: int = 0          # regular files whose data was transferred
     sent_size: int = 0     # their total size
@@ -131,11 +136,15 @@ class Count:
     changes: list[str] = field(default_factory=list)  # in a dry run: what differs, as itemized
     names: list[str] = field(default_factory=list)  # the files sent (the first SHOWN)
     dry_run: bool = False
-    progress: bool = False
+    progress: Callable[["Count"], None] | None = None
+    entries: int = 0       # entries rsync has itemized: files, directories, links
+    total: int | None = None  # entries it considers, once it has said (with --no-inc-recursive, at once)
+    transferred: int = 0   # bytes of file data sent so far, by rsync's progress
+    rate: str = ""         # its transfer rate, as it writes it ("4.89MB/s")
+    _flight: tuple[int, int] | None = field(default=None, repr=False)  # (bytes at its start, size)
     _shown: float = field(default=0.0, repr=False)
 
     def line(self, line: str) -> None:
-        line = line.rstrip("\n")
         item = _ITEM.fullmatch(line)
         if item:
             kind, ftype, changes = item.group(1), item.group(2), item.group(3)
@@ -145,28 +154,59 @@ class Count:
                     self.sent_size += int(item.group(4))
                     if len(self.names) < SHOWN:
                         self.names.append(item.group(5))
+                    self._flight = (self.transferred, int(item.group(4)))  # its data comes now
                 elif kind == "h" or (kind == "." and self.dry_run and not changes.strip()):
                     self.linked += 1
                 elif kind in ".c":
                     self.copied += 1
+            if kind != "*":  # not a deletion: an entry of the version
+                self.entries += 1
             if self.dry_run and _differs(kind, ftype, changes, item.group(5)):
                 self.changes.append(f"{kind}{ftype}{changes} {item.group(5)}")
             self._progress()
+            return
+        if self.progress is not None and self._progress_line(line):
             return
         stat = _STAT.match(line)
         if stat and stat.group(1) == "Total bytes sent":
             self.wire_bytes = int(stat.group(2).replace(",", ""))
 
-    def _progress(self, final=False) -> None:
-        if not self.progress:
+    def _progress_line(self, line: str) -> bool:
+        progress = _PROGRESS.fullmatch(line)
+        if progress:
+            self.transferred = int(progress.group(1).replace(",", ""))
+            self.rate = progress.group(2)
+            if progress.group(3) is not None and int(progress.group(3)) >= self.sent:
+                self._flight = None  # the last file sent is complete
+            self._progress()
+            return True
+        consider = _CONSIDER.fullmatch(line)
+        if consider:
+            self.total = int(consider.group(1))
+            self._progress()
+            return True
+        return False
+
+    def completed(self) -> float:
+        """Entries done, the one being sent counted by the share of its bytes sent."""
+        if self._flight is None:
+            return float(self.entries)
+        start, size = self._flight
+        share = min(max(self.transferred - start, 0) / size, 1.0) if size else 1.0
+        return self.entries - 1 + share
+
+    def _progress(self, final: bool = False) -> None:
+        if self.progress is None:
             return
         now = time.monotonic()
         if final or now - self._shown >= 0.1:
             self._shown = now
-            sys.stderr.write(f"\r    {self.files()}\x1b[K" + ("\n" if final else ""))
-            sys.stderr.flush()
+            self.progress(self)
 
     def done(self) -> None:
+        """rsync has finished, successfully: every entry is in place."""
+        self._flight = None
+        self.total = self.entries = max(self.entries, self.total or 0)
         self._progress(final=True)
 
     def files(self) -> str:
@@ -213,8 +253,10 @@ def human(size: int) -> str:
 
 
 def rsync(what: Contents, dest: str, *, config: Config, rsh: str | None, link_dest: str | None = None,
-          dry_run=False, progress: bool = False, prefix: str = "", said: list[str] | None = None) -> Count:
-    """rsync `what` to `dest` (already host:path, or a local path), counting as it goes.
+          dry_run=False, progress: Callable[[Count], None] | None = None, prefix: str = "",
+          said: list[str] | None = None) -> Count:
+    """rsync `what` to `dest` (already host:path, or a local path), counting as it goes;
+    `progress(count)`: told how far it has got, every 0.1 s at most.
 
     What rsync says on stderr is shown once it has ended, each line after `prefix`
     (its host's name, with several): never when plug was interrupted, whose one
@@ -224,11 +266,11 @@ def rsync(what: Contents, dest: str, *, config: Config, rsh: str | None, link_de
     argv = A.rsync_upload(
         what.paths, dest, link_dest=link_dest, shared=config.shared,
         exclude=what.exclude, rsh=rsh, dry_run=dry_run, checksum=what.checksum,
+        progress=progress is not None,
     )
     count = Count(dry_run=dry_run, progress=progress)
     chunks: list[str] = []
     code = transport.run(argv, out=count.line, err=chunks.append).code
-    count.done()
     lines = "".join(chunks).splitlines()
     if said is not None:
         said.extend(lines)
@@ -237,4 +279,5 @@ def rsync(what: Contents, dest: str, *, config: Config, rsh: str | None, link_de
             transport.show(f"{prefix}{line}")
     if code != 0:
         raise PlugboxError(f"rsync exited with {code}" + (" (see its messages above)" if said is None else ""))
+    count.done()
     return count

@@ -40,8 +40,9 @@ from __future__ import annotations
 import posixpath
 from dataclasses import dataclass, field
 
+from plugbox_server.errors import PlugboxError
 from plugbox_server.layout import HOME_LIVE_FROM_DEPLOY, HOME_LIVE_TARGET, LIVE, NEW, RECORDS, REMOVING, TMP_LINK
-from plugbox_server.names import is_version_name
+from plugbox_server.names import is_version_name, steps_back, validate_revision, validate_version_spec
 
 @dataclass(frozen=True)
 class Links:
@@ -150,6 +151,69 @@ def history_state(history: list[dict]) -> str:
                 (what == "away" and before not in ("failed", "reverted")):
             was_live, ended = True, None
     return ended or ("retired" if was_live else "pending")
+
+
+# --- naming a version ----------------------------------------------------------
+
+STATUS_HINT = "see `plugbox status`"
+
+
+def resolve(chain: Chain, spec: str | None = None, rev: str | None = None,
+            revisions: "dict[str, str | None] | None" = None) -> str:
+    """The one version that `spec` or `rev` names in `chain`; a PlugboxError (one
+    line, the matches listed) when it names none, or more than one.
+
+    `spec`: a name (that version alone), a prefix of names (20261202T03), live,
+    previous, or live~N (N steps back along live's previous links). `rev`: the
+    start of a git revision, matched against `revisions` (each version's, from
+    its record). Both sides of plugbox resolve here, the host under its lock.
+    """
+    if rev is not None:
+        return _by_revision(chain, validate_revision(rev), revisions or {})
+    validate_version_spec(spec or "")
+    back = steps_back(spec)
+    if back is not None:
+        return _back_from_live(chain, spec, back)
+    if is_version_name(spec):
+        if spec not in chain.versions:
+            raise PlugboxError(f"no version {spec} in deploy/", STATUS_HINT)
+        return spec
+    found = sorted(name for name in chain.versions if name.startswith(spec))
+    if not found:
+        raise PlugboxError(f"no version starts with {spec}", STATUS_HINT)
+    if len(found) > 1:
+        raise PlugboxError(f"{spec} is ambiguous: it starts {_listed(found)}", "give more of the name")
+    return found[0]
+
+
+def _back_from_live(chain: Chain, spec: str, back: int) -> str:
+    live = chain.live_version()
+    if live is None:
+        raise PlugboxError(f"{spec}: there is no live version", STATUS_HINT)
+    if back == 0:
+        return live
+    behind = chain.previous_chain()
+    if back > len(behind):
+        held = f"only {len(behind)} version{'' if len(behind) == 1 else 's'}" if behind else "no version"
+        raise PlugboxError(f"{spec}: the live version {live} has {held} behind it", STATUS_HINT)
+    return behind[back - 1]
+
+
+def _by_revision(chain: Chain, rev: str, revisions: "dict[str, str | None]") -> str:
+    found = sorted(name for name in chain.versions
+                   if str(revisions.get(name) or "").lower().startswith(rev))
+    if not found:
+        raise PlugboxError(f"no version was deployed from a revision {rev}", STATUS_HINT)
+    if len(found) > 1:
+        shown = [f"{name} ({str(revisions[name])[:10]})" for name in found]
+        raise PlugboxError(f"revision {rev} is ambiguous: {_listed(shown)} have it",
+                           "name the version instead")
+    return found[0]
+
+
+def _listed(names: list[str], most: int = 5) -> str:
+    shown = ", ".join(names[:most])
+    return shown + (f" and {len(names) - most} more" if len(names) > most else "")
 
 
 # --- operations on disk, carried out by store.apply() -------------------------

@@ -15,8 +15,9 @@ from typing import Annotated, Optional
 import typer
 
 from plugbox_server import __version__, hooks, layout, operations, report
-from plugbox_server.errors import COMMAND_NOT_FOUND, COMMAND_NOT_RUN, PlugboxError, exit_for, for_caller
-from plugbox_server.output import say
+from plugbox_server.errors import (COMMAND_NOT_FOUND, COMMAND_NOT_RUN, USAGE, Aborted, PlugboxError, exit_for,
+                                   for_caller)
+from plugbox_server.output import ask, say
 
 app = typer.Typer(
     name="plugbox",
@@ -47,6 +48,40 @@ def reports_errors(command):
             raise typer.Exit(code) from None
 
     return wrapper
+
+
+# What names a version on the command line: see VERSIONS in plugbox(1).
+VERSION_FORMS = "a name, a unique prefix of one (20261202T03), live, previous or live~N"
+RevOption = Annotated[Optional[str], typer.Option(
+    "--rev", metavar="REV", show_default=False,
+    help="Instead of a VERSION: the version deployed from this git revision (its first digits will do).")]
+DryRunOption = Annotated[bool, typer.Option(
+    "--dry-run", "-n", help="Say what would be removed and what kept, and why; remove nothing.")]
+YesOption = Annotated[bool, typer.Option(
+    "--yes", "-y", help="Do not ask before removing more than one version (plugbox asks only on a terminal).")]
+
+
+def _one_of(version: Optional[str], rev: Optional[str], required: bool = False) -> None:
+    if version is not None and rev is not None:
+        raise PlugboxError("give VERSION or --rev, not both", code=USAGE)
+    if required and version is None and rev is None:
+        raise PlugboxError("give VERSION or --rev REV", code=USAGE)
+
+
+def _confirm(yes: bool):
+    """Before removing more than one version, on a terminal: show the plan and ask."""
+    if yes or not sys.stdin.isatty():
+        return None
+
+    def confirm(plan: operations.Plan) -> None:
+        if len(plan.remove) <= 1:
+            return
+        for line in report.plan_lines(plan, kept=True):
+            print(line, file=sys.stderr)
+        if not ask(f"remove {len(plan.remove)} versions? [y/N] "):
+            raise Aborted("called off", "nothing removed")
+
+    return confirm
 
 
 def _show_version(value: bool) -> None:
@@ -93,7 +128,10 @@ def next_version(
 @reports_errors
 def upgrade_to(
     ctx: typer.Context,
-    version: Annotated[str, typer.Argument(metavar="VERSION", help="A version made by next-version against the live one.")],
+    version: Annotated[Optional[str], typer.Argument(
+        metavar="VERSION", show_default=False,
+        help=f"A version made by next-version against the live one: {VERSION_FORMS}.")] = None,
+    rev: RevOption = None,
 ) -> None:
     """Make VERSION live: post_upload, stop (or refresh), switch, start, check.
 
@@ -102,37 +140,50 @@ def upgrade_to(
     VERSION has a refresh hook, switches live, runs VERSION's start or refresh,
     then its check. If those fail, live is switched back and brought up again.
     """
-    operations.upgrade_to(_home(ctx), version)
+    _one_of(version, rev, required=True)
+    operations.upgrade_to(_home(ctx), version, rev=rev)
 
 
 @app.command("rollback-to")
 @reports_errors
 def rollback_to(
     ctx: typer.Context,
-    version: Annotated[Optional[str], typer.Argument(metavar="[VERSION]", help="Default: the live version's previous.", show_default=False)] = None,
+    version: Annotated[Optional[str], typer.Argument(
+        metavar="[VERSION]", show_default=False,
+        help=f"{VERSION_FORMS[0].upper()}{VERSION_FORMS[1:]} [default: the live version's previous].")] = None,
     refresh: Annotated[bool, typer.Option("--refresh", help="Use VERSION's refresh hook instead of stop + start.")] = False,
+    rev: RevOption = None,
 ) -> None:
     """Switch live back to VERSION: stop the live version, switch, start and check.
 
     Never runs post_upload and rewrites no link, so `upgrade-to` the version
     rolled back from rolls forward again.
     """
-    operations.rollback_to(_home(ctx), version, refresh)
+    _one_of(version, rev)
+    operations.rollback_to(_home(ctx), version, refresh, rev=rev)
 
 
 @app.command("remove")
 @reports_errors
 def remove(
     ctx: typer.Context,
-    versions: Annotated[list[str], typer.Option("-v", metavar="VERSION", help="A version to delete; repeat for more.")],
+    versions: Annotated[Optional[list[str]], typer.Option(
+        "-v", metavar="VERSION", show_default=False,
+        help=f"A version to delete ({VERSION_FORMS}); repeat for more.")] = None,
+    rev: RevOption = None,
+    dry_run: DryRunOption = False,
+    yes: YesOption = False,
 ) -> None:
     """Delete versions, re-pointing the links that named them past them.
 
     Refuses the live version, and a version a running process uses (its cwd,
     executable, a mapped or open file, as /proc shows), naming the process.
-    Deletes nothing outside the version's directory.
+    Deletes nothing outside the version's directory. On a terminal, asks
+    before deleting more than one.
     """
-    operations.remove(_home(ctx), versions)
+    if not versions and rev is None:
+        raise PlugboxError("name the versions to remove: -v VERSION (repeat for more), or --rev REV", code=USAGE)
+    report.remove(_home(ctx), versions or [], sys.stdout, rev=rev, dry_run=dry_run, confirm=_confirm(yes))
 
 
 @app.command("status")
@@ -156,20 +207,26 @@ def status(
 def prune(
     ctx: typer.Context,
     keep: Annotated[int, typer.Option("--keep", metavar="N", min=1, help="How many versions to keep.")] = 5,
+    dry_run: DryRunOption = False,
+    yes: YesOption = False,
 ) -> None:
     """Remove versions until at most N remain: never-live ones first, then the oldest.
 
     Never removes the live version nor its previous, nor a version a running
-    process uses: it says so and takes the next one.
+    process uses: it says so and takes the next one. On a terminal, asks before
+    removing more than one.
     """
-    report.prune(_home(ctx), keep, sys.stdout)
+    report.prune(_home(ctx), keep, sys.stdout, dry_run=dry_run, confirm=_confirm(yes))
 
 
 @app.command("verify")
 @reports_errors
 def verify(
     ctx: typer.Context,
-    version: Annotated[Optional[str], typer.Argument(metavar="[VERSION]", help="Default: the live version.", show_default=False)] = None,
+    version: Annotated[Optional[str], typer.Argument(
+        metavar="[VERSION]", show_default=False,
+        help=f"{VERSION_FORMS[0].upper()}{VERSION_FORMS[1:]} [default: the live version].")] = None,
+    rev: RevOption = None,
 ) -> None:
     """Compare a version with what was uploaded; name every file that differs.
 
@@ -179,7 +236,8 @@ def verify(
     post_upload made and has changed since (compared by size and mtime only).
     Exits 1 when anything differs. Changes nothing.
     """
-    report.verify(_home(ctx), version, sys.stdout)
+    _one_of(version, rev)
+    report.verify(_home(ctx), version, sys.stdout, rev)
 
 
 @app.command("check")
@@ -203,6 +261,13 @@ def log(
     ctx: typer.Context,
     output: Annotated[bool, typer.Option(
         "--output", help="Print instead what the hooks of past commands printed.")] = False,
+    count: Annotated[Optional[int], typer.Option(
+        "-n", "--count", metavar="N", min=0, show_default=False,
+        help="Only the last N operations (with --output: the last N commands' output).")] = None,
+    since: Annotated[Optional[str], typer.Option(
+        "--since", metavar="WHEN", show_default=False,
+        help="Only what happened since WHEN: a time ago (30m, 2h, 3d, 1w) or a UTC date "
+        "(2026-12-02, 2026-12-02T03:00).")] = None,
 ) -> None:
     """Print the history of operations: time, user, command, from, to, outcome.
 
@@ -210,7 +275,7 @@ def log(
     With --output, prints the kept output of hooks (deploy/.output), each
     command's part under a line with its time and command. Changes nothing.
     """
-    report.log(_home(ctx), sys.stdout, output)
+    report.log(_home(ctx), sys.stdout, output, count, since)
 
 
 env_app = typer.Typer(

@@ -91,4 +91,12 @@ def for_caller(text: str) -> str:
         return text
     import re  # only when there is an error to show
 
-    return re.sub(r"`(plugbox [^`]*)`", lambda m: f"`{_PLUG_COMMANDS.get(m[1], m[1])}`", text)
+    return re.sub(r"`(plugbox [^`]*)`", lambda m: f"`{_plug_command(m[1])}`", text)
+
+
+def _plug_command(command: str) -> str:
+    if command in _PLUG_COMMANDS:
+        return _PLUG_COMMANDS[command]
+    if command.startswith("plugbox rollback-to "):  # with a version named
+        return "plug rollback " + command.removeprefix("plugbox rollback-to ")
+    return command

@@ -88,15 +88,19 @@ BESIDE_TREE = (*LINKS, RECORD_DIR)
 
 # --- plugbox.toml -----------------------------------------------------------------
 
-HOOKS = ("post_upload", "stop", "start", "refresh", "check")
+HOOKS = ("post_upload", "release", "stop", "start", "refresh", "check")
 # Seconds a hook may run, all its lines together, unless [timeouts] says otherwise.
-DEFAULT_TIMEOUTS = {"post_upload": 900, "stop": 300, "start": 300, "refresh": 300, "check": 300}
+DEFAULT_TIMEOUTS = {"post_upload": 900, "release": 900, "stop": 300, "start": 300, "refresh": 300,
+                    "check": 300}
+# The hooks that run in the version's own directory (the others in HOME).
+IN_VERSION = ("post_upload", "release")
 
 KEYS = {
     "service": ("host", "hosts", "jump", "home", "shared"),
     "build": ("prepare", "upload", "version_dir", "artifact", "exclude"),
     "hooks": HOOKS,
     "timeouts": HOOKS,
+    "release": ("host", "when_changed"),
     "env": (),     # each key a variable of the version's environment
     "stages": (),  # each key a stage: a table of STAGE_KEYS
 }
@@ -115,6 +119,8 @@ class Settings:
     timeouts: dict[str, float] = field(default_factory=dict)
     shared: tuple[str, ...] = ()
     env: dict[str, str] = field(default_factory=dict)   # [env]: plain settings, never secrets
+    release_host: str | None = None                      # [release] host: where it runs
+    when_changed: tuple[str, ...] = ()                   # [release] when_changed: paths
 
     def has(self, hook: str) -> bool:
         return bool(self.hooks.get(hook))
@@ -230,7 +236,11 @@ def settings(data: dict, check: Checker) -> Settings:
         if why:
             raise check.error("env", key, why, "[env] holds NAME = \"value\" lines, each on one line")
         env[key] = value
-    return Settings(hooks, timeouts, shared, env)
+    release = tables["release"]
+    release_host = check.string("release", "host", release["host"]) if "host" in release else None
+    when_changed = tuple(check.relative("release", "when_changed", p, inside="the version directory")
+                         for p in check.strings("release", "when_changed", release.get("when_changed", [])))
+    return Settings(hooks, timeouts, shared, env, release_host, when_changed)
 
 
 def shown(value) -> str:

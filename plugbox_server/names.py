@@ -1,6 +1,7 @@
-"""Names: of versions (the one validator both sides use, and the making of new
-ones), of the user at the keyboard, and of the moment: the one lookup of the
-user and of the clock for both sides.
+"""Names: of versions (the one validator both sides use, the forms a person may
+name one by, and the making of new ones), of the user at the keyboard and the
+machine they type on, and of the moment: the one lookup of the user and of the
+clock for both sides.
 
 Pure but for the clock and the user database. A name is the UTC second the version was created, in ISO 8601
 basic format, `YYYYMMDDTHHMMSSZ` (`20261121T090000Z`): no colon, so a path
@@ -25,6 +26,16 @@ _OLD = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{3})?", re.ASCII)
 _SECOND = "%Y%m%dT%H%M%SZ"
 FORMAT = "YYYYMMDDTHHMMSSZ, such as 20261121T090000Z"
 
+# What a person may name a version by, besides its name (chain.resolve says which
+# version each form names): a prefix of a name, shorter than a whole one (a whole
+# name means that version alone, never its .001 sibling); live, previous, live~N.
+_PREFIX = re.compile(r"\d{1,8}|\d{8}T\d{0,6}|\d{8}T\d{6}Z(\.\d{0,2})?", re.ASCII)
+_RELATIVE = re.compile(r"live|previous|live~(\d{1,6})", re.ASCII)
+SPEC_FORMAT = (FORMAT + ", or a unique prefix of one (20261121T09), "
+               "live, previous or live~N (N versions back from live)")
+# A git revision as `--rev` takes it: at least 4 hex digits, as git abbreviates.
+_REVISION = re.compile(r"[0-9a-fA-F]{4,64}", re.ASCII)
+
 
 def is_version_name(name: str) -> bool:
     return PATTERN.fullmatch(name) is not None
@@ -40,6 +51,37 @@ def validate_version(name: str) -> str:
             "see `plugbox status` for the versions", code=USAGE,
         )
     return name
+
+
+def is_version_spec(text: str) -> bool:
+    """Whether `text` is a way to name a version: a name, a prefix, or a relative name."""
+    return bool(is_version_name(text) or _PREFIX.fullmatch(text) or _RELATIVE.fullmatch(text))
+
+
+def validate_version_spec(text: str) -> str:
+    """Return `text` unchanged if it can name a version (see is_version_spec), else refuse."""
+    if not is_version_spec(text):
+        old = " (the old form with colons)" if _OLD.fullmatch(text) else ""
+        raise PlugboxError(f"{text!a} is not a version name{old}: a name is {SPEC_FORMAT}",
+                           "see `plugbox status` for the versions", code=USAGE)
+    return text
+
+
+def steps_back(spec: str) -> int | None:
+    """How many versions back from live a relative name goes (live 0, previous 1,
+    live~N N); None for a name or a prefix."""
+    relative = _RELATIVE.fullmatch(spec)
+    if relative is None:
+        return None
+    return 1 if spec == "previous" else int(relative.group(1) or 0)
+
+
+def validate_revision(text: str) -> str:
+    """A git revision, or the start of one, as `--rev` takes it; refuse anything else."""
+    if not _REVISION.fullmatch(text):
+        raise PlugboxError(f"--rev {text!a}: a revision is 4 to 64 hexadecimal digits, such as 3f9c2a1",
+                           "see `plugbox status` for the revisions", code=USAGE)
+    return text.lower()
 
 
 def new_version_name(existing: "list[str] | set[str]", now=None) -> str:
@@ -78,3 +120,42 @@ def who() -> str:
     """Who is at the keyboard: PLUGBOX_USER, which plug sets to its own user (the
     log and the records name the person, not the service's login), else the login."""
     return os.environ.get("PLUGBOX_USER") or login()
+
+
+_caller: dict[str, str] = {}  # who plug runs as, and where, once its request has said it
+
+
+def called_from(user: str | None, machine: str | None) -> None:
+    """The person and the machine a request comes from, as plug says them; who_at() names them."""
+    _caller.update({key: value for key, value in (("user", user), ("machine", machine)) if value})
+
+
+def who_at() -> str:
+    """user@machine: who is at the keyboard, and on which machine: as plug's request
+    said (called_from), else who() on this one (plugbox run by hand)."""
+    return f"{_caller.get('user') or who()}@{_caller.get('machine') or os.uname().nodename}"
+
+
+# --- --since: a moment as people write it ---------------------------------------------
+
+_AGO = re.compile(r"(\d{1,9})([smhdw])", re.ASCII)
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+_MOMENTS = ("%Y-%m-%d", "%Y-%m-%dT%H:%M", "%Y-%m-%dT%H:%M:%S")
+
+
+def since(text: str, now: float | None = None) -> str:
+    """The UTC moment `text` means, as utc_now() writes moments: a time ago (30m,
+    2h, 3d, 1w) before `now` (default: the clock), or a UTC date or date and time
+    (2026-12-02, 2026-12-02T03:00, 2026-12-02 03:00:00Z). Bad usage otherwise."""
+    ago = _AGO.fullmatch(text)
+    if ago:
+        moment = (time.time() if now is None else now) - int(ago.group(1)) * _UNITS[ago.group(2)]
+        return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(max(moment, 0)))
+    given = text.replace(" ", "T", 1).removesuffix("Z")
+    for layout in _MOMENTS:
+        try:
+            return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.strptime(given, layout))
+        except ValueError:
+            continue
+    raise PlugboxError(f"--since {text!a}: give a time ago (30m, 2h, 3d, 1w) or a UTC date "
+                       "(2026-12-02, 2026-12-02T03:00)", code=USAGE)

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from plugbox_server import chain as c
 from plugbox_server import environment, hooks, inuse, layout, record
-from plugbox_server.errors import REVERT_FAILED, USAGE, Aborted, HookFailed, PlugboxError, Reverted
+from plugbox_server.errors import REVERT_FAILED, USAGE, Aborted, HookFailed, PlugboxError, Reverted, for_caller
 from plugbox_server.names import new_version_name, validate_version
 from plugbox_server.output import keep_going_when_the_caller_goes, say
 from plugbox_server.store import Store
@@ -34,6 +34,7 @@ class _Logged:
     after: str | None = None
     command: str | None = None   # what the log calls the command, once known
     switched: bool = False       # live was switched (and maybe back) at least once
+    note: str = ""               # said after the outcome: "release ran"
 
 
 @contextmanager
@@ -57,7 +58,7 @@ def _changing(store: Store, command: str, wait: float = 0):
                 raise PlugboxError(f"deploy/ needs repair: {broken[0].message}", REPAIR_HINT)
             logged.before = logged.after = chain.live_version()
             yield chain, logged
-            outcome = "ok"
+            outcome = "ok" + (f" ({logged.note})" if logged.note else "")
         except PlugboxError as error:
             verdict = ("failed" if isinstance(error, HookFailed) else
                        "aborted" if isinstance(error, Aborted) else "refused")
@@ -70,11 +71,13 @@ def _changing(store: Store, command: str, wait: float = 0):
             store.append_log(logged.command or command, logged.before, logged.after, outcome)
 
 
-def _existing(chain: c.Chain, name: str) -> str:
-    validate_version(name)
-    if name not in chain.versions:
-        raise PlugboxError(f"no version {name} in deploy/", "see `plugbox status`")
-    return name
+def _resolved(store: Store, chain: c.Chain, spec: str | None, rev: str | None = None) -> str:
+    """The version `spec` (a name, a prefix, live, previous, live~N) or `rev` (a git
+    revision) names; see chain.resolve. The records are read only for a revision."""
+    revisions = None
+    if rev is not None:
+        revisions = {name: (record.load(store, name) or {}).get("revision") for name in chain.versions}
+    return c.resolve(chain, spec, rev, revisions)
 
 
 class _Service:
@@ -99,7 +102,7 @@ class _Service:
         if not lines:
             return
         directory = self.store.version_dir(name)
-        cwd = directory if hook == "post_upload" else self.store.home
+        cwd = directory if hook in layout.IN_VERSION else self.store.home
         env = hooks.environment(self.store.home, name, directory, self.chain.previous(name),
                                 record.read_environment(self.store, name).values)
         hooks.run(hook, lines, version=name, cwd=cwd, env=env,
@@ -129,20 +132,23 @@ def next_version(home: Path, *, origin: dict | None = None) -> tuple[str, str | 
         return name, live
 
 
-def upgrade_to(home: Path, version: str, *,
-               before_stop: Callable[[], None] | None = None,
+def upgrade_to(home: Path, version: str | None, *, rev: str | None = None,
+               before_stop: "Gate | None" = None,
                after_check: Callable[[], None] | None = None) -> None:
-    """Make `version`, made against the live version, live.
+    """Make `version` (or the version deployed from `rev`), made against the live version, live.
 
-    `before_stop` runs once post_upload has succeeded, before anything about the
-    live version changes (raising there changes nothing); `after_check` runs once
+    post_upload, then the release step ([hooks] release, see _release), then the
+    switch. `before_stop(release)` runs once post_upload has succeeded, before
+    anything about the live version changes (raising there changes nothing),
+    instead of the release step: it runs it if it is this host's to run, by
+    calling `release()`, which returns {"ran", "why"}. `after_check` runs once
     the new version is up and checked (raising HookFailed there switches back, as
     a failed check does). A deploy to several hosts waits for its caller in them.
     """
     store = _existing_store(home)
-    command = f"upgrade-to {version}"
-    with _changing(store, command) as (chain, logged):
-        _existing(chain, version)
+    with _changing(store, f"upgrade-to {version or '--rev ' + str(rev)}") as (chain, logged):
+        version = _resolved(store, chain, version, rev)
+        logged.command = command = f"upgrade-to {version}"
         live = chain.live_version()
         if version == live:
             raise PlugboxError(f"{version} is already live", "see `plugbox status`")
@@ -155,18 +161,23 @@ def upgrade_to(home: Path, version: str, *,
         _upgrade(_Service(store, chain, command), logged, live, version, before_stop, after_check)
 
 
+Gate = Callable[[Callable[[], dict]], None]
+
+
 def _upgrade(service: _Service, logged: _Logged, live: str | None, version: str,
-             before_stop: Callable[[], None] | None, after_check: Callable[[], None] | None) -> None:
-    """Under the lock: post_upload, stop (or refresh), switch, start, check; see upgrade_to."""
+             before_stop: Gate | None, after_check: Callable[[], None] | None, release: bool = True) -> None:
+    """Under the lock: post_upload, release, stop (or refresh), switch, start, check;
+    see upgrade_to. `release`: whether this command has a release step at all (an
+    environment change has none)."""
     try:
-        _upgrade_steps(service, logged, live, version, before_stop, after_check)
+        _upgrade_steps(service, logged, live, version, before_stop, after_check, release)
     finally:
         service.close()
 
 
 def _upgrade_steps(service: _Service, logged: _Logged, live: str | None, version: str,
-                   before_stop: Callable[[], None] | None,
-                   after_check: Callable[[], None] | None) -> None:
+                   before_stop: Gate | None, after_check: Callable[[], None] | None,
+                   release: bool = True) -> None:
     store = service.store
     config = service.config(version)
     if live:
@@ -188,8 +199,13 @@ def _upgrade_steps(service: _Service, logged: _Logged, live: str | None, version
         raise HookFailed(f"{error.message}; nothing changed, "
                          f"the live version is still {live or 'none'}") from None
     record.after_post_upload(store, version)
+    def run_release() -> dict:
+        return _release(service, logged, live, version) if release else \
+            {"ran": False, "why": "an environment change has no release step"}
     if before_stop:
-        before_stop()
+        before_stop(run_release)  # the caller says whether this host runs it (several hosts)
+    else:
+        run_release()
 
     if live:
         store.set_link(f"{live}/{layout.NEXT}", c.link_to(version))
@@ -207,7 +223,7 @@ def deploy(home: Path, upload: Callable[[str, Path, str | None], None] | None, *
            config: bytes | None = None, origin: dict | None = None, wait: float = 0,
            change: tuple[dict[str, str], list[str]] | None = None, force: bool = False,
            name_for: Callable[[str | None, str | None], str] | None = None,
-           before_stop: Callable[[], None] | None = None,
+           before_stop: Gate | None = None,
            after_check: Callable[[], None] | None = None) -> tuple[str | None, str | None]:
     """The whole of a deploy under one lock; returns the new version and the one it replaced.
 
@@ -279,7 +295,7 @@ def deploy(home: Path, upload: Callable[[str, Path, str | None], None] | None, *
         chain.versions[name] = c.Links(previous=c.link_to(live) if live else None)
         try:
             _upgrade(_Service(store, chain, f"upgrade-to {name}"), logged, live, name,
-                     before_stop, after_check)
+                     before_stop, after_check, release=change is None)
         except PlugboxError:
             if not logged.switched:
                 store.remove_versions(store.read(), [name])
@@ -336,21 +352,30 @@ def _proposed(name: str, existing: list[str]) -> str:
 
 def rollback_to(home: Path, version: str | None = None, refresh: bool = False,
                 wait: float = 0,
-                choose: Callable[[str | None, str | None, list[str]], str | None] | None = None
-                ) -> tuple[str, str | None]:
-    """`choose(live, its previous, versions)`, once the lock is held, names the version to roll
-    back to, or None when there is nothing to do here (a rollback of several
-    hosts, which the caller decides for all of them at once)."""
+                choose: Callable[[str | None, str | None, list[str], str | None], str | None] | None = None,
+                rev: str | None = None) -> tuple[str, str | None]:
+    """Make `version` live again (any form chain.resolve takes; or the version
+    deployed from `rev`; default: live's previous).
+
+    `choose(live, its previous, versions, named)`, once the lock is held, names
+    the version to roll back to, or None when there is nothing to do here (a
+    rollback of several hosts, which the caller decides for all of them at
+    once); `named` is the version `version` or `rev` names here, if given.
+    """
     store = _existing_store(home)
-    command = f"rollback-to {version or ''}".strip() + (" --refresh" if refresh else "")
-    with _changing(store, command, wait) as (chain, logged):
+    flag = " --refresh" if refresh else ""
+    asked = version or (f"--rev {rev}" if rev is not None else "")
+    with _changing(store, f"rollback-to {asked}".strip() + flag, wait) as (chain, logged):
         live = chain.live_version()
+        if version is not None or rev is not None:
+            version = _resolved(store, chain, version, rev)
+            logged.command = f"rollback-to {version}{flag}"
         if choose is not None:
-            version = choose(live, chain.previous(live) if live else None, sorted(chain.versions))
+            version = choose(live, chain.previous(live) if live else None, sorted(chain.versions), version)
             if version is None or version == live:
                 logged.command = f"rollback-to {version or ''}".strip() + ": already live"
                 return live, live
-            logged.command = f"rollback-to {version}" + (" --refresh" if refresh else "")
+            logged.command = f"rollback-to {version}{flag}"
         if version is None:
             if live is None:
                 raise PlugboxError("there is no live version to roll back from",
@@ -359,10 +384,10 @@ def rollback_to(home: Path, version: str | None = None, refresh: bool = False,
             if version is None:
                 raise PlugboxError(f"the live version {live} has no previous version",
                                    "see `plugbox status`")
-        _existing(chain, version)
+        version = _resolved(store, chain, version)
         if version == live:
             raise PlugboxError(f"{version} is already live", "see `plugbox status`")
-        service = _Service(store, chain, command)
+        service = _Service(store, chain, f"rollback-to {version}{flag}")
         try:
             # Read VERSION's plugbox.toml now: a malformed one must refuse before the stop.
             config = service.config(version)
@@ -380,6 +405,33 @@ def rollback_to(home: Path, version: str | None = None, refresh: bool = False,
             return version, live
         finally:
             service.close()
+
+
+def _release(service: _Service, logged: _Logged, live: str | None, version: str) -> dict:
+    """The release step: `[hooks] release` of the new version, in its directory with its
+    environment, once post_upload succeeded and before anything switches; skipped
+    when none of `[release] when_changed` differs from live. A failure changes
+    nothing (the caller removes the new version). Recorded, and said in the log."""
+    store = service.store
+    config = service.config(version)
+    if not config.has("release"):
+        return {"ran": False, "why": f"{version} has no release hook"}
+    if config.when_changed and live and not record.differs_in(store, live, version, config.when_changed):
+        why = f"none of {', '.join(config.when_changed)} changed since {live}"
+        say(f"release of {version} skipped: {why}")
+        record.note(store, version, "release", {"outcome": "skipped", "why": why})
+        logged.note = "release skipped"
+        return {"ran": False, "why": why}
+    try:
+        service.run("release", version)
+    except HookFailed as error:
+        record.note(store, version, "release", {"outcome": "failed"})
+        logged.note = "release failed"
+        raise HookFailed(f"{error.message}; nothing switched, the live version is still "
+                         f"{live or 'none'}") from None
+    record.note(store, version, "release", {"outcome": "ran"})
+    logged.note = "release ran"
+    return {"ran": True, "why": ""}
 
 
 def _switch(service: _Service, logged: _Logged, live: str | None, version: str,
@@ -437,6 +489,20 @@ def _switch(service: _Service, logged: _Logged, live: str | None, version: str,
             raise HookFailed(f"{error.message}; switched back to {live}, but "
                              f"{revert_error.message}", code=REVERT_FAILED) from None
         raise HookFailed(f"{error.message}; switched back to {live}, which is up again") from None
+    if live and not refresh and _left_stopped(service, live, version):
+        warn(for_caller(f"warning: {version} has no start hook, and the stop hook of {live} ran: nothing "
+                        f"runs the service now; start it yourself, or `plugbox rollback-to {live}`, "
+                        "whose start hook starts it, and add a start hook to plugbox.toml"))
+
+
+def _left_stopped(service: _Service, live: str, version: str) -> bool:
+    """Whether a stop + start left the service stopped: `live` had a stop hook (which
+    ran) and a start hook, and `version` has no start hook."""
+    try:
+        before = service.config(live)
+        return before.has("stop") and before.has("start") and not service.config(version).has("start")
+    except PlugboxError:  # the live version's plugbox.toml is unreadable: it says nothing
+        return False
 
 
 def _unswitched(service: _Service, logged: _Logged, live: str | None, version: str,
@@ -480,22 +546,51 @@ def _bring_up(service: _Service, name: str, refresh: bool, stopped_version: str 
     service.run("start", name)
 
 
-def remove(home: Path, versions: list[str]) -> None:
+@dataclass
+class Plan:
+    """What a remove or prune deletes, and what it keeps and why: what --dry-run
+    shows, and what a person confirms."""
+
+    remove: list[str]                 # oldest first
+    states: dict[str, str]            # the state of each of them
+    keep: list[tuple[str, str]] = field(default_factory=list)  # (version, why), newest first
+
+
+def remove(home: Path, versions: list[str], *, rev: str | None = None, dry_run: bool = False,
+           confirm: Callable[[Plan], None] | None = None) -> Plan:
+    """Remove the versions that `versions` (any form chain.resolve takes) and `rev`
+    name; refuse them all if one is live or in use. `dry_run`: the plan, nothing
+    removed, no lock taken. `confirm(plan)`, under the lock, may call it off by raising."""
+    if not versions and rev is None:
+        raise PlugboxError("name a version to remove", code=USAGE)
     store = _existing_store(home)
-    with _changing(store, "remove " + " ".join(versions)) as (chain, logged):
-        live = chain.live_version()
-        for name in versions:
-            _existing(chain, name)
-            if name == live:
-                raise PlugboxError(f"{name} is live and cannot be removed",
-                                   "roll back or deploy first")
-        for name, processes in sorted(inuse.users(str(store.deploy), versions).items()):
-            raise PlugboxError(f"{name} is in use by {_listed(processes)}",
-                               "stop it first; nothing was removed")
-        names = list(dict.fromkeys(versions))
-        store.remove_versions(chain, names)
-        for name in names:
+    if dry_run:
+        return _remove_plan(store, store.read(), versions, rev)
+    asked = " ".join(versions) + (f" --rev {rev}" if rev is not None else "")
+    with _changing(store, f"remove {asked.strip()}") as (chain, logged):
+        plan = _remove_plan(store, chain, versions, rev)
+        logged.command = "remove " + " ".join(plan.remove)
+        if confirm:
+            confirm(plan)
+        store.remove_versions(chain, plan.remove)
+        for name in plan.remove:
             say(f"removed {name}")
+        return plan
+
+
+def _remove_plan(store: Store, chain: c.Chain, versions: list[str], rev: str | None) -> Plan:
+    names = [_resolved(store, chain, spec) for spec in versions]
+    if rev is not None:
+        names.append(_resolved(store, chain, None, rev))
+    names = sorted(set(names))
+    live = chain.live_version()
+    if live in names:
+        raise PlugboxError(f"{live} is live and cannot be removed", "roll back or deploy first")
+    for name, processes in sorted(inuse.users(str(store.deploy), names).items()):
+        raise PlugboxError(f"{name} is in use by {_listed(processes)}", "stop it first; nothing was removed")
+    histories = {name: r["history"] for name in names if (r := record.load(store, name)) is not None}
+    states = chain.states(histories)
+    return Plan(names, {name: states[name] for name in names})
 
 
 def _listed(processes: list[inuse.User]) -> str:
@@ -503,25 +598,48 @@ def _listed(processes: list[inuse.User]) -> str:
     return shown + (f" and {len(processes) - 3} more" if len(processes) > 3 else "")
 
 
-def prune(home: Path, keep: int = 5) -> tuple[list[str], int]:
-    """Remove versions as plan_prune says; returns them and how many versions are left."""
+def prune(home: Path, keep: int = 5, *, dry_run: bool = False,
+          confirm: Callable[[Plan], None] | None = None) -> Plan:
+    """Remove versions as plan_prune says; returns the plan carried out. `dry_run`:
+    the plan, nothing removed, no lock taken. `confirm(plan)`, under the lock and
+    when there is something to remove, may call it off by raising."""
     if keep < 1:
         raise PlugboxError(f"--keep {keep}: keep at least 1 version", code=USAGE)
     store = Store(home)
     if not store.exists():
-        return [], 0
+        return Plan([], {})
+    if dry_run:
+        return _prune_plan(store, store.read(), keep)
     with _changing(store, f"prune --keep {keep}") as (chain, logged):
-        using = inuse.users(str(store.deploy), chain.versions)
-        _, histories = _histories(store, chain)
-        doomed = c.plan_prune(chain, keep, in_use=set(using), histories=histories)
-        for name in sorted(set(c.plan_prune(chain, keep, histories=histories)) - set(doomed)):
-            say(f"kept {name}: in use by {_listed(using[name])}")
+        plan = _prune_plan(store, chain, keep)
+        if plan.remove and confirm:
+            confirm(plan)
+        for name, why in reversed(plan.keep):
+            if why.startswith("in use by "):
+                say(f"kept {name}: {why}")
         # One pass over deploy/, read once above: what takes time is the deleting.
-        if doomed:
-            store.remove_versions(chain, doomed)
-        for name in doomed:
+        if plan.remove:
+            store.remove_versions(chain, plan.remove)
+        for name in plan.remove:
             say(f"removed {name}")
-        return doomed, len(chain.versions) - len(doomed)
+        return plan
+
+
+def _prune_plan(store: Store, chain: c.Chain, keep: int) -> Plan:
+    using = inuse.users(str(store.deploy), chain.versions)
+    _, histories = _histories(store, chain)
+    doomed = c.plan_prune(chain, keep, in_use=set(using), histories=histories)
+    spared = set(c.plan_prune(chain, keep, histories=histories)) - set(doomed)  # by a process alone
+    states = chain.states(histories)
+    live = chain.live_version()
+    previous = chain.previous(live) if live else None
+    kept = []
+    for name in sorted(set(chain.versions) - set(doomed), reverse=True):
+        kept.append((name, "live" if name == live else
+                     "live's previous" if name == previous else
+                     f"in use by {_listed(using[name])}" if name in spared else
+                     f"within --keep {keep}"))
+    return Plan(doomed, {name: states[name] for name in doomed}, kept)
 
 
 @dataclass
@@ -549,15 +667,16 @@ def status(home: Path) -> tuple[str | None, list[Row]]:
     return chain.live_version(), rows
 
 
-def verify(home: Path, version: str | None = None) -> tuple[str, dict]:
-    """Compare `version` (default: live) with its record; see record.verify. Changes nothing."""
+def verify(home: Path, version: str | None = None, rev: str | None = None) -> tuple[str, dict]:
+    """Compare `version` (any form chain.resolve takes; or the version deployed from
+    `rev`; default: live) with its record; see record.verify. Changes nothing."""
     store = _existing_store(home)
     chain = store.read()
-    if version is None:
+    if version is None and rev is None:
         version = chain.live_version()
         if version is None:
             raise PlugboxError("there is no live version to verify", "name one: `plugbox verify VERSION`")
-    _existing(chain, version)
+    version = _resolved(store, chain, version, rev)
     return version, record.verify(store, version)
 
 
@@ -614,7 +733,7 @@ def environment_of(home: Path, version: str | None = None) -> tuple[str, environ
         version = chain.live_version()
         if version is None:
             raise PlugboxError("there is no live version", "name one, or deploy a first version")
-    _existing(chain, version)
+    version = _resolved(store, chain, version)
     return version, record.read_environment(store, version)
 
 
@@ -634,8 +753,7 @@ def environment_diff(home: Path, versions: list[str]) -> tuple[str, str, list[tu
         a, b = (chain.previous(live) if live else None), live
     if a is None or b is None:
         raise PlugboxError("there is no pair of versions to compare", "name them: A B")
-    for name in (a, b):
-        _existing(chain, name)
+    a, b = (_resolved(store, chain, name) for name in (a, b))
     return a, b, environment.diff(record.read_environment(store, a).values,
                                   record.read_environment(store, b).values)
 

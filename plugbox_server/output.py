@@ -72,3 +72,15 @@ def keep_going_when_the_caller_goes() -> None:
 def the_caller_went_away() -> None:
     """Said by the machine-facing mode when its input ends: say nothing more."""
     _gone()
+
+
+def ask(question: str) -> bool:
+    """Ask a person at a terminal a yes/no question on stderr; True for y or yes.
+    The end of input, or anything else, is no."""
+    try:
+        sys.stderr.write(question)
+        sys.stderr.flush()
+        answer = sys.stdin.readline()
+    except (OSError, ValueError):
+        return False
+    return answer.strip().lower() in ("y", "yes")

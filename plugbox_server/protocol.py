@@ -23,11 +23,20 @@ Gates, asked for by the request ("gated": true, for several hosts), let the call
 decide for all hosts at once: once it holds the lock, plugbox answers {"newest":
 {"name", "live"}} and waits for {"name": NAME}; after post_upload it answers
 {"prepared": {"name"}} and waits for {"switch": true} (anything else, or the end
-of input, removes the new version: nothing switched); after a good check it
+of input, removes the new version: nothing switched). Before that, the one host
+that runs the release step for all is sent {"release": true}: it runs it (or
+skips it) and answers {"released": {"ran", "why"}}, or ends with an exit message
+when it failed, its new version removed. After a good check it
 answers {"switched": {"name"}} and waits: {"revert": true} switches back, {"commit":
 true} or the end of input keeps the switch. A gated rollback answers {"ready":
-{"live", "previous", "versions"}} under the lock and waits for {"version": NAME}
-(null: nothing to do here).
+{"live", "previous", "versions", "version"}} under the lock ("version": what the
+request's version or rev names on this host, resolved there) and waits for
+{"version": NAME} (null: nothing to do here). A remove or prune asked to
+"confirm" answers {"plan": {"remove": [NAMES], "lines": [TEXT]}} under the lock,
+when it has something to remove, and goes ahead on {"commit": true} only.
+
+Every request that changes state carries "origin" with at least the user and
+the machine plug runs on: the lock names them to whoever it turns away.
 
 Standard library only, and cheap to import: both start-ups load it.
 """
@@ -49,9 +58,11 @@ HELLO, EXIT, OUT, ERROR = "hello", "exit", "out", "error"
 NEWEST, NAME = "newest", "name"
 UPLOAD, UPLOADED = "upload", "uploaded"
 PREPARED, SWITCH, SWITCHED = "prepared", "switch", "switched"
+RELEASE, RELEASED = "release", "released"
 REVERT, COMMIT, ABORT = "revert", "commit", "abort"
 READY, VERSION = "ready", "version"
 UNCHANGED = "unchanged"
+PLAN = "plan"
 
 COMMANDS = ("deploy", "rollback", "remove", "status", "verify", "log", "prune", "check", "env", "hello")
 ENV_ACTIONS = ("list", "get", "diff")
@@ -132,6 +143,14 @@ def _keep(value) -> int:
     return value
 
 
+def _count(value) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError("a whole number, 0 or more")
+    return value
+
+
 def _texts(value) -> list[str]:
     if value is None:
         return []
@@ -177,9 +196,9 @@ def _action(value) -> str:
 REQUEST_FIELDS = {
     "command": _text, "home": _text,
     "json": _flag, "output": _flag, "repair": _flag, "refresh": _flag,
-    "gated": _flag, "hold": _flag, "force": _flag,
-    "version": _text, "versions": _texts, "keep": _keep, "wait_lock": _seconds,
-    "config": _text, "origin": _object,
+    "gated": _flag, "hold": _flag, "force": _flag, "dry_run": _flag, "confirm": _flag, "brief": _flag,
+    "version": _text, "versions": _texts, "rev": _text, "keep": _keep, "wait_lock": _seconds,
+    "count": _count, "since": _text, "config": _text, "origin": _object,
     # an environment change (a "deploy" with these instead of an upload), and `env`'s own
     "env_set": _values, "env_unset": _names, "action": _action, "names": _names,
 }
@@ -228,6 +247,17 @@ def read_versions(payload, sender: str, *keys: str) -> tuple:
                                 f"whose {key!r} is not what plug understands")
         values.append(value)
     return tuple(values)
+
+
+def read_plan(payload, sender: str) -> dict:
+    """A remove's or prune's plan: {"remove": [NAMES], "lines": [TEXT]}; ProtocolError otherwise."""
+    good = (isinstance(payload, dict) and isinstance(payload.get("remove"), list)
+            and all(isinstance(name, str) and is_version_name(name) for name in payload["remove"])
+            and isinstance(payload.get("lines"), list)
+            and all(isinstance(line, str) and "\n" not in line for line in payload["lines"]))
+    if not good:
+        raise ProtocolError(f"plugbox on {sender} answered {_shown(str(payload))}, which is no plan plug understands")
+    return payload
 
 
 def _shown(line) -> str:

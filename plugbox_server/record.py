@@ -163,6 +163,28 @@ def write_environment(store, name: str, env: Environment, change: dict | None = 
     _write_json(own, RECORD, record)
 
 
+def note(store, name: str, key: str, value: dict) -> None:
+    """Put `value` (with the time) under `key` of the version's record; never fails the command."""
+    try:
+        record = load(store, name) or create(store, name)
+        record[key] = {"time": utc_now(), **value}
+        _write_json(directory(store, name, make=True), RECORD, record)
+    except (OSError, PlugboxError):
+        pass
+
+
+def differs_in(store, before: str, after: str, paths: tuple[str, ...]) -> bool:
+    """Whether anything under `paths` (files or directories of the tree as uploaded)
+    differs between two versions, by their manifests; True when one has none."""
+    def under(entries: list[list]) -> set[tuple]:
+        return {tuple(map(str, _content(e))) for e in entries
+                if any(e[1] == p or e[1].startswith(p + "/") for p in paths)}
+    old_own, new_own = directory(store, before), directory(store, after)
+    if not (old_own / MANIFEST).is_file() or not (new_own / MANIFEST).is_file():
+        return True
+    return under(_read_manifest(old_own, MANIFEST)) != under(_read_manifest(new_own, MANIFEST))
+
+
 def manifest(store, name: str) -> list[list]:
     """The version's tree as uploaded, one entry a path (see seal), parents first;
     refused when the version has none to give."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import calendar
 import json
+import re
 import time
 from pathlib import Path
 from typing import TextIO
@@ -15,26 +16,33 @@ from typing import TextIO
 from plugbox_server import operations, record
 from plugbox_server.environment import digest
 from plugbox_server.errors import USAGE, PlugboxError, for_caller
+from plugbox_server.names import since as moment
 
 
-def status(home: Path, as_json: bool, out: TextIO) -> str | None:
-    """Print the versions; return the live one."""
+def status(home: Path, as_json: bool, out: TextIO, brief: bool = False) -> dict:
+    """Print the versions (with `brief`, nothing); return what plug's compact view of
+    several hosts and its completion use: {"live", "versions" (names), "row" (the
+    live version's name, revision, who, when, message; with `brief`)}."""
     live, rows = operations.status(home)
+    now = time.time()
+    known = {"live": live, "versions": [row.name for row in rows]}
+    if brief:
+        described = [_described(row.record, now) for row in rows if row.name == live]
+        return {**known, "row": [live, *described[0]] if described else None}
     if as_json:
         print(json.dumps({"home": str(home.absolute()), "live": live,
                           "versions": [vars(row) for row in rows]}, indent=2), file=out)
-        return live
+        return known
     if not rows:
         print("no versions", file=out)
-        return live
-    now = time.time()
+        return known
     artifacts = any((row.record or {}).get("artifact_sha256") for row in rows)
     table = [[row.name, row.state, *_described(row.record, now, artifacts)] for row in rows]
     widths = [max(len(cells[i]) for cells in table) for i in range(len(table[0]) - 1)]
     for cells in table:
         print(("  ".join(cell.ljust(w) for cell, w in zip(cells, widths)) + "  " + cells[-1]).rstrip(),
               file=out)
-    return live
+    return known
 
 
 def _described(record: dict | None, now: float, artifacts: bool = False) -> list[str]:
@@ -71,8 +79,8 @@ def _ago(created: str | None, now: float) -> str:
     return "just now"
 
 
-def verify(home: Path, version: str | None, out: TextIO) -> None:
-    name, result = operations.verify(home, version)
+def verify(home: Path, version: str | None, out: TextIO, rev: str | None = None) -> None:
+    name, result = operations.verify(home, version, rev)
     for key, label in (("changed", "changed"), ("added", "added"), ("removed", "removed"),
                        ("post_upload_changed", "changed since post_upload"),
                        ("post_upload_removed", "removed since post_upload")):
@@ -88,11 +96,39 @@ def verify(home: Path, version: str | None, out: TextIO) -> None:
     print(f"{name}: as uploaded ({result['digest']})", file=out)
 
 
-def prune(home: Path, keep: int, out: TextIO) -> None:
-    removed, left = operations.prune(home, keep)
-    if not removed:
+def prune(home: Path, keep: int, out: TextIO, dry_run: bool = False, confirm=None) -> None:
+    plan = operations.prune(home, keep, dry_run=dry_run, confirm=confirm)
+    if dry_run:
+        for line in plan_lines(plan, kept=True):
+            print(line, file=out)
+        print(f"dry run: nothing removed ({_versions(len(plan.remove))} would go, "
+              f"{len(plan.keep)} would stay)", file=out)
+    elif not plan.remove:
+        left = len(plan.keep)
         why = "live and its previous are never pruned" if left > keep else f"--keep {keep}"
-        print(f"nothing to prune: {left} version{'' if left == 1 else 's'} left ({why})", file=out)
+        print(f"nothing to prune: {_versions(left)} left ({why})", file=out)
+
+
+def remove(home: Path, versions: list[str], out: TextIO, rev: str | None = None, dry_run: bool = False,
+           confirm=None) -> None:
+    plan = operations.remove(home, versions, rev=rev, dry_run=dry_run, confirm=confirm)
+    if dry_run:
+        for line in plan_lines(plan):
+            print(line, file=out)
+        print("dry run: nothing removed", file=out)
+
+
+def plan_lines(plan: operations.Plan, kept: bool = False) -> list[str]:
+    """What a remove or prune would delete (and, with `kept`, what it keeps and why),
+    newest first: for --dry-run, and for the question before deleting."""
+    lines = [(name, f"would remove {name}  {plan.states.get(name, '')}".rstrip()) for name in plan.remove]
+    if kept:
+        lines += [(name, f"keep         {name}  {why}") for name, why in plan.keep]
+    return [line for _, line in sorted(lines, reverse=True)]
+
+
+def _versions(count: int) -> str:
+    return f"{count} version{'' if count == 1 else 's'}"
 
 
 def check(home: Path, repair: bool, out: TextIO) -> None:
@@ -138,17 +174,50 @@ def env(home: Path, action: str, names: list[str], versions: list[str], out: Tex
         print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)) + "  " + row[3], file=out)
 
 
-def log(home: Path, out: TextIO, output: bool = False) -> None:
+def log(home: Path, out: TextIO, output: bool = False, count: int | None = None,
+        since: str | None = None) -> None:
+    """The log (or, with `output`, the kept hook output, command by command): only
+    what happened at or after `since` (any form names.since takes), the last
+    `count` of it."""
+    start = moment(since) if since is not None else None
     if output:
-        kept = operations.hook_output(home)
-        print(kept.decode(errors="replace") if kept else "no hook output kept", file=out, end="" if kept else "\n")
+        parts = _output_parts(operations.hook_output(home))
+        parts = [part for when, part in parts if start is None or when >= start]
+        parts = parts[-count:] if count is not None else parts
+        print("".join(parts) if parts else "no hook output kept" + _since(since), file=out,
+              end="" if parts else "\n")
         return
-    entries = operations.log(home)
+    entries = [entry for entry in operations.log(home) if start is None or entry[0] >= start]
+    entries = entries[-count:] if count is not None else entries
     if not entries:
-        print("no operations yet", file=out)
+        print("no operations yet" if since is None else "no operations" + _since(since), file=out)
         return
     rows = [["TIME", "USER", "COMMAND", "FROM", "TO", "OUTCOME"], *entries]
     widths = [max(len(row[i]) for row in rows if len(row) > i) for i in range(5)]
     for row in rows:
         print("  ".join(field.ljust(w) for field, w in zip(row, widths)) + "  " + " ".join(row[5:]),
               file=out)
+
+
+def _since(since: str | None) -> str:
+    return f" since {moment(since)}" if since is not None else ""
+
+
+# The heading store.OutputRecord writes before each command's kept output.
+_HEADING = re.compile(rb"=== (\S+) .*")
+
+
+def _output_parts(kept: bytes) -> list[tuple[str, str]]:
+    """The kept hook output, one part per command: (its time, its text). A part the
+    rotation of the file continued under a second heading stays one part."""
+    parts: list[tuple[str, str]] = []
+    for piece in re.split(rb"(?m)^(?==== )", kept):
+        if not piece:
+            continue
+        heading = _HEADING.match(piece)
+        text = piece.decode(errors="replace")
+        if parts and (heading is None or piece.split(b"\n", 1)[0].endswith(b", continued")):
+            parts[-1] = (parts[-1][0], parts[-1][1] + text)
+        else:
+            parts.append((heading.group(1).decode(errors="replace") if heading else "", text))
+    return parts

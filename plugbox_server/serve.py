@@ -19,7 +19,7 @@ import sys
 import threading
 from pathlib import Path
 
-from plugbox_server import __version__, layout, operations, output, report
+from plugbox_server import __version__, layout, names, operations, output, record, report
 from plugbox_server import protocol as P
 from plugbox_server.errors import OK, REFUSED, USAGE, Aborted, PlugboxError, Reverted, exit_for, for_caller
 
@@ -113,9 +113,12 @@ def _deploy(home: Path, request: dict, out) -> dict:
                           + _gone_or(answer, "the caller gave up"), "nothing changed")
         the_inbox()  # read by the gates; its end: the caller has gone
 
-    def before_stop() -> None:
+    def before_stop(release) -> None:
         _send({P.PREPARED: {"name": name_of[0]}})
         answer = the_inbox().get()
+        if answer == {P.RELEASE: True}:  # this host runs the release step for all of them
+            _send({P.RELEASED: release()})
+            answer = the_inbox().get()
         if answer != {P.SWITCH: True}:
             raise Aborted("the switch was called off: " + _gone_or(answer, "another host failed"),
                           "nothing switched")
@@ -149,8 +152,9 @@ def _deploy(home: Path, request: dict, out) -> dict:
 def _rollback(home: Path, request: dict, out) -> dict:
     choose = None  # a rollback of several hosts: the caller chooses for all of them
     if request["gated"]:
-        def choose(live: str | None, previous: str | None, versions: list[str]) -> str | None:
-            _send({P.READY: {"live": live, "previous": previous, "versions": versions}})
+        def choose(live: str | None, previous: str | None, versions: list[str],
+                   named: str | None) -> str | None:
+            _send({P.READY: {"live": live, "previous": previous, "versions": versions, "version": named}})
             answer = _receive()
             if answer is None or P.VERSION not in answer:
                 raise Aborted("the rollback was called off: " + _gone_or(answer, "another host refused"),
@@ -161,13 +165,34 @@ def _rollback(home: Path, request: dict, out) -> dict:
     else:
         _Inbox()
     live, was = operations.rollback_to(home, request["version"], request["refresh"],
-                                       wait=request["wait_lock"], choose=choose)
+                                       wait=request["wait_lock"], choose=choose, rev=request["rev"])
     return {"name": live, "was": was}
 
 
-def _remove(home: Path, request: dict, out) -> dict:
+def _confirm(request: dict):
+    """With "confirm" in the request: the plan of a remove or prune, sent to the caller
+    under the lock; it goes ahead on {"commit": true}, anything else calls it off."""
+    def confirm(plan: operations.Plan) -> None:
+        _send({P.PLAN: {"remove": plan.remove, "lines": report.plan_lines(plan, kept=True)}})
+        answer = _receive()
+        if answer != {P.COMMIT: True}:
+            raise Aborted("called off: " + _gone_or(answer, "not confirmed"), "nothing removed")
+        _Inbox()
+
+    if request["confirm"] and not request["dry_run"]:
+        return confirm
     _Inbox()
-    operations.remove(home, request["versions"])
+    return None
+
+
+def _remove(home: Path, request: dict, out) -> dict:
+    report.remove(home, request["versions"], out, rev=request["rev"], dry_run=request["dry_run"],
+                  confirm=_confirm(request))
+    return {}
+
+
+def _prune(home: Path, request: dict, out) -> dict:
+    report.prune(home, request["keep"], out, dry_run=request["dry_run"], confirm=_confirm(request))
     return {}
 
 
@@ -175,10 +200,11 @@ COMMANDS = {
     "deploy": _deploy,
     "rollback": _rollback,
     "remove": _remove,
-    "status": lambda home, request, out: {"live": report.status(home, request["json"], out)},
-    "verify": lambda home, request, out: report.verify(home, request["version"], out),
-    "log": lambda home, request, out: report.log(home, out, request["output"]),
-    "prune": lambda home, request, out: report.prune(home, request["keep"], out),
+    "status": lambda home, request, out: report.status(home, request["json"], out, request["brief"]),
+    "verify": lambda home, request, out: report.verify(home, request["version"], out, request["rev"]),
+    "log": lambda home, request, out: report.log(home, out, request["output"], request["count"],
+                                                 request["since"]),
+    "prune": _prune,
     "check": lambda home, request, out: report.check(home, request["repair"], out),
     "env": lambda home, request, out: report.env(home, request["action"], request["names"],
                                                  request["versions"], out),
@@ -206,6 +232,8 @@ def main(argv: list[str]) -> int:
         if message is None:
             return REFUSED  # the caller went away before it asked anything
         request = P.read_request(message)
+        origin = record.checked_origin(request["origin"])
+        names.called_from(origin.get("user"), origin.get("machine"))
         home = Path(layout.home_from(request["home"]))
         answer = COMMANDS[request["command"]](home, request, out) or {}
         _send(P.exit_message(OK, out=out.getvalue(), **answer))

@@ -28,7 +28,7 @@ from plugbox_server import chain as c
 from plugbox_server import inuse
 from plugbox_server import layout as L
 from plugbox_server.errors import Busy, PlugboxError
-from plugbox_server.names import is_version_name, utc_now, who
+from plugbox_server.names import is_version_name, utc_now, who, who_at
 from plugbox_server.output import say
 
 _counter = itertools.count()
@@ -387,7 +387,10 @@ class Store:
                 self._refuse_odd(name)
             try:
                 os.ftruncate(fd, 0)
-                os.write(fd, f"pid {os.getpid()} (plugbox {command}) since {utc_now()}\n".encode())
+                # Who holds it and where from, for whoever it turns away: "ada@laptop (plugbox
+                # deploy, pid 4242, since ...)"; the machine is plug's when plug asked.
+                os.write(fd, f"{who_at()} (plugbox {command}, pid {os.getpid()}, since {utc_now()})\n"
+                         .encode())
             except OSError:
                 pass  # a full disk: the lock holds all the same, only its holder is unnamed
             yield

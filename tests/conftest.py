@@ -23,6 +23,16 @@ from helpers import BARE_SYSTEM_PATH, INSTALLED_BIN, SYSTEM_PATH, TIMEOUT, start
 from sshd import Sshd, SshdError, make_key, write_client_config
 
 
+@pytest.fixture(scope="session", autouse=True)
+def cache_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """plug's cache (the version names shell completion offers) in the test run's own
+    directory, never the user's ~/.cache: every plug a test starts inherits it."""
+    cache = tmp_path_factory.mktemp("cache")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("XDG_CACHE_HOME", str(cache))
+        yield cache
+
+
 @pytest.fixture(scope="session")
 def ssh_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("ssh")

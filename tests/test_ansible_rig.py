@@ -288,6 +288,22 @@ def test_a_host_failing_to_prepare_calls_the_deploy_off_everywhere(
     assert {user: len(versions_of(rig, user)) for user in rig.users} == counts
 
 
+def test_a_failing_release_step_calls_the_deploy_off_everywhere(
+        rig: Rig, deployed: tuple[Path, str]) -> None:
+    project, _ = deployed
+    lives = {user: live_of(rig, user) for user in rig.users}
+    counts = {user: len(versions_of(rig, user)) for user in rig.users}
+    clear_traces(rig)
+    write_project(project, {"main.py": "print('no release')\n"},
+                  hooks={"post_upload": [traced("post_upload")], "release": [traced("release"), "exit 3"]})
+    done = deploy(rig, project)
+    assert done.returncode != 0
+    assert "the release step failed on " in done.stdout and "no host switched" in done.stdout
+    assert {user: live_of(rig, user) for user in rig.users} == lives
+    assert {user: len(versions_of(rig, user)) for user in rig.users} == counts
+    assert sum(1 for user in rig.users for line in trace(rig, user) if line.startswith("release ")) == 1
+
+
 def test_the_rollback_playbook_brings_every_host_to_one_version(
         rig: Rig, deployed: tuple[Path, str]) -> None:
     project, _ = deployed

@@ -110,6 +110,13 @@ def test_rsync_upload_of_an_artifact_compares_contents():
         *HEAD, "--checksum", "--link-dest=../L", *FILTERS, "--", "/tmp/plug-x/tree/", "/h/deploy/V/"]
 
 
+def test_rsync_upload_with_progress_counts_everything_up_front():
+    # progress2: bytes and rate; flist2: "N files to consider", known at once without
+    # incremental recursion, so that the bar has its total before the transfer starts.
+    assert A.rsync_upload(["/p/app"], "/h/deploy/V/", progress=True) == [
+        *HEAD, "--info=progress2,flist2", "--no-inc-recursive", *FILTERS, "--", "/p/app", "/h/deploy/V/"]
+
+
 def test_protections_come_before_the_users_excludes():
     argv = A.rsync_upload(["/s"], "/d/", exclude=("*",), shared=("media",))
     order = [argv.index(a) for a in ("--filter=P /previous", "--filter=P /next", "--filter=P /.plugbox",
@@ -128,3 +135,28 @@ def test_protections_come_before_the_users_excludes():
 ])
 def test_ssh_extra_from_the_environment(environ, extra):
     assert A.ssh_extra(environ) == extra
+
+
+def test_the_count_follows_rsyncs_progress_line_by_line():
+    """What rsync prints with --info=progress2,flist2 and -ii, as the pipe carries it
+    (\\r-rewritten lines split apart), and where the bar stands after each line."""
+    from plugbox_client.upload import Count
+
+    seen = []
+    count = Count(progress=lambda c: seen.append((c.entries, c.total, round(c.completed(), 2), c.transferred)))
+    count._shown = -1e9  # every update shown, however fast the lines come
+    for line in ["building file list ... ", " 0 files...", "4 files to consider",
+                 "cd+++++++++ 4096 ./", ">f+++++++++ 3000000 big", "        32,768   0%    0.00kB/s    0:00:00"]:
+        count.line(line)
+        count._shown = -1e9
+    # The big file is being sent: it counts for the share of its bytes sent.
+    count.line("     1,500,000  50%    4.89MB/s    0:00:01")
+    count._shown = -1e9
+    assert seen[-1] == (2, 4, 1.5, 1_500_000)
+    count.line("     3,000,000 100%    4.89MB/s    0:00:01 (xfr#1, to-chk=2/4)")
+    count._shown = -1e9
+    count.line("hf          12 small")
+    assert seen[-1] == (3, 4, 3.0, 3_000_000)
+    count.done()
+    assert seen[-1][:3] == (4, 4, 4.0)  # rsync ended well: every entry is in place
+    assert (count.sent, count.sent_size, count.linked, count.rate) == (1, 3_000_000, 1, "4.89MB/s")

@@ -7,6 +7,7 @@ versions and links left on disk.
 
 import json
 import os
+import re
 import resource
 import shutil
 import subprocess
@@ -433,7 +434,7 @@ def test_rollback_with_refresh_runs_the_refresh_hook(project, home):
     assert result.stdout.startswith(f"version {first} is live (was ")
 
 
-@pytest.mark.parametrize("name", ["../etc", "live", "20261121T090000Z/..", "-v"])
+@pytest.mark.parametrize("name", ["../etc", "live~", "20261121T090000Z/..", "-v"])
 def test_version_arguments_are_validated_before_connecting(project, home, name):
     result = plug(project, "rollback", "--", name)
     assert result.returncode == 2  # bad usage
@@ -633,17 +634,40 @@ def test_unreachable_host_is_a_connection_failure(tmp_path):
         shutil.rmtree(temporary)
 
 
-def test_deploy_on_a_terminal_shows_progress_and_passes_output_through(project, home):
-    """On a terminal, plug's children write to it directly, and the upload shows its progress."""
+# What a terminal is told besides text: escape sequences (colour, cursor) and a bare \r.
+CONTROL = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\r(?!\n)")
+
+
+def test_deploy_on_a_terminal_shows_a_progress_bar_and_passes_output_through(project, home):
+    """On a terminal, plug's children write to it directly, and the upload shows a
+    progress bar, which ends at 100% with every entry in place."""
     write_config(project, home, extra='[hooks]\nstart = ["echo started"]\n')
+    (project / "app" / "big.bin").write_bytes(os.urandom(3_000_000))
     environ = {k: v for k, v in os.environ.items() if not k.startswith(("PLUG_", "PLUGBOX_"))}
     seen = on_terminal([sys.executable, "-m", "plugbox_client", "deploy"], "", env=environ, cwd=project)
     assert seen.code == 0, seen.shown
     text = seen.shown
-    assert "\r    3 files sent (" in text
+    assert "━" in text  # the bar
+    frames = re.split(r"[\r\n]+", re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", text))
+    bars = [frame for frame in frames if frame.startswith("local ") and "━" in frame]
+    assert bars, text
+    # The last frame: every entry rsync considered (app/, 4 files, requirements.txt) is in place.
+    assert re.fullmatch(r"local\s+━+\s+100%\s+6/6 entries\s+3\.\d MB sent at \S+/s\s+\d:\d\d:\d\d", bars[-1].strip()), bars[-1]
     assert f"version {live(home)} is live" in text
     assert "started\r\n" in text
     assert "Traceback" not in text
+
+
+def test_deploy_without_a_terminal_or_with_quiet_prints_plain_lines(project, home):
+    """In CI (no terminal), and with --quiet on one, plain lines: no bar, no control character."""
+    run = ok(plug(project, "deploy"))
+    assert CONTROL.search(run.stderr) is None and "━" not in run.stderr, repr(run.stderr)
+    assert run.stderr.startswith("==> new version ")
+    environ = {k: v for k, v in os.environ.items() if not k.startswith(("PLUG_", "PLUGBOX_"))}
+    seen = on_terminal([sys.executable, "-m", "plugbox_client", "deploy", "-q"], "", env=environ, cwd=project)
+    assert seen.code == 0, seen.shown
+    assert CONTROL.search(seen.shown) is None and "━" not in seen.shown, repr(seen.shown)
+    assert f"version {live(home)} is live" in seen.shown
 
 
 # ---------------------------------------------------------------- plug exec, plug ssh

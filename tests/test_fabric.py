@@ -99,9 +99,10 @@ def test_fab_fails_with_plugs_line_and_exit_status(fab, project: Path, service_h
     assert unnamed.sub("V", plugged.err.splitlines()[-1]) == unnamed.sub("V", last)
 
     bad = fab("rollback", "--version", "nonsense")
-    assert bad.code == Plug(project, ssh_config)("rollback", "nonsense").code == 2
-    assert bad.err.splitlines() == ["plug: 'nonsense' is not a version name: a name is YYYYMMDDTHHMMSSZ, "
-                                    "such as 20261121T090000Z; see `plug status` for the versions"]
+    plugged = Plug(project, ssh_config)("rollback", "nonsense")
+    assert bad.code == plugged.code == 2
+    assert bad.err.splitlines() == plugged.err.splitlines()
+    assert bad.err.startswith("plug: 'nonsense' is not a version name")
 
 
 def test_a_failing_python_prepare_step_stops_the_deploy_in_one_line(

@@ -99,6 +99,13 @@ def lives(homes: dict[str, Path]) -> dict[str, str | None]:
     return {alias: live(home) for alias, home in homes.items()}
 
 
+def compact(out: str) -> dict[str, list[str]]:
+    """plug status of several hosts: host -> [live, revision, by, when...], under its heading."""
+    lines = out.splitlines()
+    assert lines[0].split() == ["HOST", "LIVE", "REVISION", "BY", "WHEN", "MESSAGE"], out
+    return {line.split()[0]: line.split()[1:] for line in lines[1:-1]}
+
+
 def table(out: str) -> dict[str, list[str]]:
     """The summary table: host -> [live, result..., seconds]."""
     rows = [line.split() for line in out.splitlines()]
@@ -214,7 +221,8 @@ def test_drift_shows_in_status_and_rollback_brings_the_fleet_together(plug: Plug
 
     status = plug.ok("status")
     assert status.out.splitlines()[-1] == f"live versions differ: fleet-a, fleet-c on {second}; fleet-b on {first}"
-    assert f"fleet-b: {first}" in status.out
+    assert compact(status.out)["fleet-b"][0] == first
+    assert f"fleet-b: {first}  live" in plug.ok("status", "--all").out
     as_json = json.loads(plug.ok("status", "--json").out)
     assert as_json["same_live"] is False
     assert {alias: state["live"] for alias, state in as_json["hosts"].items()} == {
@@ -241,8 +249,9 @@ def test_rollback_to_a_version_missing_on_one_host_changes_nothing(plug: Plug, h
     run = plug("rollback", first)
 
     assert run.code == 1
-    assert one_line_error(run) == (f"plug: no version {first} on fleet-c; nothing was rolled back on any host; "
-                                   "see `plug status`")
+    # fleet-c refuses, under its lock; plug calls the rollback off everywhere.
+    assert f"fleet-c: plugbox: no version {first} in deploy/; see `plug status`" in run.err.splitlines()
+    assert one_line_error(run) == "plug: the rollback stopped at fleet-c; nothing was rolled back on any host"
     assert lives(homes) == {alias: second for alias in HOSTS}
 
 
@@ -257,7 +266,7 @@ def test_log_check_and_prune_run_on_every_host(plug: Plug, homes) -> None:
 def test_stages_select_their_hosts(plug: Plug, homes, fleet: Fleet) -> None:
     write_fleet_config(plug.project, extra='[stages.staging]\nhost = "fleet-a"\n\n'
                                            '[stages.production]\nhosts = ["fleet-b", "fleet-c"]\n')
-    staged = plug.ok("-s", "staging", "deploy")
+    staged = plug.ok("deploy", "-s", "staging")  # after the command, or before it
     assert "fleet-b" not in staged.err + staged.out
     one = live(homes["fleet-a"])
     assert lives(homes) == {"fleet-a": one, "fleet-b": None, "fleet-c": None}
@@ -272,6 +281,10 @@ def test_stages_select_their_hosts(plug: Plug, homes, fleet: Fleet) -> None:
         f"plug: {plug.project / 'plugbox.toml'}: no stage 'prod'; the stages are staging, production; "
         "nothing was done")
     assert fleet.logins() == logins  # refused before anything connected
+    twice = plug("-s", "staging", "status", "-s", "production")
+    assert (twice.code, one_line_error(twice)) == (
+        2, "plug: -s is given twice, before the command and after it; give it once")
+    assert fleet.logins() == logins
 
 
 def test_in_batches_a_failure_in_a_later_group_puts_the_earlier_ones_back(plug: Plug, homes) -> None:
@@ -290,6 +303,99 @@ def test_in_batches_a_failure_in_a_later_group_puts_the_earlier_ones_back(plug: 
     # fleet-c switched only after the first group had run its check (and passed it: it reported).
     assert run.err.index("fleet-c: plugbox: live is now") > max(
         run.err.index(f"{alias}: plugbox: check of") for alias in ("fleet-a", "fleet-b"))
+
+
+def test_status_of_several_hosts_is_one_line_each_and_all_or_host_gives_the_lists(plug: Plug, homes) -> None:
+    first = plug.ok("deploy", "-m", "the first") and live(homes["fleet-a"])
+    (plug.project / "app" / "a.txt").write_text("two\n")
+    second = plug.ok("deploy", "-m", "the second") and live(homes["fleet-a"])
+
+    out = plug.ok("status").out
+    lines = out.splitlines()
+    assert len(lines) == 1 + 3 + 1  # heading, a line per host, the verdict
+    rows = compact(out)
+    assert set(rows) == set(HOSTS)
+    for alias in HOSTS:
+        assert rows[alias][0] == second and rows[alias][-2:] == ["the", "second"], out
+    assert lines[-1] == f"live on every host: {second}"
+    assert first not in out
+
+    every = plug.ok("status", "--all").out.splitlines()
+    assert [line.split()[:3] for line in every[:-1]] == [
+        [f"{alias}:", name, state] for alias in HOSTS for name, state in ((second, "live"), (first, "previous"))]
+    assert every[-1] == f"live on every host: {second}"
+    one = plug.ok("status", "--host", "fleet-b").out.splitlines()
+    assert [line.split()[:2] for line in one] == [[second, "live"], [first, "previous"]]
+    refused = plug("status", "--host", "fleet-z")
+    assert refused.code == 2
+    assert one_line_error(refused) == "plug: no host 'fleet-z' in plugbox.toml; the hosts are fleet-a, fleet-b, fleet-c"
+
+
+def test_a_relative_name_rolls_every_host_back_to_what_it_names_on_all(plug: Plug, homes) -> None:
+    first = plug.ok("deploy") and live(homes["fleet-a"])
+    (plug.project / "app" / "a.txt").write_text("two\n")
+    second = plug.ok("deploy") and live(homes["fleet-a"])
+    (plug.project / "app" / "a.txt").write_text("three\n")
+    plug.ok("deploy")
+
+    third = live(homes["fleet-a"])
+
+    plug.ok("rollback", "live~2")
+    assert lives(homes) == {alias: first for alias in HOSTS}
+    plug.ok("rollback", third[:-1] if not third[-1].isdigit() else third)  # a prefix, or the whole name
+    assert lives(homes) == {alias: third for alias in HOSTS}
+    # By hand on fleet-b: now `previous` means another version there.
+    subprocess.run([str(Path(INSTALLED_BIN) / "plugbox"), "--home", str(homes["fleet-b"]), "rollback-to"],
+                   check=True, capture_output=True, timeout=TIMEOUT)
+    run = plug("rollback", "previous")
+    assert run.code == 1
+    assert one_line_error(run) == (f"plug: previous names different versions: {second} on fleet-a, fleet-c; "
+                                   f"{first} on fleet-b; nothing was rolled back on any host; name the version")
+    assert lives(homes) == {"fleet-a": third, "fleet-b": second, "fleet-c": third}
+
+
+def test_a_deploy_on_a_terminal_shows_one_bar_per_host_each_ending_at_100(plug: Plug, homes, fleet: Fleet) -> None:
+    import re
+
+    (plug.project / "app" / "big.bin").write_bytes(os.urandom(2_000_000))
+    env = {**os.environ, "PLUG_SSH_CONFIG": str(fleet.ssh_config)}
+    env.pop("PLUG_SSH_OPTIONS", None)
+    seen = on_terminal([str(PLUG), "deploy"], "", env=env, cwd=plug.project)
+    assert seen.code == 0, seen.shown
+    frames = re.split(r"[\r\n]+", re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", seen.shown))
+    for alias in HOSTS:
+        bars = [frame.strip() for frame in frames if frame.startswith(f"{alias} ") and "━" in frame]
+        assert bars, seen.shown
+        assert re.fullmatch(rf"{alias}\s+━+\s+100%\s+4/4 entries\s+2\.0 MB sent at \S+/s\s+\d:\d\d:\d\d", bars[-1]), bars[-1]
+    assert f"version {live(homes['fleet-a'])} is live on 3 hosts" in seen.shown
+
+
+def test_prune_on_a_terminal_asks_once_for_every_host(plug: Plug, homes, fleet: Fleet) -> None:
+    made = []
+    for text in ("one\n", "two\n", "three\n", "four\n"):
+        (plug.project / "app" / "a.txt").write_text(text)
+        plug.ok("deploy")
+        made.append(live(homes["fleet-a"]))
+    dry = plug.ok("prune", "--keep", "1", "--dry-run").out.splitlines()
+    assert f"fleet-b: would remove {made[0]}  previous" in dry and f"fleet-c: keep         {made[2]}  live's previous" in dry
+    env = {**os.environ, "PLUG_SSH_CONFIG": str(fleet.ssh_config)}
+    env.pop("PLUG_SSH_OPTIONS", None)
+
+    said = on_terminal([str(PLUG), "prune", "--keep", "1"], "n\n", env=env, cwd=plug.project)
+    assert said.code == 1, said.shown
+    # Two versions to go, the same two on every host: asked about once.
+    assert said.shown.count("[y/N]") == 1 and "remove 2 versions on 3 hosts? [y/N]" in said.shown
+    assert f"fleet-c: would remove {made[1]}  previous" in said.shown
+    assert said.shown.rstrip().endswith("plug: called off; nothing was removed on any host")
+    assert all(versions(home) == made for home in homes.values())
+
+    # One version to go: no question.
+    said = on_terminal([str(PLUG), "prune", "--keep", "3"], "", env=env, cwd=plug.project)
+    assert said.code == 0 and "[y/N]" not in said.shown, said.shown
+    assert all(versions(home) == made[1:] for home in homes.values())
+    said = on_terminal([str(PLUG), "prune", "--keep", "1"], "y\n", env=env, cwd=plug.project)
+    assert said.code == 0 and "[y/N]" not in said.shown  # one left to go
+    assert all(versions(home) == made[2:] for home in homes.values())
 
 
 # -- exec and ssh on several hosts --------------------------------------------------
@@ -478,3 +584,94 @@ def test_an_environment_change_goes_to_every_host_under_one_name(plug: Plug, hom
     plug.ok("rollback")
     ran = plug.ok("exec", "--", "sh", "-c", 'echo "[${KEY:-}]"')
     assert all(f"{alias}: []" in ran.err for alias in HOSTS)
+
+
+# -- the release step: once per deploy, before anyone switches --------------------------
+
+
+def traced_hooks(trace: Path, **extra: list[str]) -> dict[str, list[str]]:
+    """Hooks that append `HOST HOOK` to one trace file shared by the hosts (they are
+    all on this machine), the host taken from its home's name."""
+    def line(hook: str) -> str:
+        return f'echo "$(basename "$PLUGBOX_HOME" -home) {hook}" >> {trace}'
+    hooks = {hook: [line(hook)] for hook in ("post_upload", "release", "start")}
+    for hook, lines in extra.items():
+        hooks[hook] = hooks.get(hook, []) + lines
+    return hooks
+
+
+def write_release_config(project: Path, trace: Path, tables: str = "", **extra: list[str]) -> None:
+    """The fleet's plugbox.toml with traced hooks (and `extra` lines after them), and
+    more `tables` ([release], [timeouts])."""
+    write_fleet_config(project, extra=tables, **traced_hooks(trace, **extra))
+
+
+def test_the_release_step_runs_once_on_the_named_host_after_every_post_upload_before_any_switch(
+        plug: Plug, homes, tmp_path: Path) -> None:
+    trace = tmp_path / "trace"
+    write_release_config(plug.project, trace, '[release]\nhost = "fleet-b"\n')
+
+    run = plug.ok("deploy")
+
+    lines = trace.read_text().splitlines()
+    assert [line for line in lines if line.endswith(" release")] == ["fleet-b release"]
+    released = lines.index("fleet-b release")
+    assert sorted(lines[:released]) == [f"{alias} post_upload" for alias in HOSTS]
+    assert sorted(lines[released + 1:]) == [f"{alias} start" for alias in HOSTS]
+    assert "fleet-b: ==> release step of" in run.err
+    # A rollback never runs it.
+    (plug.project / "app" / "a.txt").write_text("two\n")
+    plug.ok("deploy")
+    trace.unlink()
+    plug.ok("rollback")
+    assert "release" not in trace.read_text()
+
+
+def test_a_failed_release_switches_nothing_and_removes_the_version_everywhere(
+        plug: Plug, homes, tmp_path: Path) -> None:
+    trace = tmp_path / "trace"
+    write_release_config(plug.project, trace)
+    good = plug.ok("deploy") and live(homes["fleet-a"])
+    write_release_config(plug.project, trace, release=["echo the migration broke >&2; exit 3"])
+    (plug.project / "app" / "a.txt").write_text("two\n")
+
+    run = plug("deploy")
+
+    assert run.code == 4
+    message = one_line_error(run)
+    assert "the release step failed on fleet-a" in message and "no host switched" in message, message
+    assert lives(homes) == {alias: good for alias in HOSTS}
+    assert all(versions(home) == [good] for home in homes.values())
+    assert "the migration broke" in plug.ok("log", "--output").out
+
+
+def test_when_changed_skips_the_release_and_says_so(plug: Plug, homes, tmp_path: Path) -> None:
+    trace = tmp_path / "trace"
+    (plug.project / "app" / "migrations").mkdir()
+    (plug.project / "app" / "migrations" / "0001.sql").write_text("create table t;\n")
+    write_release_config(plug.project, trace, '[release]\nwhen_changed = ["app/migrations"]\n')
+    plug.ok("deploy")
+    trace.unlink()
+
+    (plug.project / "app" / "a.txt").write_text("two\n")
+    run = plug.ok("deploy")
+    assert "release" not in trace.read_text()
+    assert "fleet-a: ==> release step skipped: none of app/migrations changed since" in run.err
+
+    (plug.project / "app" / "migrations" / "0002.sql").write_text("alter table t;\n")
+    plug.ok("deploy")
+    assert trace.read_text().count(" release") == 1
+
+
+def test_a_release_past_its_time_limit_is_killed_and_switches_nothing(plug: Plug, homes, tmp_path: Path) -> None:
+    trace = tmp_path / "trace"
+    write_release_config(plug.project, trace)
+    good = plug.ok("deploy") and live(homes["fleet-a"])
+    write_release_config(plug.project, trace, '[timeouts]\nrelease = 1\n', release=["sleep 30"])
+    (plug.project / "app" / "a.txt").write_text("two\n")
+
+    run = plug("deploy")
+
+    assert run.code == 4
+    assert "time limit of 1 s ran out" in run.err
+    assert lives(homes) == {alias: good for alias in HOSTS}

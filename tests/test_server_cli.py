@@ -316,8 +316,9 @@ def test_check_cannot_repair_a_dangling_live(home):
 
 # --- refusals: one line, the thing named, the next step, nothing changed ----------
 
-BAD_NAMES = ["../x", "..", ".", "live", "previous", "a\nb", "/etc/passwd",
-             f"{Z}/..", f"deploy/{Z}", f" {Z}", ""]
+# (live and previous name versions: see test_versions_by_short_name.py)
+BAD_NAMES = ["../x", "..", ".", "live~", "Live", "a\nb", "/etc/passwd",
+             f"{Z}/..", f"deploy/{Z}", f" {Z}", f"{Z}.0001", ""]
 
 
 @pytest.fixture
@@ -332,7 +333,8 @@ def lived(home):
 @pytest.mark.parametrize("command", [["upgrade-to"], ["rollback-to"], ["remove", "-v"]])
 def test_a_bad_version_name_is_refused(lived, command, name):
     line = refused(lived, *command, name, code=2)  # bad usage
-    assert line == (f"plugbox: {name!a} is not a version name: a name is YYYYMMDDTHHMMSSZ, such as 20261121T090000Z; "
+    assert line == (f"plugbox: {name!a} is not a version name: a name is YYYYMMDDTHHMMSSZ, such as 20261121T090000Z, "
+                    "or a unique prefix of one (20261121T09), live, previous or live~N (N versions back from live); "
                     "see `plugbox status` for the versions\n")
 
 

@@ -658,3 +658,75 @@ def test_exec_says_when_the_command_cannot_run(host: Host, command: str, code: i
     (host.deploy / version / "app").mkdir()
     done = host.run("exec", "--", command)
     assert (done.returncode, done.stdout, done.stderr) == (code, "", said)
+
+
+# -- the release step, by hand -----------------------------------------------------------
+
+
+def test_upgrade_to_runs_post_upload_then_release_then_switches(host: Host) -> None:
+    old = host.deploy_version(toml_of(tracing("OLD", "stop")))
+    host.trace()
+    new = host.upload(toml_of(tracing("NEW", "post_upload", "release", "start")))
+
+    host.ok("upgrade-to", new)
+
+    assert host.trace() == [f"NEW post_upload {new} {old}", f"NEW release {new} {old}",
+                            f"OLD stop {old} {old}", f"NEW start {new} {new}"]
+    assert "(release ran)" in host.ok("log").stdout.splitlines()[-1]
+
+
+def test_a_failing_release_switches_nothing(host: Host) -> None:
+    old = host.deploy_version(toml_of(tracing("OLD", "stop")))
+    host.trace()
+    new = host.upload(toml_of({"release": ["exit 5"]}))
+
+    done = host.run("upgrade-to", new)
+
+    assert done.returncode == 4
+    assert f"release of {new} failed: 'exit 5' exited 5; nothing switched, the live version is still {old}" \
+        in done.stderr
+    assert host.live() == old and host.trace() == []
+
+
+def test_an_environment_change_never_runs_the_release_step(host: Host) -> None:
+    host.deploy_version(toml_of(tracing("V", "release")))
+    host.trace()
+    done = subprocess.run([PLUGBOX, "env", "set", "KEY"], input="x\n", env=host.env(), capture_output=True,
+                          text=True, timeout=TIMEOUT)
+    assert done.returncode == 0, done.stderr
+    assert host.trace() == []
+
+
+# --- a version without a start hook after one with ----------------------------------------
+
+
+def test_a_version_without_start_after_one_with_says_the_service_is_left_stopped(host: Host) -> None:
+    first = host.deploy_version(toml_of(tracing("a", "stop", "start")))
+    second = host.upload(toml_of(tracing("b", "stop")))  # its start hook forgotten
+    host.trace()
+
+    done = host.ok("upgrade-to", second)
+
+    assert host.trace() == [f"a stop {first} {first}"]  # stopped, and nothing started
+    warning = [line for line in done.stderr.splitlines() if "warning" in line]
+    assert warning == [
+        f"plugbox: warning: {second} has no start hook, and the stop hook of {first} ran: nothing runs the "
+        f"service now; start it yourself, or `plugbox rollback-to {first}`, whose start hook starts it, "
+        "and add a start hook to plugbox.toml"]
+    # Run by plug, the way back is named as plug's command.
+    host.ok("rollback-to", first)  # stop of b, start of a
+    third = host.upload(toml_of({}))
+    done = subprocess.run([PLUGBOX, "upgrade-to", third], env=host.env(PLUGBOX_CLIENT="plug"), capture_output=True,
+                          text=True, timeout=TIMEOUT, stdin=subprocess.DEVNULL)
+    assert done.returncode == 0
+    assert f"or `plug rollback {first}`, whose start hook" in done.stderr
+
+
+@pytest.mark.parametrize("toml", [
+    toml_of(tracing("b", "stop", "start")),     # a start hook: it starts
+    toml_of(tracing("b", "refresh")),           # a refresh instead of stop + start: nothing stopped
+])
+def test_no_warning_when_something_starts_the_service_or_nothing_stopped_it(host: Host, toml: str) -> None:
+    host.deploy_version(toml_of(tracing("a", "stop", "start")))
+    second = host.upload(toml)
+    assert "warning" not in host.ok("upgrade-to", second).stderr

@@ -59,7 +59,8 @@ def holder(host: Host):
     """An upgrade-to held inside the new version's start hook until the test says go."""
     old = host.deploy_version()
     new = host.upload(toml_of({"start": [HOLD]}))
-    process = subprocess.Popen([PLUGBOX, "upgrade-to", new], env=host.env(),
+    # Run by hand by ada, on this host: the lock names her and the machine.
+    process = subprocess.Popen([PLUGBOX, "upgrade-to", new], env=host.env(PLUGBOX_USER="ada"),
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                stdin=subprocess.DEVNULL, text=True)
     try:
@@ -99,10 +100,11 @@ def test_a_second_changing_command_fails_at_once_naming_the_holder(
     lines = done.stderr.splitlines()
     assert len(lines) == 1, done.stderr
     match = re.match(
-        r"plugbox: deploy/ is locked by pid (\d+) \(plugbox upgrade-to (\S+)\) "
-        r"since \d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", lines[0])
+        r"plugbox: deploy/ is locked by ada@(\S+) \(plugbox upgrade-to (\S+), pid (\d+), "
+        r"since \d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ\)", lines[0])
     assert match, lines[0]
-    assert int(match.group(1)) == process.pid
+    assert match.group(1) == os.uname().nodename
+    assert int(match.group(3)) == process.pid
     assert match.group(2) == new
     assert done.stdout == ""
     # It failed while the holder was still busy: it did not wait for the lock.
@@ -141,8 +143,8 @@ def test_check_says_a_command_is_running_when_its_work_shows_as_a_problem(
     assert done.returncode == 1
     assert "problem: deploy/.link-1-0: a leftover temporary link" in done.stdout
     assert re.fullmatch(
-        rf"plugbox: deploy/ is locked by pid {process.pid} \(plugbox upgrade-to {re.escape(new)}\) "
-        r"since \S+: what it is doing may show as problems; check again when it has finished",
+        rf"plugbox: deploy/ is locked by ada@\S+ \(plugbox upgrade-to {re.escape(new)}, pid {process.pid}, "
+        r"since \S+\): what it is doing may show as problems; check again when it has finished",
         done.stderr.splitlines()[0]), done.stderr
     os.unlink(host.deploy / ".link-1-0")
     (host.ctl / "go").touch()
@@ -153,7 +155,7 @@ def test_the_lock_file_says_who_held_it_last_and_a_killed_holder_frees_it(
         host: Host, holder) -> None:
     process, old, new = holder
     text = (host.deploy / ".lock").read_text()
-    assert text.startswith(f"pid {process.pid} (plugbox upgrade-to {new}) since ")
+    assert text.startswith(f"ada@{os.uname().nodename} (plugbox upgrade-to {new}, pid {process.pid}, since ")
 
     process.send_signal(signal.SIGKILL)
     process.wait(timeout=TIMEOUT)

@@ -226,7 +226,13 @@ class PlugboxMachine(RuleBasedStateMachine):
     @rule(keep=st.integers(1, 6))
     def prune(self, keep):
         doomed = self.model.prune(keep)
-        assert operations.prune(self.home, keep) == (doomed, len(self.model.links) - len(doomed))
+        # The dry run's plan is what prune then does, and it changes nothing.
+        before = on_disk(self.store)
+        planned = operations.prune(self.home, keep, dry_run=True)
+        assert on_disk(self.store) == before
+        done = operations.prune(self.home, keep)
+        assert planned.remove == done.remove == doomed
+        assert len(done.keep) == len(self.model.links) - len(doomed)
         for name in doomed:
             self.model.remove(name)
 

@@ -140,7 +140,8 @@ def test_a_rollback_of_several_hosts_waits_for_the_version(host: Host) -> None:
     second = host.deploy_version()
     serve = Serve(host)
     serve.send({"command": "rollback", "gated": True})
-    assert serve.receive() == {"ready": {"live": second, "previous": first, "versions": [first, second]}}
+    assert serve.receive() == {"ready": {"live": second, "previous": first, "versions": [first, second],
+                                         "version": None}}
     serve.send({"version": first})
     assert serve.receive()["exit"] == 0 and serve.end()[0] == 0
     assert host.live() == first
@@ -151,3 +152,43 @@ def test_a_rollback_of_several_hosts_waits_for_the_version(host: Host) -> None:
     serve.send({"version": first})
     assert serve.receive() == {"exit": 0, "out": "", "name": first, "was": first}
     assert serve.end()[0] == 0 and host.live() == first
+
+
+def test_a_rollback_of_several_hosts_tells_what_the_version_asked_for_names_here(host: Host) -> None:
+    first = host.deploy_version()
+    second = host.deploy_version()
+    for asked in ({"version": "previous"}, {"version": "live~1"}, {"version": first}):
+        serve = Serve(host)
+        serve.send({"command": "rollback", "gated": True, **asked})
+        assert serve.receive() == {"ready": {"live": second, "previous": first, "versions": [first, second],
+                                             "version": first}}, asked
+        serve.send({"version": None})  # nothing to do here
+        assert serve.receive()["exit"] == 0 and serve.end()[0] == 0
+    assert host.live() == second
+    # A name this host cannot resolve: refused under the lock, before any word from plug.
+    serve = Serve(host)
+    serve.send({"command": "rollback", "gated": True, "version": "live~5"})
+    answer = serve.receive()
+    assert answer["exit"] == 1 and answer["error"].startswith(f"live~5: the live version {second} has only 1 version")
+    assert serve.end()[0] == 1 and host.live() == second
+
+
+@pytest.mark.parametrize("request_, command", [
+    ({"command": "deploy", "gated": True, "config": ""}, "deploy"),
+    ({"command": "rollback", "gated": True}, "rollback-to"),
+])
+def test_the_lock_names_the_person_and_the_machine_plug_runs_on(host: Host, request_, command) -> None:
+    host.deploy_version()
+    host.deploy_version()
+    serve = Serve(host)
+    # plug says who runs it, and where, in every request; here a laptop that is not this host.
+    serve.send({**request_, "origin": {"user": "ada", "machine": "laptop"}})
+    assert set(serve.receive()) & {"newest", "ready"}  # it waits, under its lock
+    refused = subprocess.run([PLUGBOX, "prune", "--keep", "1"], env=host.env(), capture_output=True, text=True,
+                             timeout=TIMEOUT, stdin=subprocess.DEVNULL)
+    assert refused.returncode == 3
+    assert refused.stderr.startswith(f"plugbox: deploy/ is locked by ada@laptop (plugbox {command}, pid "), \
+        refused.stderr
+    serve.send({"abort": True})
+    serve.receive()
+    serve.end()

@@ -75,6 +75,8 @@ class ActionModule(ActionBase):
             config_text=text,
             config_sha256=hashlib.sha256(text.encode("utf-8")).hexdigest(),
             home=config.home,
+            release=bool(config.hooks.get("release")),
+            release_host=getattr(config, "release_host", None),
             origin=origin,
             user=origin["user"],
             zipapp=zipapp,

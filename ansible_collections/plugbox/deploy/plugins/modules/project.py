@@ -64,6 +64,14 @@ home:
   description: The home C(plugbox.toml) names, or null.
   returned: success
   type: str
+release:
+  description: Whether C(plugbox.toml) has a release step (C([hooks] release)).
+  returned: success
+  type: bool
+release_host:
+  description: C([release] host) of C(plugbox.toml), or null.
+  returned: success
+  type: str
 zipapp:
   description: The plugbox zipapp built for the hosts.
   returned: when O(build)
