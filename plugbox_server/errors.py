@@ -52,10 +52,6 @@ class Reverted(HookFailed):
     of the same deploy failed, and the fleet must not stay split."""
 
 
-class Usage(PlugboxError):
-    code = USAGE
-
-
 def exit_for(error: BaseException, interrupted: str = "interrupted") -> tuple[int, str] | None:
     """The exit code and the one line to print for an expected failure; None for a bug.
 

@@ -222,7 +222,7 @@ def test_drift_shows_in_status_and_rollback_brings_the_fleet_together(plug: Plug
     status = plug.ok("status")
     assert status.out.splitlines()[-1] == f"live versions differ: fleet-a, fleet-c on {second}; fleet-b on {first}"
     assert compact(status.out)["fleet-b"][0] == first
-    assert f"fleet-b: {first}  live" in plug.ok("status", "--all").out
+    assert any(line.split()[:3] == ["fleet-b:", first, "live"] for line in plug.ok("status", "--all").out.splitlines())
     as_json = json.loads(plug.ok("status", "--json").out)
     assert as_json["same_live"] is False
     assert {alias: state["live"] for alias, state in as_json["hosts"].items()} == {
@@ -318,7 +318,7 @@ def test_status_of_several_hosts_is_one_line_each_and_all_or_host_gives_the_list
     for alias in HOSTS:
         assert rows[alias][0] == second and rows[alias][-2:] == ["the", "second"], out
     assert lines[-1] == f"live on every host: {second}"
-    assert first not in out
+    assert first not in out.split()  # (a name of the same second is first's name plus .001)
 
     every = plug.ok("status", "--all").out.splitlines()
     assert [line.split()[:3] for line in every[:-1]] == [
@@ -478,12 +478,16 @@ def test_ctrl_c_before_the_switch_calls_the_deploy_off_everywhere(plug: Plug, ho
     assert lives(homes) == {alias: good for alias in HOSTS}
 
 
+# A check that, on the host whose home holds `hold`, says so (`held`) and waits until the
+# test removes `hold` (at most a minute).
+HELD_CHECK = ['test ! -e "$PLUGBOX_HOME/hold" || { touch "$PLUGBOX_HOME/held"; i=0; '
+              'while [ -e "$PLUGBOX_HOME/hold" ] && [ $i -lt 600 ]; do sleep 0.1; i=$((i+1)); done; }']
+
+
 def test_plug_killed_mid_switch_leaves_switched_hosts_switched_and_the_others_as_they_were(
         plug: Plug, homes, tmp_path: Path) -> None:
     # One host at a time; fleet-b's check waits until the test lets it go.
-    write_fleet_config(plug.project, check=['test ! -e "$PLUGBOX_HOME/hold" || '
-                                            '{ touch "$PLUGBOX_HOME/held"; while [ -e "$PLUGBOX_HOME/hold" ]; '
-                                            'do sleep 0.1; done; }'])
+    write_fleet_config(plug.project, check=HELD_CHECK)
     good = plug.ok("deploy") and live(homes["fleet-a"])
     (homes["fleet-b"] / "hold").touch()
     (plug.project / "app" / "a.txt").write_text("two\n")
@@ -506,9 +510,7 @@ def test_plug_killed_mid_switch_leaves_switched_hosts_switched_and_the_others_as
 
 def test_a_connection_lost_in_the_switch_reverts_the_others_and_says_the_lost_host_finishes(
         plug: Plug, homes, fleet: Fleet) -> None:
-    write_fleet_config(plug.project, check=['test ! -e "$PLUGBOX_HOME/hold" || '
-                                            '{ touch "$PLUGBOX_HOME/held"; while [ -e "$PLUGBOX_HOME/hold" ]; '
-                                            'do sleep 0.1; done; }'])
+    write_fleet_config(plug.project, check=HELD_CHECK)
     good = plug.ok("deploy") and live(homes["fleet-a"])
     (homes["fleet-b"] / "hold").touch()
     (plug.project / "app" / "a.txt").write_text("two\n")
