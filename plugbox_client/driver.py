@@ -840,6 +840,9 @@ def rollback(config: Config, version: str | None, refresh: bool, wait_lock: floa
                                           for host in hosts.hosts}, asked)
             except PlugboxError:
                 for host in hosts.hosts:  # called off: each host lets go of its lock, nothing changed
+                    if host in failed:  # it has said why: all of it is shown before plug's own line
+                        host.session.close()
+                        continue
                     host.session.quiet = True
                     host.session.send({P.ABORT: True})
                 raise
