@@ -1,4 +1,4 @@
-"""Runs things: the only module of plug that starts processes (and the only user of `sh`).
+"""Runs things: the only module of plug that starts processes.
 
 Every plug command that works on the host talks to one `plugbox --serve` process
 there, a `Session`: over ssh, the session is also the master connection
@@ -72,77 +72,43 @@ def run(argv: list[str], *, cwd: Path | None = None, out=None, err=None,
     `out`: None passes stdout to the terminal; CAPTURE keeps it in Result.stdout; a
     callable gets it line by line, a line ending at a newline or a carriage
     return (rsync's progress rewrites its line with \\r); a Path receives it.
-    `err`: None passes stderr to the terminal, a callable gets it line by line, a
-    Path receives it. `stdin`: the
-    terminal's, or the file given.
+    `err`: None passes stderr to the terminal, a callable gets it line by line
+    (each with its newline, read by a thread of their own), a Path receives it.
+    `stdin`: the terminal's, or the file given.
+
+    (subprocess, not sh: sh costs ~38 ms to import, which a deploy would pay
+    for its first git look-up, before the host has its request.)
     """
-    if callable(out):
-        return _run_reading(argv, out, cwd=cwd, err=err, stdin=stdin, env=env)
-    import subprocess
-
-    import sh  # only the commands that run something pay for it
-
-    command = _command(argv[0])
-    with contextlib.ExitStack() as files:
-        kwargs = dict(
-            _ok_code=range(256), _return_cmd=True, _decode_errors="replace",
-            _cwd=str(cwd) if cwd else None,
-            _env={**os.environ, **env} if env else None,
-            _in=files.enter_context(open(stdin, "rb")) if stdin is not None else 0,
-            _err=files.enter_context(open(err, "wb")) if isinstance(err, Path) else err if err else 2,
-        )
-        if isinstance(out, Path):
-            kwargs["_out"] = files.enter_context(open(out, "wb"))
-        elif out is None:
-            kwargs["_out"] = 1
-        else:  # sh reads it: through a pipe, not the pty it would make by default
-            kwargs["_tty_out"] = False
-        running = command(*argv[1:], _bg=True, _bg_exc=False, _preexec_fn=_die_with_parent, **kwargs)
-        try:
-            done = running.wait()
-        except sh.ErrorReturnCode as e:  # only a signal gets here, given _ok_code
-            return Result(128 - e.exit_code if e.exit_code < 0 else e.exit_code)
-        except BaseException:
-            # Ctrl-C or plug's end: stop it and let it say its last word before plug does.
-            with contextlib.suppress(Exception):
-                running.process.terminate()
-            with contextlib.suppress(BaseException):
-                running.wait(timeout=5)
-            raise
-    stdout = done.stdout.decode("utf-8", "replace") if out is CAPTURE else ""
-    return Result(done.exit_code, stdout)
-
-
-def _run_reading(argv: list[str], out, *, cwd: Path | None, err, stdin: Path | None,
-                 env: dict[str, str] | None) -> Result:
-    """run() with `out` a callable, given each line as it comes. (Not sh: its
-    unbuffered mode calls back once per byte, which rsync's thousands of lines
-    and its \\r-rewritten progress would make slow.) A callable `err` gets the
-    lines of stderr, each with its newline, read by a thread of their own."""
     import re
     import subprocess
 
-    _command(argv[0])  # not found: one line
+    _found(argv[0])  # not found: one line
     with contextlib.ExitStack() as files:
+        def opened(path: Path | None, mode: str):
+            return files.enter_context(open(path, mode)) if path is not None else None
+
         process = subprocess.Popen(
-            argv, cwd=cwd, env={**os.environ, **env} if env else None, stdout=subprocess.PIPE,
-            stdin=files.enter_context(open(stdin, "rb")) if stdin is not None else None,
-            stderr=(subprocess.PIPE if callable(err) else
-                    files.enter_context(open(err, "wb")) if err is not None else None),
+            argv, cwd=cwd, env={**os.environ, **env} if env else None, stdin=opened(stdin, "rb"),
+            stdout=subprocess.PIPE if out is CAPTURE or callable(out) else opened(out, "wb"),
+            stderr=subprocess.PIPE if callable(err) else opened(err, "wb"),
             preexec_fn=_die_with_parent)
         said = None
         if callable(err):
             said = threading.Thread(target=lambda: [err(line.decode("utf-8", "replace"))
                                                     for line in process.stderr], daemon=True)
             said.start()
+        captured: list[bytes] = []
         try:
-            pending = b""
-            while chunk := os.read(process.stdout.fileno(), 65536):
-                *lines, pending = re.split(rb"[\r\n]", pending + chunk)
-                for line in lines:
-                    out(line.decode("utf-8", "replace"))
-            if pending:
-                out(pending.decode("utf-8", "replace"))
+            if out is CAPTURE:
+                captured.append(process.stdout.read())
+            elif callable(out):
+                pending = b""
+                while chunk := os.read(process.stdout.fileno(), 65536):
+                    *lines, pending = re.split(rb"[\r\n]", pending + chunk)
+                    for line in lines:
+                        out(line.decode("utf-8", "replace"))
+                if pending:
+                    out(pending.decode("utf-8", "replace"))
             code = process.wait()
             if said is not None:
                 said.join(5)
@@ -154,24 +120,23 @@ def _run_reading(argv: list[str], out, *, cwd: Path | None, err, stdin: Path | N
                 process.wait(timeout=5)
             raise
         finally:
-            process.stdout.close()
+            if process.stdout is not None:
+                process.stdout.close()
             if said is not None:
                 said.join(1)
                 process.stderr.close()
-    return Result(128 - code if code < 0 else code)
+    return Result(128 - code if code < 0 else code, b"".join(captured).decode("utf-8", "replace"))
 
 
-def _command(name: str):
-    """sh's command for `name`, our own output flushed before it writes its own."""
-    import sh
+def _found(name: str) -> None:
+    """Refuse in one line a program that is not on PATH; flush our own output before
+    it writes its own."""
+    import shutil
 
-    try:
-        command = sh.Command(name)
-    except sh.CommandNotFound:
-        raise PlugboxError(f"{name}: not found on this machine", f"install {name}") from None
+    if shutil.which(name) is None:
+        raise PlugboxError(f"{name}: not found on this machine", f"install {name}")
     sys.stdout.flush()
     sys.stderr.flush()
-    return command
 
 
 def foreground(argv: list[str], env: dict[str, str] | None = None) -> int:
@@ -186,7 +151,7 @@ def foreground(argv: list[str], env: dict[str, str] | None = None) -> int:
     """
     import subprocess
 
-    _command(argv[0])  # not found: one line
+    _found(argv[0])  # not found: one line
     interrupted = []
     # A handler, not SIG_IGN, which the child would inherit through exec.
     previous = signal.signal(signal.SIGINT, lambda *_: interrupted.append(True))
