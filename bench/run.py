@@ -1,6 +1,6 @@
 """Plugbox's benchmark: `plug` against the fastest a user could do by hand, in one run.
 
-    python3 bench/run.py [--files N] [--size-mb M] [--runs K] [--quick] [--out FILE]
+    python3 bench/run.py [--files N] [--size-mb M] [--runs K] [--quick] [--only FIGURES] [--out FILE]
 
 Starts its own sshd on 127.0.0.1 (tests/sshd.py, as the tests do), generates a
 deterministic service tree (bench/tree.py), bootstraps plugbox onto that host with
@@ -20,7 +20,15 @@ as on a real host), then measures:
 5. a no-change redeploy of the tree and of one ten times its files, against the
    same by hand;
 6. `plug deploy` to three hosts (three sshd, each with its own home), one file
-   changed, against `plug deploy` of the same tree to one host.
+   changed, against `plug deploy` of the same tree to one host;
+7. plug's start-up: the time from plug's start to the start of its ssh, by an
+   `ssh` first on PATH that notes the time it starts, then runs the real one;
+8. over a warm connection (`PLUG_KEEP_CONNECTION`, a master that a previous
+   command left up): `plug rollback` and a no-change `plug deploy`, against the
+   same by hand over a warm master (`ControlPersist`), and against a cold bare
+   rollback.
+
+`--only startup,rollback,...` runs some figures (FIGURES below) and what they need.
 
 Every figure is the median of --runs runs, interleaved with its baseline (A B A B
 ...) so that noise hits both; before each timed deploy, `sync` (untimed) settles
@@ -276,30 +284,45 @@ class Bench:
         (base / "versions").mkdir(parents=True)
         self.bare_live[base] = []
 
-    def bare_deploy(self, source: Path, base: Path) -> float:
-        """By hand: one fresh multiplexed connection, rsync --link-dest, ln -s + mv -T."""
+    def bare_deploy(self, source: Path, base: Path, warm: Path | None = None) -> float:
+        """By hand: one fresh multiplexed connection, rsync --link-dest, ln -s + mv -T;
+        `warm`: over the master already listening on that socket, left up."""
         self.counter += 1
         name = f"v{self.counter:05d}"
         live = self.bare_live[base][-1] if self.bare_live[base] else None
-        socket = self.work / "bare.sock"
+        socket = warm or self.work / "bare.sock"
         ssh = [*self.ssh, "-o", f"ControlPath={socket}"]
         link_dest = [f"--link-dest={base}/versions/{live}"] if live else []
         temporary = shlex.quote(f"{base}/.tmp")
         began = time.perf_counter()
-        run([*ssh, "-o", "ControlMaster=yes", "-o", "ControlPersist=yes", "-f", "-N", HOST])
+        if not warm:
+            run([*ssh, "-o", "ControlMaster=yes", "-o", "ControlPersist=yes", "-f", "-N", HOST])
         run(["rsync", "-a", "--delete", *link_dest, "-e", shlex.join(ssh), f"{source}/",
              f"{HOST}:{base}/versions/{name}/"])
         run([*ssh, HOST, f"ln -s versions/{name} {temporary} && mv -T {temporary} "
                          + shlex.quote(f"{base}/current")])
-        run([*ssh, "-O", "exit", HOST])
+        if not warm:
+            run([*ssh, "-O", "exit", HOST])
         took = time.perf_counter() - began
         self.bare_live[base].append(name)
         return took
 
-    def bare_switch(self, base: Path, name: str) -> float:
+    def bare_switch(self, base: Path, name: str, warm: Path | None = None) -> float:
+        """By hand: ln -s + mv -T in one ssh command, on a fresh connection or over `warm`."""
         temporary = shlex.quote(f"{base}/.tmp")
-        return run([*self.ssh, HOST, f"ln -s versions/{name} {temporary} && mv -T {temporary} "
-                                     + shlex.quote(f"{base}/current")])
+        ssh = [*self.ssh, "-o", f"ControlPath={warm}"] if warm else self.ssh
+        return run([*ssh, HOST, f"ln -s versions/{name} {temporary} && mv -T {temporary} "
+                                + shlex.quote(f"{base}/current")])
+
+    def deployed(self) -> None:
+        """Two versions in every home and by hand, for a figure that runs without the deploys."""
+        if len(self.bare_live.get(self.bare, [])) >= 2:
+            return
+        self.bare_reset(self.bare)
+        for _ in range(2):
+            for client in self.clients:
+                self.plug("deploy", config=client, client=client)
+            self.bare_deploy(self.tree.root, self.bare)
 
     # -- the figures ---------------------------------------------------------
 
@@ -362,6 +385,7 @@ class Bench:
 
     def figure_rollback(self) -> None:
         self.log("rollback")
+        self.deployed()
 
         def plug_arm(client):
             deploy = self.work / "host" / client / "deploy"
@@ -436,17 +460,22 @@ class Bench:
         arms = {"plug": lambda index: os.sync() or self.plug("deploy", config="scale"),
                 "bare": lambda index: os.sync() or self.bare_deploy(self.scale.root, base)}
         samples = interleave(self.args.runs, arms)
-        small = Row(f"deploy, no change, {self.tree.files:,} files", median_ms(self.no_change["plug"]),
-                    bare=median_ms(self.no_change["bare"]), target="≤ 1.20×")
         large = Row(f"deploy, no change, {self.scale.files:,} files", median_ms(samples["plug"]),
                     bare=median_ms(samples["bare"]), target="≤ 1.20×")
+        small = None
+        if hasattr(self, "no_change"):  # (not with --only scale)
+            small = Row(f"deploy, no change, {self.tree.files:,} files", median_ms(self.no_change["plug"]),
+                        bare=median_ms(self.no_change["bare"]), target="≤ 1.20×")
         for row in (small, large):
+            if row is None:
+                continue
             row.ratio = row.plug / row.bare
             row.verdict = "met" if row.ratio <= 1.2 else "missed"
             self.rows.append(row)
-        self.notes.append(
-            f"Scale: from {self.tree.files:,} to {self.scale.files:,} files a no-change deploy takes "
-            f"{large.plug / small.plug:.1f}× as long with plug and {large.bare / small.bare:.1f}× by hand.")
+        if small:
+            self.notes.append(
+                f"Scale: from {self.tree.files:,} to {self.scale.files:,} files a no-change deploy takes "
+                f"{large.plug / small.plug:.1f}× as long with plug and {large.bare / small.bare:.1f}× by hand.")
 
     def figure_fleet(self) -> None:
         """Three hosts against one: the same tree, the same clean plug, one file changed per round."""
@@ -492,6 +521,86 @@ class Bench:
                           "to one host; the three hosts are three sshd on this machine, so they share its "
                           "cores and disk.")
 
+    def figure_ssh_start(self) -> None:
+        """From plug's start to its ssh's, for `plug status`: an `ssh` first on PATH
+        notes the time it starts (date +%s%N), then execs the real one."""
+        self.log("plug's start-up, to the start of its ssh")
+        wrapper = self.work / "ssh-wrapper"
+        wrapper.mkdir(exist_ok=True)
+        stamp = self.work / "ssh-started"
+        real = shutil.which("ssh")
+        (wrapper / "ssh").write_text(f'#!/bin/sh\ndate +%s%N >>{shlex.quote(str(stamp))}\n'
+                                     f'exec {shlex.quote(real)} "$@"\n')
+        (wrapper / "ssh").chmod(0o755)
+        env = {**self.env, "PATH": f"{wrapper}:{self.env.get('PATH', SYSTEM_PATH)}"}
+
+        def started(argv: list[str]) -> float:
+            stamp.unlink(missing_ok=True)
+            began = time.time_ns()
+            run(argv, env=env, cwd=self.project, log=self.work / "plug.log")
+            return (int(stamp.read_text().split()[0]) - began) / 1e9
+
+        plug = [str(self.clients["plug"]), "status", "-c", str(self.configs["plug"])]
+        # The wrapper's own start (sh, then date), measured the same way: plug's figure includes it.
+        alone = [str(wrapper / "ssh"), "-V"]
+        samples = interleave(max(10, self.args.runs), {"plug": lambda i: started(plug),
+                                                       "wrapper": lambda i: started(alone)})
+        row = Row("plug's start to its ssh's (plug status)", median_ms(samples["plug"]), target="≤ 40 ms")
+        row.verdict = "met" if row.plug <= 40 else "missed"
+        self.rows.append(row)
+        self.notes.append(
+            f"Start-up to ssh: from the start of `plug status` (the time the benchmark starts it) to the "
+            f"start of an `ssh` first on PATH that notes its time (sh, then date) and runs the real one; "
+            f"that wrapper's own start, measured alone the same way, is {median_ms(samples['wrapper']):.1f} ms "
+            f"and is included.")
+
+    def figure_warm(self) -> None:
+        """Consecutive commands over a warm connection: plug with PLUG_KEEP_CONNECTION,
+        by hand over a master left up by ControlPersist."""
+        self.log("over a warm connection: rollback, deploy without change")
+        self.deployed()
+        env = {**self.env, "PLUG_KEEP_CONNECTION": "300"}
+        config = str(self.configs["plug"])
+        plug = str(self.clients["plug"])
+
+        def plug_run(*args: str) -> float:
+            return run([plug, *args, "-c", config], env=env, cwd=self.project, log=self.work / "plug.log")
+
+        socket = self.work / "warm.sock"
+        run([*self.ssh, "-o", f"ControlPath={socket}", "-o", "ControlMaster=yes", "-o", "ControlPersist=300",
+             "-f", "-N", HOST])
+        try:
+            plug_run("status")  # the master plug keeps: up before the first timed run
+            deploy = self.work / "host" / "plug" / "deploy"
+            pair = sorted(p.name for p in deploy.iterdir() if not p.name.startswith(".") and p.name != "live")[-2:]
+            bare_pair = self.bare_live[self.bare][-2:]
+            samples = interleave(self.args.runs, {
+                "plug": lambda i: plug_run("rollback", pair[i % 2 == 1]),
+                "bare": lambda i: self.bare_switch(self.bare, bare_pair[i % 2 == 1], warm=socket),
+                "cold": lambda i: self.bare_switch(self.bare, bare_pair[i % 2 == 1]),
+            })
+            plug_run("rollback", pair[1])  # back to the newest, then once untimed: what
+            self.bare_switch(self.bare, bare_pair[1])  # changed since is no part of the figure
+            plug_run("deploy")
+            self.bare_deploy(self.tree.root, self.bare, warm=socket)
+            deploys = interleave(self.args.runs, {
+                "plug": lambda i: os.sync() or plug_run("deploy"),
+                "bare": lambda i: os.sync() or self.bare_deploy(self.tree.root, self.bare, warm=socket),
+            })
+        finally:
+            run([plug, "disconnect", "-c", config], env=env, cwd=self.project, log=self.work / "plug.log")
+            subprocess.run([*self.ssh, "-o", f"ControlPath={socket}", "-O", "exit", HOST], capture_output=True)
+        for figure, taken in (("rollback, warm connection", samples), ("deploy, no change, warm connection", deploys)):
+            row = Row(figure, median_ms(taken["plug"]), bare=median_ms(taken["bare"]), target="≤ by hand + 100 ms")
+            row.ratio = row.plug / row.bare
+            row.verdict = "met" if row.plug - row.bare <= 100 else "missed"
+            self.rows.append(row)
+        half = Row("rollback, warm, against a cold one by hand", median_ms(samples["plug"]),
+                   bare=median_ms(samples["cold"]), target="< 0.50×")
+        half.ratio = half.plug / half.bare
+        half.verdict = "met" if half.ratio < 0.5 else "missed"
+        self.rows.append(half)
+
     def startup(self) -> None:
         """What one start of each piece costs, for the notes."""
         self.log("start-up of each piece")
@@ -512,13 +621,8 @@ class Bench:
 
     def run(self) -> None:
         self.setup()
-        self.startup()
-        self.figure_deploys()
-        self.figure_rollback()
-        self.figure_host_commands()
-        self.figure_scale()
-        self.figure_disk()
-        self.figure_fleet()
+        for name in self.args.only:
+            getattr(self, FIGURES[name])()
 
     # -- the report ------------------------------------------------------------
 
@@ -559,10 +663,8 @@ class Bench:
             "|" + "|".join("---" if i == 0 else "---:" for i in range(len(rows[0]))) + "|",
             *("| " + " | ".join(row) + " |" for row in rows[1:]),
             "",
-            "Start-up, median of each:",
-            "",
-            *(f"- {name}: {ms:.1f} ms" for name, ms in self.startup_ms.items()),
-            "",
+            *(["Start-up, median of each:", "", *(f"- {name}: {ms:.1f} ms" for name, ms in self.startup_ms.items()),
+               ""] if hasattr(self, "startup_ms") else []),
             *(f"{note}\n" for note in self.notes),
         ]
         return "\n".join(lines)
@@ -573,6 +675,12 @@ class Bench:
         return "\n".join("  ".join(cell.ljust(w) if i == 0 else cell.rjust(w)
                                    for i, (cell, w) in enumerate(zip(row, widths))).rstrip()
                          for row in rows)
+
+
+# What --only takes, in the order a whole run makes them.
+FIGURES = {"startup": "startup", "deploys": "figure_deploys", "rollback": "figure_rollback",
+           "host": "figure_host_commands", "scale": "figure_scale", "disk": "figure_disk",
+           "fleet": "figure_fleet", "ssh-start": "figure_ssh_start", "warm": "figure_warm"}
 
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
@@ -589,7 +697,13 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
                    help="a smoke run: a tiny tree, one run (overrides the sizes and --runs)")
     p.add_argument("--out", type=Path, default=HERE / "results" / "results.md", help="the markdown file to write")
     p.add_argument("--keep", action="store_true", help="keep the working directory")
+    p.add_argument("--only", type=lambda s: s.split(","), default=list(FIGURES), metavar="FIGURES",
+                   help=f"run only these figures, comma-separated: {','.join(FIGURES)} [all]")
     args = p.parse_args(argv)
+    unknown = [name for name in args.only if name not in FIGURES]
+    if unknown:
+        p.error(f"--only: no figure {', '.join(unknown)}; the figures are {', '.join(FIGURES)}")
+    args.only = [name for name in FIGURES if name in args.only]
     if args.quick:
         args.files, args.size_mb, args.scale_files, args.scale_size_mb = 60, 0.5, 300, 1
         args.runs, args.disk_versions, args.versions = 1, 3, [10, 100]

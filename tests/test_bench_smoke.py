@@ -34,6 +34,10 @@ ROWS = [
     "deploy, no change, 300 files",
     "disk: 3 versions against one tree",
     "deploy to three hosts against one (plug, one file changed)",
+    "plug's start to its ssh's (plug status)",
+    "rollback, warm connection",
+    "deploy, no change, warm connection",
+    "rollback, warm, against a cold one by hand",
 ]
 
 
