@@ -180,6 +180,11 @@ class _Hosts:
         return [host for host, error in errors if error is not None]
 
     def close(self) -> None:
+        """End every session: all hosts see the end of their input at once, then each
+        is waited for (not one host's end after another's)."""
+        for host in self.hosts:
+            if host.session is not None:
+                host.session.end_input()
         for host in self.hosts:
             if host.session is not None:
                 host.session.close()

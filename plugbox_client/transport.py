@@ -221,6 +221,9 @@ def _libc_prctl() -> list:
 _prctl = _libc_prctl()
 
 
+_HANDLED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)  # plug's own handlers: see main.py
+
+
 class _Started:
     """A process with pipes for its stdin, stdout and stderr, started by fork and
     exec, that dies with plug: what a Session talks to (ssh, or a local plugbox).
@@ -228,9 +231,9 @@ class _Started:
     Not subprocess.Popen: plug starts its sessions before it loads anything it can
     do without, and subprocess (with selectors, locale ...) costs that start a
     few milliseconds. What Popen does that a session needs is here: the child's
-    other descriptors closed, a failed exec raised here as OSError, wait with a
-    time limit (None: still running), terminate and kill, SIGPIPE as exec finds it
-    by default.
+    other descriptors closed, SIGPIPE back to its default, a failed exec raised
+    as OSError (by started()), wait with a time limit (None: still running),
+    terminate and kill.
     """
 
     def __init__(self, argv: list[str], env: dict[str, str] | None = None):
@@ -239,19 +242,27 @@ class _Started:
         self._stdout, stdout = os.pipe()
         self._stderr, stderr = os.pipe()
         failed, failing = os.pipe()
+        # Until its exec, the child runs plug's python with plug's signal handlers: a
+        # SIGTERM then (close() of a session just started) would raise in the child.
+        # So they wait, blocked, until the child has set every disposition to what
+        # exec would leave (SIG_DFL; for SIGPIPE and SIGXFSZ, which python ignores,
+        # as Popen does).
+        mask = signal.pthread_sigmask(signal.SIG_BLOCK, _HANDLED)
         try:
             self.pid = os.fork()
         except OSError:
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
             for fd in (stdin, self._stdin, self._stdout, stdout, self._stderr, stderr, failed, failing):
                 os.close(fd)
             raise
         if self.pid == 0:  # the child: nothing here may return or raise into plug's code
             try:
+                for signum in (*_HANDLED, signal.SIGPIPE, signal.SIGXFSZ):
+                    signal.signal(signum, signal.SIG_DFL)
+                signal.pthread_sigmask(signal.SIG_SETMASK, mask)
                 _die_with_parent()
                 if os.getppid() != parent:  # plug died before that took effect
                     os._exit(1)
-                for signum in (signal.SIGPIPE, signal.SIGXFSZ):  # as Popen does: python ignores them
-                    signal.signal(signum, signal.SIG_DFL)
                 ends = [stdin, stdout, stderr]
                 if min(ends) < 3:  # plug was started with 0, 1 or 2 closed: move them out of the way
                     import fcntl
@@ -268,6 +279,7 @@ class _Started:
                 os.write(failing, str(error.errno).encode())
             finally:
                 os._exit(127)
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         for fd in (stdin, stdout, stderr, failing):
             os.close(fd)
         self.returncode: int | None = None
@@ -276,17 +288,24 @@ class _Started:
             self._ended = os.pidfd_open(self.pid)
         except (AttributeError, OSError):
             self._ended = None
-        with os.fdopen(failed, "rb") as said:
-            why = said.read()  # empty: exec succeeded (the pipe closed with it)
-        if why:
-            self.wait(None)
-            for fd in (self._stdin, self._stdout, self._stderr):
-                os.close(fd)
-            code = int(why)
-            raise OSError(code, os.strerror(code), argv[0])
+        self._failed: int | None = failed
+        self._program = argv[0]
         self.stdin = os.fdopen(self._stdin, "wb")
         self.stdout = os.fdopen(self._stdout, "rb")
         self.stderr = os.fdopen(self._stderr, "rb")
+
+    def started(self) -> None:
+        """Return once its program runs; OSError (and it has ended) if it could not
+        be run. (Apart from the fork, so that several start before any is waited for.)"""
+        if self._failed is None:
+            return
+        with os.fdopen(self._failed, "rb") as said:
+            why = said.read()  # empty: exec succeeded (the pipe closed with it)
+        self._failed = None
+        if why:
+            self.wait(None)
+            code = int(why)
+            raise OSError(code, os.strerror(code), self._program)
 
     def wait(self, seconds: float | None) -> int | None:
         """Its exit status (-N: killed by signal N) once it has ended, within `seconds`
@@ -407,7 +426,7 @@ class Session:
     """One `plugbox --serve` on the host (or, with serve=False, a connection that
     only holds the master for `ride`); see the module's docstring."""
 
-    def __init__(self, config: Config, prefix: str = "", serve: bool = True):
+    def __init__(self, config: Config, prefix: str = "", serve: bool = True, confirm: bool = True):
         self.config = config
         self.local = config.local
         self.label = "this machine" if self.local else config.host
@@ -439,6 +458,21 @@ class Session:
             self.process = _Started(argv, env)
         except OSError as error:
             raise PlugboxError(f"could not run {argv[0]}: {error.strerror}", f"install {argv[0]}") from None
+        self._relay: threading.Thread | None = None
+        if confirm:
+            self.confirm()
+
+    def confirm(self) -> None:
+        """Once its program runs, pass on what it says on stderr; a PlugboxError if it
+        could not be run. (`confirm=False` leaves it to the caller: start_ahead starts
+        every host's first, then confirms each.)"""
+        if self.process is None or self._relay is not None:
+            return
+        try:
+            self.process.started()
+        except OSError as error:
+            raise PlugboxError(f"could not run {error.filename}: {error.strerror}",
+                               f"install {error.filename}") from None
         self._relay = threading.Thread(target=self._pass_on_stderr, daemon=True)
         self._relay.start()
 
@@ -520,7 +554,8 @@ class Session:
     def _gone(self, before_hello: bool = False) -> PlugboxError:
         """What it means that the session ended without a last word."""
         code = self.wait(10)
-        self._relay.join(2)
+        if self._relay is not None:
+            self._relay.join(2)
         said = [line for line in self.said if line.strip()]
         last = said[-1] if said else ""
         if before_hello and code == COMMAND_NOT_FOUND:
@@ -606,7 +641,8 @@ class Session:
             if code is None:
                 self.process.kill()
                 code = self.wait(2)
-        self._relay.join(1)
+        if self._relay is not None:
+            self._relay.join(1)
         return code
 
     def __enter__(self):
@@ -650,9 +686,17 @@ def open_session(config: Config, prefix: str = "") -> Session:
 
 
 def start_ahead(config: Config) -> None:
-    """Start the sessions now (one per host), so ssh connects while plug loads the rest of itself."""
-    for host in config.hosts:
-        _ahead.append(Session(config.for_host(host)))
+    """Start the sessions now, one per host, so ssh connects while plug loads the rest
+    of itself: every host's ssh is started before any is waited for."""
+    started = [Session(config.for_host(host), confirm=False) for host in config.hosts]
+    _ahead.extend(started)
+    try:
+        for session in started:
+            session.confirm()
+    except PlugboxError:
+        while _ahead:  # the CLI starts them again, and says why they cannot start
+            _ahead.pop().close(0)
+        raise
 
 
 # One line at a time on stderr: several hosts' sessions (threads) pass lines on at once.

@@ -528,6 +528,21 @@ def test_unreachable_host(app: Path, service_home: Path, ssh_config: Path, tmp_p
     assert versions(service_home) == []
 
 
+@pytest.mark.parametrize("hosts", [["plugbox-test"], ["plugbox-test", "plugbox-jump"]])
+def test_without_ssh_plug_says_so_in_one_line(plug: Plug, app: Path, service_home: Path, tmp_path: Path,
+                                              hosts: list[str]) -> None:
+    # The sessions start before the CLI loads, every host's at once: one that cannot
+    # start is said by the CLI, once, as for a single host.
+    config = write_config(app, service_home)
+    config.write_text(config.read_text().replace('host = "plugbox-test"', f"hosts = {json.dumps(hosts)}"))
+    plug.env["PATH"] = str(tmp_path / "no-ssh-here")
+
+    run = plug("status")
+
+    assert run.code == 1
+    assert one_line_error(run) == "plug: could not run ssh: No such file or directory; install ssh"
+
+
 # -- bootstrap onto a host without plugbox -----------------------------------------
 
 
