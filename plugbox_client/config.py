@@ -6,16 +6,21 @@ PlugboxError that names the file, the key and what is wrong with it; an unknown 
 is an error too, so that a typo never passes silently.
 """
 
+from __future__ import annotations
+
 import contextlib
 import os
+import posixpath
 import re
 import tomllib
-from pathlib import Path, PurePosixPath
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 from plugbox_server.errors import USAGE, PlugboxError
 from plugbox_server.layout import CONFIG as FILENAME
 from plugbox_server.layout import CONFIG, OWNED, Checker, ConfigError, settings
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 LOCAL = "local"
 ENGINE = "inventory"   # Config.host when an engine's inventory says where
@@ -28,10 +33,12 @@ _JUMP = re.compile(r"(?:[A-Za-z0-9._%+-]+@)?[A-Za-z0-9._-]+(?::[0-9]+)?")
 
 
 class Config(NamedTuple):
-    """What plugbox.toml says, validated. (A NamedTuple, not a dataclass: plug reads
-    it before it starts ssh, and dataclasses would bring inspect into that start.)"""
+    """What plugbox.toml says, validated. Plug reads it before it starts ssh, with
+    what that needs alone: a NamedTuple (a dataclass would bring dataclasses and
+    inspect), and the file's path a string until `path` is asked for (pathlib
+    brings urllib.parse, ipaddress, fnmatch ...: 3 ms)."""
 
-    path: Path                      # the plugbox.toml read, absolute
+    file: str                       # the plugbox.toml read, absolute (see path)
     host: str                       # ssh destination, or "local"; with hosts, the first
     jump: tuple[str, ...] = ()
     home: str | None = None         # absolute path on the host; None: the host's $HOME
@@ -56,6 +63,13 @@ class Config(NamedTuple):
         return self._replace(host=host, hosts=(host,))
 
     @property
+    def path(self) -> Path:
+        """The plugbox.toml read, absolute."""
+        from pathlib import Path
+
+        return Path(self.file)
+
+    @property
     def project(self) -> Path:
         """The project directory: relative paths in the file are relative to it."""
         return self.path.parent
@@ -67,17 +81,36 @@ class Config(NamedTuple):
 
 def find_config(start: Path) -> Path:
     """The nearest plugbox.toml in `start` or one of its parents."""
-    start = start.absolute()
-    for directory in (start, *start.parents):
-        candidate = directory / FILENAME
-        if candidate.is_file():
+    from pathlib import Path
+
+    return Path(_found(os.fspath(start)))
+
+
+def _found(start: str) -> str:
+    """find_config, in strings."""
+    start = _absolute(start)
+    directory = start
+    while True:
+        candidate = os.path.join(directory, FILENAME)
+        if os.path.isfile(candidate):
             return candidate
-    raise ConfigError(
-        f"no {FILENAME} in {start} or any directory above it",
-        "write one with `plug init`, or name one with -c FILE", code=USAGE)
+        parent = os.path.dirname(directory)
+        if parent == directory:
+            raise ConfigError(
+                f"no {FILENAME} in {start} or any directory above it",
+                "write one with `plug init`, or name one with -c FILE", code=USAGE)
+        directory = parent
 
 
-def load_config(path: Path | None = None, cwd: Path | None = None, stage: str | None = None,
+def _absolute(path: str) -> str:
+    """`path` from the current directory, as Path(path).absolute() spells it: without
+    `.` and empty parts, `..` kept (the CLI's -c FILE comes as a Path, plug's
+    start-up's as a string: both must name the file alike)."""
+    path = path if os.path.isabs(path) else os.path.join(os.getcwd(), path)
+    return "/" + "/".join(part for part in path.split("/") if part not in ("", "."))
+
+
+def load_config(path: Path | str | None = None, cwd: Path | str | None = None, stage: str | None = None,
                 upload_required: bool = True, engine: bool = False) -> Config:
     """Read and validate `path`, or the plugbox.toml found upward from `cwd`;
     `stage`: the [stages.NAME] whose keys replace those of [service];
@@ -85,9 +118,10 @@ def load_config(path: Path | None = None, cwd: Path | None = None, stage: str | 
     version_dir or artifact); not for a command that uploads nothing, nor for
     `plug deploy --artifact FILE`, so that CI needs no more than hosts and hooks;
     `engine`: an engine's inventory says where (see parse_config)."""
-    path = (path if path is not None else find_config(cwd or Path.cwd())).absolute()
+    path = _absolute(os.fspath(path)) if path is not None else _found(os.fspath(cwd) if cwd else os.getcwd())
     try:
-        text = path.read_text(encoding="utf-8")
+        with open(path, encoding="utf-8") as file:
+            text = file.read()
     except FileNotFoundError:
         raise ConfigError(f"{path}: no such file", "write one with `plug init`", code=USAGE) from None
     except (OSError, UnicodeDecodeError) as e:
@@ -112,7 +146,7 @@ def kept(environ, configured: int | None) -> int | None:
     return int(given) or None
 
 
-def parse_config(text: str, path: Path, stage: str | None = None, upload_required: bool = True,
+def parse_config(text: str, path: Path | str, stage: str | None = None, upload_required: bool = True,
                  engine: bool = False) -> Config:
     """Validate the text of a plugbox.toml; `path` is where it lives (for messages, project dir).
 
@@ -164,7 +198,7 @@ def parse_config(text: str, path: Path, stage: str | None = None, upload_require
         upload = tuple(check.relative("build", "upload", p) for p in check.strings("build", "upload", build["upload"]))
         if not upload:
             raise check.error("build", "upload", "is empty", "list the paths to upload")
-        names = [PurePosixPath(p).name for p in upload]
+        names = [posixpath.basename(p) for p in upload]  # (normalised: no trailing /)
         for p, name in zip(upload, names):
             if name in OWNED and name != CONFIG:
                 raise check.error("build", "upload", f"{p!r} would land as the version's own {name!r}, which plugbox owns", "rename it")
@@ -181,12 +215,12 @@ def parse_config(text: str, path: Path, stage: str | None = None, upload_require
     if host == LOCAL:
         uploaded = [version_dir] if version_dir is not None else list(upload)
         for source in uploaded:
-            if os.path.normpath(path.parent / source) == home:
+            if os.path.normpath(os.path.join(os.path.dirname(path), source)) == home:
                 raise check.error("service", "home", f"{home} is itself uploaded by [build]",
                                   "put the home outside what is uploaded")
 
     return Config(
-        path=path, host=host, jump=jump, home=home, shared=version.shared, prepare=prepare,
+        file=os.fspath(path), host=host, jump=jump, home=home, shared=version.shared, prepare=prepare,
         upload=upload, version_dir=version_dir, artifact=artifact, exclude=exclude, hooks=version.hooks,
         hosts=hosts, stage=stage, release_host=version.release_host or (hosts[0] if hosts else None),
         keep_connection=None if host == LOCAL else service.get("keep_connection"),
@@ -248,7 +282,7 @@ def _home(check: Checker, table: str, keys: dict, local: bool) -> str | None:
     check.plain(table, "home", home)
     if local and not home.startswith("/"):
         # On this machine a relative home means one beside the project, like other paths here.
-        return os.path.normpath(check.path.parent / home)
+        return os.path.normpath(os.path.join(os.path.dirname(check.path), home))
     if not home.startswith("/"):
         raise check.error(table, "home", f"{home!r} is not an absolute path", "start it with /")
     return home

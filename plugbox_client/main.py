@@ -101,13 +101,11 @@ def start_ahead(argv: list[str]) -> None:
     artifact = _value(argv, "--artifact")
     if artifact is not None and not os.path.isfile(artifact):
         return
-    from pathlib import Path
-
     from plugbox_client import config as cfg
     from plugbox_client import transport
 
     try:
-        loaded = cfg.load_config(Path(config) if config else None, stage=stage,
+        loaded = cfg.load_config(config or None, stage=stage,
                                  upload_required=command == "deploy" and artifact is None)
         transport.start_ahead(loaded.for_host(host) if host in loaded.hosts else loaded)
     except Exception:  # the CLI finds and reports the problem itself

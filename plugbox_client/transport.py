@@ -38,6 +38,8 @@ they cannot override) and before the host:
                                    -o StrictHostKeyChecking=yes"
 """
 
+from __future__ import annotations
+
 import contextlib
 import json
 import os
@@ -47,8 +49,7 @@ import sys
 import threading
 import time
 from collections import deque
-from pathlib import Path
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 from plugbox_client import argv as A
 from plugbox_client.config import Config
@@ -56,8 +57,11 @@ from plugbox_server import protocol
 from plugbox_server.errors import COMMAND_NOT_FOUND, CONNECTION_FAILED, USAGE, PlugboxError
 from plugbox_server.names import login
 
+if TYPE_CHECKING:
+    from pathlib import Path  # (not imported at run time before ssh starts: see config.Config)
+
 CAPTURE = "capture"
-DEVNULL = Path(os.devnull)
+DEVNULL = os.devnull
 
 
 class Result(NamedTuple):
@@ -192,6 +196,8 @@ def scratch():
     except OSError:
         pass  # no sh: plug still removes it at its end
     try:
+        from pathlib import Path
+
         yield Path(directory)
     finally:
         shutil.rmtree(directory, ignore_errors=True)
@@ -349,10 +355,10 @@ def local_plugbox(home: str) -> list[str]:
     """The plugbox to run on this machine (host = "local"), in the order FIND_PLUGBOX
     looks on a host: HOME's own copy, the login's, PATH; and here, the package plug
     came with."""
-    for installed in (Path(home, ".local", "bin", "plugbox"),
-                      Path(os.path.expanduser("~"), ".local", "bin", "plugbox")):
+    for installed in (os.path.join(home, ".local", "bin", "plugbox"),
+                      os.path.join(os.path.expanduser("~"), ".local", "bin", "plugbox")):
         if os.access(installed, os.X_OK):
-            return [str(installed)]
+            return [installed]
     import shutil
 
     found = shutil.which("plugbox")
@@ -413,7 +419,7 @@ def _kept_directory(make: bool = True) -> str | None:
     return directory
 
 
-_DEFAULTS = str(Path(__file__).with_name("ssh_config"))
+_DEFAULTS = os.path.join(os.path.dirname(__file__), "ssh_config")
 
 
 class HostGone(PlugboxError):

@@ -228,6 +228,18 @@ def test_named_file_that_is_missing(tmp_path):
         load_config(tmp_path / "prod.toml")
 
 
+def test_a_file_named_as_a_string_or_a_path_is_the_same(tmp_path, monkeypatch):
+    # plug's start-up names -c FILE as a string, the CLI as a Path: the two configs
+    # must be equal, or the session started ahead would be thrown away.
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "plugbox.toml").write_text(MINIMAL)
+    monkeypatch.chdir(tmp_path / "sub")
+    for given in ("../plugbox.toml", "./.././/plugbox.toml", str(tmp_path) + "//plugbox.toml"):
+        assert load_config(given) == load_config(Path(given)), given
+    assert load_config("../plugbox.toml").path == Path("../plugbox.toml").absolute()
+    assert load_config(cwd=".").path == tmp_path / "plugbox.toml"
+
+
 def test_named_file_may_have_any_name(tmp_path):
     (tmp_path / "prod.toml").write_text(MINIMAL)
     assert load_config(tmp_path / "prod.toml").project == tmp_path
