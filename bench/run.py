@@ -573,14 +573,18 @@ class Bench:
             plug_run("status")  # the master plug keeps: up before the first timed run
             deploy = self.work / "host" / "plug" / "deploy"
             pair = sorted(p.name for p in deploy.iterdir() if not p.name.startswith(".") and p.name != "live")[-2:]
+            if os.readlink(deploy / "live") == pair[0]:  # (a rollback to the live version is refused)
+                pair.reverse()
             bare_pair = self.bare_live[self.bare][-2:]
             samples = interleave(self.args.runs, {
-                "plug": lambda i: plug_run("rollback", pair[i % 2 == 1]),
-                "bare": lambda i: self.bare_switch(self.bare, bare_pair[i % 2 == 1], warm=socket),
-                "cold": lambda i: self.bare_switch(self.bare, bare_pair[i % 2 == 1]),
+                "plug": lambda i: plug_run("rollback", pair[i % 2]),
+                "bare": lambda i: self.bare_switch(self.bare, bare_pair[i % 2], warm=socket),
+                "cold": lambda i: self.bare_switch(self.bare, bare_pair[i % 2]),
             })
-            plug_run("rollback", pair[1])  # back to the newest, then once untimed: what
-            self.bare_switch(self.bare, bare_pair[1])  # changed since is no part of the figure
+            newest = max(pair)
+            if os.readlink(deploy / "live") != newest:  # back to the newest, then a deploy once,
+                plug_run("rollback", newest)          # untimed: what changed since is no part of
+            self.bare_switch(self.bare, max(bare_pair))  # the figure
             plug_run("deploy")
             self.bare_deploy(self.tree.root, self.bare, warm=socket)
             deploys = interleave(self.args.runs, {

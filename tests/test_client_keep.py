@@ -198,3 +198,23 @@ def test_a_killed_plug_leaves_no_plugbox_on_the_host(
     wait_for(lambda: not serving(sshd, "--sleep-interval=982"),
              lambda: f"the command on the host to end (left: {serving(sshd, '--sleep-interval=982')})", PATIENCE)
     assert plug.ok("disconnect").out == "closed the connection kept to plugbox-test\n"
+
+
+def test_through_a_jump_host_the_kept_connection_is_its_own(
+    plug: Plug, app: Path, service_home: Path, sshd: Sshd, jump_sshd: Sshd, runtime: Path
+) -> None:
+    write_config(app, service_home, keep_connection=300)
+    plug.ok("status")
+    direct = {p.name for p in (runtime / "plug").iterdir()}
+    write_config(app, service_home, keep_connection=300, jump=["plugbox-jump"])
+    logins = sshd.logins(), jump_sshd.logins()
+
+    plug.ok("status")
+    plug.ok("status")
+
+    assert (sshd.logins(), jump_sshd.logins()) == (logins[0] + 1, logins[1] + 1)  # not the direct one's
+    through = {p.name for p in (runtime / "plug").iterdir()} - direct
+    assert len(through) == 1
+    assert plug.ok("disconnect").out == "closed the connection kept to plugbox-test\n"
+    wait_for(lambda: {p.name for p in (runtime / "plug").iterdir()} == direct, "the master through the jump to end",
+             PATIENCE)
