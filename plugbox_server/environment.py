@@ -17,21 +17,18 @@ hosts) or TOML (`[env]` of plugbox.toml, which travels with the project).
 
 from __future__ import annotations
 
-import hashlib
-import re
-from dataclasses import dataclass, field
-
 from plugbox_server.errors import USAGE, PlugboxError
+from plugbox_server.plain import Plain
 
 SET = "set"
 TOML = "toml"
-_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*", re.ASCII)
 RESERVED_PREFIX = "PLUGBOX_"   # plugbox's own variables, which every hook gets
 
 
 def check_name(name) -> str | None:
     """Why `name` cannot be a variable's name, or None."""
-    if not isinstance(name, str) or not _NAME.fullmatch(name):
+    # [A-Za-z_][A-Za-z0-9_]*: for an ASCII string, exactly what isidentifier() takes.
+    if not isinstance(name, str) or not (name.isascii() and name.isidentifier()):
         return f"{str(name)!a} is not a name: a name is letters, digits and _, not starting with a digit"
     if name.startswith(RESERVED_PREFIX):
         return f"{name} starts with {RESERVED_PREFIX}, which plugbox's own variables do"
@@ -73,17 +70,20 @@ def parse(text: bytes) -> dict[str, str]:
 
 def digest(value: str) -> str:
     """A short digest of a value, to compare two without showing either."""
+    import hashlib  # only `env` shows digests
+
     return hashlib.sha256(value.encode("utf-8", "surrogateescape")).hexdigest()[:8]
 
 
-@dataclass
-class Environment:
+class Environment(Plain):
     """A version's environment: values, each name's source, and the version that last
     changed each value (what record.py keeps of it: names, sources, versions)."""
 
-    values: dict[str, str] = field(default_factory=dict)
-    sources: dict[str, str] = field(default_factory=dict)
-    since: dict[str, str] = field(default_factory=dict)
+    FIELDS = ("values", "sources", "since")
+    DEFAULTS = {"values": dict, "sources": dict, "since": dict}
+
+    def __repr__(self) -> str:
+        return f"Environment(sources={self.sources!r}, since={self.since!r})"  # never a value
 
     def known(self) -> dict[str, dict]:
         """What the record keeps: {NAME: {"source", "since"}}, no value."""

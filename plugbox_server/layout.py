@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import os
 import posixpath
-from dataclasses import dataclass, field
 
 from plugbox_server.environment import check_name, check_value
 from plugbox_server.errors import REFUSED, USAGE, PlugboxError
+from plugbox_server.plain import Plain
 
 # --- the home ---------------------------------------------------------------------
 
@@ -106,16 +106,18 @@ STAGE_KEYS = ("host", "hosts", "jump", "home")
 _WILDCARD = frozenset("*?[\\")
 
 
-@dataclass(frozen=True)
-class Settings:
+class Settings(Plain):
     """What plugbox.toml says of a version itself, as both sides read it."""
 
-    hooks: dict[str, tuple[str, ...]] = field(default_factory=dict)
-    timeouts: dict[str, float] = field(default_factory=dict)
-    shared: tuple[str, ...] = ()
-    env: dict[str, str] = field(default_factory=dict)   # [env]: plain settings, never secrets
-    release_host: str | None = None                      # [release] host: where it runs
-    when_changed: tuple[str, ...] = ()                   # [release] when_changed: paths
+    FIELDS = ("hooks", "timeouts", "shared", "env", "release_host", "when_changed")
+    DEFAULTS = {
+        "hooks": dict,            # hook -> its command lines
+        "timeouts": dict,         # hook -> seconds
+        "shared": (),             # [service] shared: paths
+        "env": dict,              # [env]: plain settings, never secrets
+        "release_host": None,     # [release] host: where it runs
+        "when_changed": (),       # [release] when_changed: paths
+    }
 
     def has(self, hook: str) -> bool:
         return bool(self.hooks.get(hook))
