@@ -7,9 +7,7 @@ in the order chain.py sets out, and logs what it did.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from plugbox_server import chain as c
@@ -17,7 +15,14 @@ from plugbox_server import environment, hooks, inuse, layout, record
 from plugbox_server.errors import REVERT_FAILED, USAGE, Aborted, HookFailed, PlugboxError, Reverted, for_caller
 from plugbox_server.names import new_version_name, validate_version
 from plugbox_server.output import keep_going_when_the_caller_goes, say
+from plugbox_server.plain import Plain
 from plugbox_server.store import Store
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # annotations only: collections.abc costs a start of plugbox its import
+    from collections.abc import Callable
+
+    Gate = Callable[[Callable[[], dict]], None]  # before_stop: see upgrade_to
 
 REPAIR_HINT = "run `plugbox check --repair`"
 
@@ -26,36 +31,44 @@ def warn(message: str) -> None:
     say(message, err=True)
 
 
-@dataclass
-class _Logged:
+class _Logged(Plain):
     """What a command tells the log: the live version before and after."""
 
-    before: str | None = None
-    after: str | None = None
-    command: str | None = None   # what the log calls the command, once known
-    switched: bool = False       # live was switched (and maybe back) at least once
-    note: str = ""               # said after the outcome: "release ran"
+    FIELDS = ("before", "after", "command", "switched", "note")
+    DEFAULTS = {
+        "before": None,
+        "after": None,
+        "command": None,      # what the log calls the command, once known
+        "switched": False,    # live was switched (and maybe back) at least once
+        "note": "",           # said after the outcome: "release ran"
+    }
 
 
 @contextmanager
-def _changing(store: Store, command: str, wait: float = 0):
-    """Lock deploy/, check the chain is sound, and log the outcome whatever it is."""
+def _changing(store: Store, command: str, wait: float = 0, whole: bool = False):
+    """Lock deploy/, clear what interrupted commands left, check what the command
+    stands on, and log the outcome whatever it is.
+
+    The gate costs the same at 10 versions as at 10,000: the leftovers are the
+    dot-entries of the one listing of deploy/, and the invariants are checked for
+    live's links (chain.problems_near); a command checks the versions it then
+    names with _sound(). With `whole` (remove, prune: they re-point links
+    anywhere in the chain), every invariant, as `check` verifies them, and the
+    records of no version are cleared too."""
     keep_going_when_the_caller_goes()
     with store.lock(command, wait):
         logged = _Logged()
         outcome = "failed"
         try:
-            chain = store.read()
+            chain = store.read(records=whole)
             cleared = store.clear_leftovers(chain)
             if cleared:
                 for message in cleared:
                     warn(f"cleared {message}")
                 store.append_log("clear", None, chain.live_version(), f"cleared {len(cleared)} leftover"
                                  + ("s" if len(cleared) > 1 else "") + " of interrupted commands")
-                chain = store.read()
-            broken = c.problems(chain)
-            if broken:
-                raise PlugboxError(f"deploy/ needs repair: {broken[0].message}", REPAIR_HINT)
+                chain = store.read(records=whole)
+            _sound(chain, whole=whole)
             logged.before = logged.after = chain.live_version()
             yield chain, logged
             outcome = "ok" + (f" ({logged.note})" if logged.note else "")
@@ -69,6 +82,14 @@ def _changing(store: Store, command: str, wait: float = 0):
             raise
         finally:
             store.append_log(logged.command or command, logged.before, logged.after, outcome)
+
+
+def _sound(chain: c.Chain, names: "list[str] | tuple[str, ...]" = (), whole: bool = False) -> None:
+    """Refuse, changing nothing, when what the command stands on is broken: every
+    invariant with `whole`, else live's links and those of `names` (see _changing)."""
+    broken = c.problems(chain) if whole else c.problems_near(chain, names)
+    if broken:
+        raise PlugboxError(f"deploy/ needs repair: {broken[0].message}", REPAIR_HINT)
 
 
 def _resolved(store: Store, chain: c.Chain, spec: str | None, rev: str | None = None) -> str:
@@ -125,7 +146,7 @@ def next_version(home: Path, *, origin: dict | None = None) -> tuple[str, str | 
     store = Store(home)
     store.make_deploy()
     with _changing(store, "next-version") as (chain, logged):
-        name = new_version_name(list(chain.versions) + list(chain.removing))
+        name = new_version_name([newest] if (newest := chain.newest_name()) else [])
         live = chain.live_version()
         store.make_version(name, live, fill=lambda directory: record.create(store, name, origin))
         logged.after = name
@@ -149,6 +170,7 @@ def upgrade_to(home: Path, version: str | None, *, rev: str | None = None,
     with _changing(store, f"upgrade-to {version or '--rev ' + str(rev)}") as (chain, logged):
         version = _resolved(store, chain, version, rev)
         logged.command = command = f"upgrade-to {version}"
+        _sound(chain, [version])
         live = chain.live_version()
         if version == live:
             raise PlugboxError(f"{version} is already live", "see `plugbox status`")
@@ -159,9 +181,6 @@ def upgrade_to(home: Path, version: str | None, *, rev: str | None = None,
                 f"{version} was made {against}, but the live version is {live or 'none'}",
                 "deploy again to make a version against the live one")
         _upgrade(_Service(store, chain, command), logged, live, version, before_stop, after_check)
-
-
-Gate = Callable[[Callable[[], dict]], None]
 
 
 def _upgrade(service: _Service, logged: _Logged, live: str | None, version: str,
@@ -257,7 +276,7 @@ def deploy(home: Path, upload: Callable[[str, Path, str | None], None] | None, *
     store = Store(home)
     store.make_deploy()
     with _changing(store, "env" if change else "deploy", wait) as (chain, logged):
-        existing = list(chain.versions) + list(chain.removing)
+        newest = chain.newest_name()
         live = chain.live_version()
         if change is None and not force and _has_artifact(store, live, origin):
             logged.command = f"deploy {origin.get('artifact') or 'artifact'}: live already"
@@ -270,9 +289,9 @@ def deploy(home: Path, upload: Callable[[str, Path, str | None], None] | None, *
             # Its files are live's: so is where they came from (not the caller's checkout).
             origin = {**origin, **_source_of(store, live)}
         if name_for is None:
-            name = new_version_name(existing)
+            name = new_version_name([newest] if newest else [])
         else:
-            name = _proposed(name_for(max(existing, default=None), live), existing)
+            name = _proposed(name_for(newest, live), chain, newest)
         # Refused before anything is made: a name from two sources, an unset of none.
         made = (environment.for_change(before, *change, name) if change is not None else
                 environment.for_deploy(before, project_env, name))
@@ -338,12 +357,12 @@ def _source_of(store: Store, version: str) -> dict:
     return {key: made.get(key) for key in ("revision", "branch", "dirty", "artifact", "artifact_sha256")}
 
 
-def _proposed(name: str, existing: list[str]) -> str:
+def _proposed(name: str, chain: c.Chain, newest: str | None) -> str:
     """The caller's name for a new version, if this host can take it."""
     validate_version(name)
-    if name in existing:
+    if name in chain.versions or name in chain.removing:
         raise PlugboxError(f"a version {name} exists already", "deploy again for a new name")
-    newest = max(existing, default="")
+    newest = newest or ""
     if name < newest:
         raise PlugboxError(f"the new version {name} does not sort after the newest version {newest}",
                            "is a clock skewed? check the clocks, or deploy again")
@@ -387,6 +406,7 @@ def rollback_to(home: Path, version: str | None = None, refresh: bool = False,
         version = _resolved(store, chain, version)
         if version == live:
             raise PlugboxError(f"{version} is already live", "see `plugbox status`")
+        _sound(chain, [version])
         service = _Service(store, chain, f"rollback-to {version}{flag}")
         try:
             # Read VERSION's plugbox.toml now: a malformed one must refuse before the stop.
@@ -546,14 +566,14 @@ def _bring_up(service: _Service, name: str, refresh: bool, stopped_version: str 
     service.run("start", name)
 
 
-@dataclass
-class Plan:
+class Plan(Plain):
     """What a remove or prune deletes, and what it keeps and why: what --dry-run
     shows, and what a person confirms."""
 
-    remove: list[str]                 # oldest first
-    states: dict[str, str]            # the state of each of them
-    keep: list[tuple[str, str]] = field(default_factory=list)  # (version, why), newest first
+    FIELDS = ("remove", "states", "keep")
+    DEFAULTS = {"keep": list}
+    # remove: oldest first; states: the state of each of them;
+    # keep: (version, why), newest first
 
 
 def remove(home: Path, versions: list[str], *, rev: str | None = None, dry_run: bool = False,
@@ -567,7 +587,7 @@ def remove(home: Path, versions: list[str], *, rev: str | None = None, dry_run: 
     if dry_run:
         return _remove_plan(store, store.read(), versions, rev)
     asked = " ".join(versions) + (f" --rev {rev}" if rev is not None else "")
-    with _changing(store, f"remove {asked.strip()}") as (chain, logged):
+    with _changing(store, f"remove {asked.strip()}", whole=True) as (chain, logged):
         plan = _remove_plan(store, chain, versions, rev)
         logged.command = "remove " + " ".join(plan.remove)
         if confirm:
@@ -589,8 +609,7 @@ def _remove_plan(store: Store, chain: c.Chain, versions: list[str], rev: str | N
     for name, processes in sorted(inuse.users(str(store.deploy), names).items()):
         raise PlugboxError(f"{name} is in use by {_listed(processes)}", "stop it first; nothing was removed")
     histories = {name: r["history"] for name in names if (r := record.load(store, name)) is not None}
-    states = chain.states(histories)
-    return Plan(names, {name: states[name] for name in names})
+    return Plan(names, chain.states(histories, names))
 
 
 def _listed(processes: list[inuse.User]) -> str:
@@ -610,7 +629,7 @@ def prune(home: Path, keep: int = 5, *, dry_run: bool = False,
         return Plan([], {})
     if dry_run:
         return _prune_plan(store, store.read(), keep)
-    with _changing(store, f"prune --keep {keep}") as (chain, logged):
+    with _changing(store, f"prune --keep {keep}", whole=True) as (chain, logged):
         plan = _prune_plan(store, chain, keep)
         if plan.remove and confirm:
             confirm(plan)
@@ -642,13 +661,13 @@ def _prune_plan(store: Store, chain: c.Chain, keep: int) -> Plan:
     return Plan(doomed, {name: states[name] for name in doomed}, kept)
 
 
-@dataclass
-class Row:
-    name: str
-    state: str
-    previous: str | None
-    next: str | None
-    record: dict | None = None
+# How many versions `status` shows, newest first, unless asked for all of them.
+SHOWN = 20
+
+
+class Row(Plain):
+    FIELDS = ("name", "state", "previous", "next", "record")
+    DEFAULTS = {"record": None}
 
 
 def _histories(store: Store, chain: c.Chain) -> tuple[dict[str, dict], dict[str, list]]:
@@ -657,14 +676,25 @@ def _histories(store: Store, chain: c.Chain) -> tuple[dict[str, dict], dict[str,
     return records, {name: r["history"] for name, r in records.items()}
 
 
-def status(home: Path) -> tuple[str | None, list[Row]]:
+def status(home: Path, newest: int | None = None, live_only: bool = False) -> tuple[str | None, list[Row], list[str]]:
+    """The live version; a Row for each of the `newest` newest versions (every one
+    when None; the live one alone with `live_only`), newest first; and the name of
+    every version, newest first. The records of those rows alone are read, and the
+    links of those versions (and of live's previous chain down to the oldest of them)."""
     store = Store(home)
-    chain = store.read()
-    records, histories = _histories(store, chain)
-    states = chain.states(histories)
+    chain = store.read(records=False)
+    live = chain.live_version()
+    every = sorted(chain.versions, reverse=True)
+    if live_only:
+        names = [live] if live else []
+    else:
+        names = every if newest is None else every[:newest]
+    records = {name: r for name in names if (r := record.load(store, name)) is not None}
+    histories = {name: r["history"] for name, r in records.items()}
+    states = chain.states(histories, None if names is every else names)
     rows = [Row(name, states[name], chain.previous(name), chain.next(name), records.get(name))
-            for name in sorted(chain.versions, reverse=True)]
-    return chain.live_version(), rows
+            for name in names]
+    return live, rows, every
 
 
 def verify(home: Path, version: str | None = None, rev: str | None = None) -> tuple[str, dict]:
