@@ -13,7 +13,7 @@ from pathlib import Path
 from plugbox_server import chain as c
 from plugbox_server import environment, hooks, inuse, layout, record
 from plugbox_server.errors import REVERT_FAILED, USAGE, Aborted, HookFailed, PlugboxError, Reverted, for_caller
-from plugbox_server.names import new_version_name, validate_version
+from plugbox_server.names import new_version_name, utc_now, validate_version
 from plugbox_server.output import keep_going_when_the_caller_goes, say
 from plugbox_server.plain import Plain
 from plugbox_server.store import Store
@@ -201,14 +201,17 @@ def _upgrade_steps(service: _Service, logged: _Logged, live: str | None, version
     config = service.config(version)
     if live:
         service.config(live)
-    # The upload is complete: what is in the version now is what was uploaded.
-    # (A deploy's version is sealed here too; by hand, this re-creates a record
-    # that an rsync --delete of the user's own removed.)
-    if not (record.load(store, version) or {}).get("sealed"):
-        record.seal(store, version, previous=live)
+    # The upload is complete: what is in the version now is what was uploaded. (A
+    # deploy's version was sealed in staging; this is a version made by hand, or
+    # one whose record an rsync --delete of the user's own removed.)
+    env = None
     if not record.has_environment(store, version):  # made by hand: live's `env set` values and its [env]
         before = record.read_environment(store, live) if live else environment.Environment()
-        record.write_environment(store, version, environment.for_deploy(before, config.env, version))
+        env = environment.for_deploy(before, config.env, version)
+    if not (record.load(store, version) or {}).get("sealed"):
+        record.seal(store, version, previous=live, env=env)
+    elif env is not None:
+        record.write_environment(store, version, env)
     shown = f"deploy/{version}"
     hooks.link_shared(store.home, store.version_dir(version), config, shown)
     try:
@@ -217,7 +220,9 @@ def _upgrade_steps(service: _Service, logged: _Logged, live: str | None, version
         record.event(store, version, "failed", command=service.command, hook="post_upload")
         raise HookFailed(f"{error.message}; nothing changed, "
                          f"the live version is still {live or 'none'}") from None
-    record.after_post_upload(store, version)
+    if config.has("post_upload") or config.shared:  # else nothing changed the tree since its seal
+        record.after_post_upload(store, version)
+
     def run_release() -> dict:
         return _release(service, logged, live, version) if release else \
             {"ran": False, "why": "an environment change has no release step"}
@@ -227,7 +232,10 @@ def _upgrade_steps(service: _Service, logged: _Logged, live: str | None, version
         run_release()
 
     if live:
-        store.set_link(f"{live}/{layout.NEXT}", c.link_to(version))
+        # No fsync of its directory: a crash that loses this rename leaves live's next
+        # where it was (a version deployed over it before, whose previous is live
+        # too, or none), so invariant 3 holds either way; the switch's fsync follows.
+        store.set_link(f"{live}/{layout.NEXT}", c.link_to(version), sync=False)
     # Refresh reloads a running service; on a first deploy nothing runs yet.
     refresh = live is not None and config.has("refresh")
     if live and not refresh:
@@ -297,15 +305,17 @@ def deploy(home: Path, upload: Callable[[str, Path, str | None], None] | None, *
                 environment.for_deploy(before, project_env, name))
         what = f"deploy {name}" if change is None else f"env {name} " + _changed(change)
         logged.command = what + (f" -m {message}" if message else "")
+        created = utc_now()
         staging = store.make_staging(name, live, config if change is None else None)
         try:
-            record.create(store, name, origin)
             if change is None:
                 upload(name, staging, live)
             else:
                 store.link_uploaded(live, staging, record.manifest(store, live))
-            record.write_environment(store, name, made, change=change and {
-                "set": sorted(change[0]), "unset": sorted(change[1])})
+            # Sealed here, in staging, with the record and the environment written at
+            # once: the upload is complete, and the version appears with all of it.
+            record.make(store, name, staging, previous=live, origin=origin, env=made, created=created,
+                        change=change and {"set": sorted(change[0]), "unset": sorted(change[1])})
             store.commit_staging(name)
         except BaseException:
             store.remove_staging(name)
@@ -317,7 +327,7 @@ def deploy(home: Path, upload: Callable[[str, Path, str | None], None] | None, *
                      before_stop, after_check, release=change is None)
         except PlugboxError:
             if not logged.switched:
-                store.remove_versions(store.read(), [name])
+                _remove_versions(store, store.read(), [name])
                 say(f"removed {name}, which never went live")
             raise
         return name, live
@@ -592,10 +602,17 @@ def remove(home: Path, versions: list[str], *, rev: str | None = None, dry_run: 
         logged.command = "remove " + " ".join(plan.remove)
         if confirm:
             confirm(plan)
-        store.remove_versions(chain, plan.remove)
+        _remove_versions(store, chain, plan.remove)
         for name in plan.remove:
             say(f"removed {name}")
         return plan
+
+
+def _remove_versions(store: Store, chain: c.Chain, names: list[str]) -> None:
+    """Remove `names` (store.remove_versions), once no other version's manifest is kept
+    as what differs from one of theirs (record.detach)."""
+    record.detach(store, chain, names)
+    store.remove_versions(chain, names)
 
 
 def _remove_plan(store: Store, chain: c.Chain, versions: list[str], rev: str | None) -> Plan:
@@ -638,7 +655,7 @@ def prune(home: Path, keep: int = 5, *, dry_run: bool = False,
                 say(f"kept {name}: {why}")
         # One pass over deploy/, read once above: what takes time is the deleting.
         if plan.remove:
-            store.remove_versions(chain, plan.remove)
+            _remove_versions(store, chain, plan.remove)
         for name in plan.remove:
             say(f"removed {name}")
         return plan
