@@ -381,9 +381,10 @@ def bootstrap(
 ) -> None:
     """Install or upgrade plugbox on the host, and create the layout.
 
-    The host needs only python3 (3.11 or newer) and rsync. plugbox goes, as one
-    self-contained zipapp, to ~/.local/bin/plugbox of the ssh login: once per
-    login, for every service it runs. plug finds it there even when that
+    The host needs only python3 (3.11 or newer) and rsync. plugbox travels as
+    one self-contained zipapp; the host's python3 unpacks it into
+    ~/.local/lib/plugbox/ of the ssh login and compiles it once, and
+    ~/.local/bin/plugbox runs it: once per login, for every service it runs. plug finds it there even when that
     directory is not on the PATH of an ssh session. Also creates HOME/deploy/,
     HOME/shared/ and HOME/config/. Says where it installed plugbox.
     """
