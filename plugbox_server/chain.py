@@ -48,7 +48,8 @@ import posixpath
 
 from plugbox_server.errors import PlugboxError
 from plugbox_server.layout import HOME_LIVE_FROM_DEPLOY, HOME_LIVE_TARGET, LIVE, NEW, RECORDS, REMOVING, TMP_LINK
-from plugbox_server.names import is_version_name, steps_back, validate_revision, validate_version_spec
+from plugbox_server.names import (is_version_name, steps_back, validate_revision, validate_version_spec,
+                                  version_names)
 from plugbox_server.plain import Plain
 
 TYPE_CHECKING = False
@@ -85,7 +86,7 @@ class Versions:
 
     def _all(self) -> list[str]:
         if self._names is None:
-            self._names = [name for name in self._directories if is_version_name(name)]
+            self._names = version_names(self._directories)
         return self._names
 
     def __contains__(self, name) -> bool:
@@ -128,6 +129,10 @@ class Versions:
 def newest(names, count: int) -> list[str]:
     """The `count` newest of `names` (versions, or any names), newest first: names sort
     in creation order."""
+    if len(names) > 8 * count + 100:  # a few of many: a heap, not a sort of them all
+        import heapq
+
+        return heapq.nlargest(count, names)
     return sorted(names, reverse=True)[:count]
 
 

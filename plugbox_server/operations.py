@@ -693,25 +693,23 @@ def _histories(store: Store, chain: c.Chain) -> tuple[dict[str, dict], dict[str,
     return records, {name: r["history"] for name, r in records.items()}
 
 
-def status(home: Path, newest: int | None = None, live_only: bool = False) -> tuple[str | None, list[Row], list[str]]:
+def status(home: Path, newest: int | None = None, with_live: bool = False) -> tuple[str | None, list[Row], int]:
     """The live version; a Row for each of the `newest` newest versions (every one
-    when None; the live one alone with `live_only`), newest first; and the name of
-    every version, newest first. The records of those rows alone are read, and the
-    links of those versions (and of live's previous chain down to the oldest of them)."""
+    when None), newest first, and with `with_live` for the live version last when
+    it is older; and how many versions there are. The records of those rows alone are read, and the links of
+    those versions (and of live's previous chain down to the oldest of them)."""
     store = Store(home)
     chain = store.read(records=False)
     live = chain.live_version()
-    every = sorted(chain.versions, reverse=True)
-    if live_only:
-        names = [live] if live else []
-    else:
-        names = every if newest is None else every[:newest]
+    names = c.newest(chain.versions, len(chain.versions) if newest is None else newest)
+    if with_live and live is not None and live not in names:
+        names.append(live)
     records = {name: r for name in names if (r := record.load(store, name)) is not None}
     histories = {name: r["history"] for name, r in records.items()}
-    states = chain.states(histories, None if names is every else names)
+    states = chain.states(histories, None if len(names) == len(chain.versions) else names)
     rows = [Row(name, states[name], chain.previous(name), chain.next(name), records.get(name))
             for name in names]
-    return live, rows, every
+    return live, rows, len(chain.versions)
 
 
 def verify(home: Path, version: str | None = None, rev: str | None = None) -> tuple[str, dict]:

@@ -24,12 +24,11 @@ def status(home: Path, as_json: bool, out: TextIO, brief: bool = False, every: b
     many more `--all` shows, or with `every` all of them (with `brief`, nothing);
     `as_json` prints every version, whole records included, for scripts. Return
     what plug's compact view of several hosts and its completion use: {"live",
-    "versions" (every name), "row" (the live version's name, revision, who, when,
-    message; with `brief`)}."""
-    live, rows, names = operations.status(
-        home, None if every or as_json else operations.SHOWN, live_only=brief)
+    "versions" (the names shown), "row" (the live version's name, revision, who,
+    when, message; with `brief`)}."""
+    live, rows, count = operations.status(home, None if every or as_json else operations.SHOWN, with_live=brief)
     now = time.time()
-    known = {"live": live, "versions": names}
+    known = {"live": live, "versions": [row.name for row in rows]}
     if brief:
         described = [_described(row.record, now) for row in rows if row.name == live]
         return {**known, "row": [live, *described[0]] if described else None}
@@ -48,7 +47,7 @@ def status(home: Path, as_json: bool, out: TextIO, brief: bool = False, every: b
     for cells in table:
         print(("  ".join(cell.ljust(w) for cell, w in zip(cells, widths)) + "  " + cells[-1]).rstrip(),
               file=out)
-    older = len(names) - len(rows)
+    older = count - len(rows)
     if older:
         print(for_caller(f"... and {_versions(older).replace('version', 'older version')}: "
                          "`plugbox status --all` shows every version"), file=out)

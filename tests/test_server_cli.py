@@ -212,6 +212,18 @@ def test_status_of_at_most_20_versions_lists_them_all(home):
     assert ok(home, "status", "-a").splitlines() == lines
 
 
+def test_the_compact_status_of_several_hosts_has_the_live_row_even_when_it_is_old(home):
+    import io
+
+    from plugbox_server import report
+
+    names = [deploy(home) for _ in range(22)]
+    ok(home, "rollback-to", names[0])  # older than the newest 20
+    known = report.status(home, False, io.StringIO(), brief=True)
+    assert known["live"] == names[0] and known["row"][0] == names[0]
+    assert known["versions"][:20] == names[::-1][:20]  # for completion: what a status shows
+
+
 def test_a_broken_link_in_an_old_version_blocks_no_rollback_but_check_reports_it(home):
     names = [deploy(home) for _ in range(5)]
     oldest = home / "deploy" / names[0]
