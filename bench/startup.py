@@ -2,10 +2,12 @@
 
     python3 bench/startup.py [--plugbox FILE] [--python PYTHON] [--runs N] [--importtime]
 
-Builds the zipapp that `plug bootstrap` sends (or takes --plugbox: a zipapp, or a
-directory as `plug bootstrap` installs it), makes a home of 10 versions in a
-temporary directory, and runs `PYTHON -I -S PLUGBOX --serve N` (--python: the
-host's python3, default this one), as plug does over ssh, for:
+Installs plugbox as `plug bootstrap` does (the zipapp it sends, unpacked and
+compiled by the host's python3: argv.INSTALL_PLUGBOX) in a temporary directory,
+or takes --plugbox (a script as bootstrap writes, or a zipapp an older plug
+installed), makes a home of 10 versions there, and runs `PYTHON -I -S PLUGBOX
+--serve N` (--python: the host's python3, default this one), as plug does over
+ssh, for:
 
 - hello: the bare exchange, plugbox's hello then its exit;
 - status: the versions of that home;
@@ -90,9 +92,25 @@ def importtime(stderr: str) -> tuple[int, int, list[tuple[int, str]]]:
     return count, total, sorted(top, reverse=True)
 
 
+def install(scratch: Path, python: str) -> Path:
+    """plugbox installed in `scratch`/login as `plug bootstrap` installs it, by `python`."""
+    from plugbox_client import argv as A
+    from plugbox_client import bootstrap
+
+    archive = bootstrap.build(scratch / "plugbox.pyz")
+    bin_dir = scratch / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "python3").symlink_to(python)
+    with open(archive, "rb") as stdin:
+        subprocess.run(["sh", "-c", A.INSTALL_PLUGBOX, "plug-bootstrap", str(scratch / "home"), "login"],
+                       stdin=stdin, check=True, stdout=subprocess.DEVNULL,
+                       env={"HOME": str(scratch / "login"), "PATH": f"{bin_dir}:{os.environ.get('PATH', '')}"})
+    return scratch / "login" / ".local" / "bin" / "plugbox"
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="bench/startup.py", description=__doc__.split("\n\n")[0])
-    p.add_argument("--plugbox", type=Path, help="the plugbox to run (default: the zipapp, built now)")
+    p.add_argument("--plugbox", type=Path, help="the plugbox to run (default: installed now, as bootstrap does)")
     p.add_argument("--python", default=sys.executable, help="the host's python3 [this one]")
     p.add_argument("--runs", type=int, default=20, help="runs of each command; the median is printed [20]")
     p.add_argument("--importtime", action="store_true", help="also show each command's imports")
@@ -103,12 +121,8 @@ def main(argv: list[str] | None = None) -> int:
 
     with tempfile.TemporaryDirectory(prefix="plugbox-startup-") as scratch:
         scratch = Path(scratch)
-        plugbox = args.plugbox
-        if plugbox is None:
-            from plugbox_client import bootstrap
-
-            plugbox = bootstrap.build(scratch / "plugbox.pyz")
-        home = scratch / "home"
+        plugbox = args.plugbox or install(scratch, args.python)
+        home = scratch / "versions"
         run.synthetic_home(home, 10)
         names = sorted(p.name for p in (home / "deploy").iterdir() if p.name[0].isdigit())
         argv = [args.python, "-I", "-S", str(plugbox), *protocol.ARGS]
