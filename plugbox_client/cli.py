@@ -48,6 +48,18 @@ YesOption = Annotated[bool, typer.Option(
     "standard input is a terminal).")]
 
 
+def reported(run, /, *args, interrupted: str = "interrupted; see `plug status`", **kwargs) -> int:
+    """run(*args, **kwargs); its expected failure as one `plug: ...` line on stderr; its
+    exit status (what plug exits with, and a fabfile's task too)."""
+    try:
+        code = run(*args, **kwargs)
+    except (PlugboxError, OSError, KeyboardInterrupt) as error:
+        code, message = exit_for(error, interrupted)
+        if message:  # none: the host has said why already
+            print(f"plug: {message}", file=sys.stderr)
+    return code or 0
+
+
 HostOption = Annotated[Optional[str], typer.Option(
     "--host", metavar="NAME", help="With several hosts: the one to use, by its name in plugbox.toml.")]
 
@@ -58,13 +70,7 @@ def reports_errors(interrupted: str = "interrupted; see `plug status`"):
     def decorate(command):
         @functools.wraps(command)
         def wrapper(*args, **kwargs):
-            try:
-                code = command(*args, **kwargs)
-            except (PlugboxError, OSError, KeyboardInterrupt) as error:
-                code, message = exit_for(error, interrupted)
-                if message:  # none: the host has said why already
-                    print(f"plug: {message}", file=sys.stderr)
-                raise typer.Exit(code) from None
+            code = reported(command, *args, interrupted=interrupted, **kwargs)
             if code:
                 raise typer.Exit(code)
 

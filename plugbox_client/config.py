@@ -19,6 +19,7 @@ from plugbox_server.layout import CONFIG as FILENAME
 from plugbox_server.layout import CONFIG, OWNED, Checker, ConfigError, settings
 
 LOCAL = "local"
+ENGINE = "inventory"   # Config.host when an engine's inventory says where
 
 # An ssh destination as plug accepts it: [user@]host. Anything fancier (a port, an
 # IPv6 address, options) belongs in ~/.ssh/config under a Host alias.
@@ -75,12 +76,13 @@ def find_config(start: Path) -> Path:
 
 
 def load_config(path: Path | None = None, cwd: Path | None = None, stage: str | None = None,
-                upload_required: bool = True) -> Config:
+                upload_required: bool = True, engine: bool = False) -> Config:
     """Read and validate `path`, or the plugbox.toml found upward from `cwd`;
     `stage`: the [stages.NAME] whose keys replace those of [service];
     `upload_required`: [build] must say what a version is made of (upload,
     version_dir or artifact); not for a command that uploads nothing, nor for
-    `plug deploy --artifact FILE`, so that CI needs no more than hosts and hooks."""
+    `plug deploy --artifact FILE`, so that CI needs no more than hosts and hooks;
+    `engine`: an engine's inventory says where (see parse_config)."""
     path = (path if path is not None else find_config(cwd or Path.cwd())).absolute()
     try:
         text = path.read_text(encoding="utf-8")
@@ -89,13 +91,16 @@ def load_config(path: Path | None = None, cwd: Path | None = None, stage: str | 
     except (OSError, UnicodeDecodeError) as e:
         reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
         raise ConfigError(f"{path}: cannot read it: {reason}", "check the file", code=USAGE) from None
-    return parse_config(text, path, stage, upload_required)
+    return parse_config(text, path, stage, upload_required, engine)
 
 
-def parse_config(text: str, path: Path, stage: str | None = None, upload_required: bool = True) -> Config:
+def parse_config(text: str, path: Path, stage: str | None = None, upload_required: bool = True,
+                 engine: bool = False) -> Config:
     """Validate the text of a plugbox.toml; `path` is where it lives (for messages, project dir).
 
-    Every stage is validated, whichever is chosen, so that a typo in one shows at once."""
+    Every stage is validated, whichever is chosen, so that a typo in one shows at once.
+    With `engine` (Ansible: its inventory says where), [service] needs no host:
+    `hosts` is empty and `host` says "inventory"; a home given is still the default."""
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
@@ -109,11 +114,14 @@ def parse_config(text: str, path: Path, stage: str | None = None, upload_require
         raise ConfigError(f"{path}: no stage {stage!r}", f"{known}; nothing was done", code=USAGE)
     places = {name: _place(check, f"stages.{name}", {**service, **_hosts_of(table), **table})
               for name, table in stages.items()}
-    if stage is None or "host" in service or "hosts" in service:
+    if engine and "host" not in service and "hosts" not in service:
+        places[None] = ((), (), _home(check, "service", service, local=False))
+    elif stage is None or "host" in service or "hosts" in service:
         places[None] = _place(check, "service", service)
     hosts, jump, home = places[stage]
-    host = hosts[0]
-    if version.release_host is not None and version.release_host not in hosts:
+    host = hosts[0] if hosts else ENGINE
+    # With an engine, the inventory's hosts are not known here: Ansible checks the name.
+    if version.release_host is not None and hosts and version.release_host not in hosts:
         where = f"the hosts of stage {stage}" if stage else "the hosts"
         raise check.error("release", "host", f"{version.release_host!r} is not one of {where}",
                           f"name one of {', '.join(hosts)}")
@@ -162,7 +170,7 @@ def parse_config(text: str, path: Path, stage: str | None = None, upload_require
     return Config(
         path=path, host=host, jump=jump, home=home, shared=version.shared, prepare=prepare,
         upload=upload, version_dir=version_dir, artifact=artifact, exclude=exclude, hooks=version.hooks,
-        hosts=hosts, stage=stage, release_host=version.release_host or hosts[0],
+        hosts=hosts, stage=stage, release_host=version.release_host or (hosts[0] if hosts else None),
     )
 
 
@@ -175,7 +183,6 @@ def _hosts_of(table: dict) -> dict:
 
 def _place(check: Checker, table: str, keys: dict) -> tuple[tuple[str, ...], tuple[str, ...], str | None]:
     """(hosts, jump, home) of [service] or of a stage laid over it, validated."""
-    path = check.path
     keys = {k: v for k, v in keys.items() if v is not None}
     if ("host" in keys) == ("hosts" in keys):
         problem = "both host and hosts are set" if "host" in keys else "missing"
@@ -208,18 +215,24 @@ def _place(check: Checker, table: str, keys: dict) -> tuple[tuple[str, ...], tup
     if jump and local:
         raise check.error(table, "jump", 'makes no sense with host = "local"', "remove it")
 
-    home = None
-    if "home" in keys:
-        home = check.string(table, "home", keys["home"])
-        check.plain(table, "home", home)
-        if local and not home.startswith("/"):
-            # On this machine a relative home means one beside the project, like other paths here.
-            home = os.path.normpath(path.parent / home)
-        elif not home.startswith("/"):
-            raise check.error(table, "home", f"{home!r} is not an absolute path", "start it with /")
-    elif local:
-        raise check.error(table, "home", 'missing: host = "local" needs it', "set home to a directory on this machine")
-    return hosts, jump, home
+    return hosts, jump, _home(check, table, keys, local)
+
+
+def _home(check: Checker, table: str, keys: dict, local: bool) -> str | None:
+    """The home of [service] or a stage, validated: absolute, or beside the project when local."""
+    if "home" not in keys:
+        if local:
+            raise check.error(table, "home", 'missing: host = "local" needs it',
+                              "set home to a directory on this machine")
+        return None
+    home = check.string(table, "home", keys["home"])
+    check.plain(table, "home", home)
+    if local and not home.startswith("/"):
+        # On this machine a relative home means one beside the project, like other paths here.
+        return os.path.normpath(check.path.parent / home)
+    if not home.startswith("/"):
+        raise check.error(table, "home", f"{home!r} is not an absolute path", "start it with /")
+    return home
 
 
 def _names(keys) -> str:

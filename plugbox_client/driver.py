@@ -173,7 +173,9 @@ class _Hosts:
     def close(self) -> None:
         for host in self.hosts:
             if host.session is not None:
-                host.session.close()
+                host.session.close(1 if self.interrupted else 5)
+
+    interrupted = False  # plug is leaving: a session's end of input is all a host needs of it
 
     def names(self, hosts: list[Host]) -> str:
         return ", ".join(host.name for host in hosts)
@@ -364,11 +366,26 @@ def _nothing_to_deploy(live: str | None, artifact: artifacts.Artifact) -> str:
     return f"nothing to deploy: live version {live} has {artifact.short} already; --force deploys it again"
 
 
-def prepare(config: Config, nothing_changed: str) -> None:
-    """Run [build] prepare here, in the project directory."""
+def prepare(config: Config, nothing_changed: str, steps: tuple[Callable[[], None], ...] = (),
+            out: Callable[[str], None] | None = None, err: Callable[[str], None] | None = None) -> None:
+    """Run the prepare steps here, in the project directory: `steps` first (Python
+    functions: a fabfile's @service.prepare), then [build] prepare. `out`, `err`:
+    where what they and plug say goes, as transport.run takes them (default: the
+    terminal)."""
+    tell = out or say
+    for step in steps:
+        tell(f"prepare: {getattr(step, '__name__', step)}()")
+        try:
+            step()
+        except PlugboxError:
+            raise
+        except Exception as error:
+            said = (str(error).strip().splitlines() or [type(error).__name__])[0]
+            raise PlugboxError(f"prepare: {getattr(step, '__name__', step)}() failed: {said}",
+                               f"nothing changed on {nothing_changed}; fix the build and deploy again") from None
     for line in config.prepare:
-        say(f"prepare: {line}")
-        code = transport.run(["sh", "-c", line], cwd=config.project).code
+        tell(f"prepare: {line}")
+        code = transport.run(["sh", "-c", line], cwd=config.project, out=out, err=err).code
         if code != 0:
             raise PlugboxError(f"prepare: `{line}` exited with {code}",
                                f"nothing changed on {nothing_changed}; fix the build and deploy again")
@@ -377,7 +394,8 @@ def prepare(config: Config, nothing_changed: str) -> None:
 def deploy(config: Config, message: str | None = None, wait_lock: float = 0,
            batch: int = 0, keep_going: bool = False, artifact: Path | None = None,
            force: bool = False, quiet: bool = False,
-           change: tuple[dict[str, str], list[str]] | None = None) -> list[str]:
+           change: tuple[dict[str, str], list[str]] | None = None,
+           prepare_steps: tuple[Callable[[], None], ...] = ()) -> list[str]:
     """prepare (while ssh connects), then one transaction on each host; returns the summary.
 
     `artifact`: the file `--artifact` names, built already: prepare is not run.
@@ -387,7 +405,8 @@ def deploy(config: Config, message: str | None = None, wait_lock: float = 0,
     On a terminal the upload shows one progress bar per host (unless `quiet`);
     otherwise plain lines only. `change`, an environment change (values set,
     names unset), makes the new version on each host from its live version's
-    files instead: no build, no upload.
+    files instead: no build, no upload. `prepare_steps`: Python functions run
+    before [build] prepare (see prepare).
     """
     hosts = _Hosts(config)
     steps = _Steps()
@@ -401,7 +420,7 @@ def deploy(config: Config, message: str | None = None, wait_lock: float = 0,
             what = None
             if change is None:
                 if artifact is None:
-                    prepare(config, hosts.label)
+                    prepare(config, hosts.label, prepare_steps)
                 what = upload.contents(config, artifact, lambda: scratch.enter_context(transport.scratch()))
                 if what.artifact:
                     say(f"artifact {what.artifact.name}: {what.artifact.files} "
@@ -513,6 +532,7 @@ def deploy(config: Config, message: str | None = None, wait_lock: float = 0,
                 f"files: {count.files()}; {upload.human(count.wire_bytes)} sent over the wire",
                 steps.line()]
     except KeyboardInterrupt:
+        hosts.interrupted = True
         for host in hosts.hosts:
             host.session.quiet = True
         raise _interrupted(hosts, name) from None
@@ -818,14 +838,14 @@ def rollback(config: Config, version: str | None, refresh: bool, wait_lock: floa
                 if failed:
                     raise PlugboxError(f"the rollback stopped at {hosts.names(failed)}",
                                        "nothing was rolled back on any host", code=failed[0].code)
-                target = (_agreed(hosts, named, version or f"--rev {rev}") if version or rev
-                          else _previous_of_newest(hosts.hosts, previous))
-                missing = [host for host in hosts.hosts if target not in versions[host.name]]
-                if missing:
-                    raise PlugboxError(f"no version {target} on {hosts.names(missing)}",
-                                       "nothing was rolled back on any host; see `plug status`")
+                asked = _agreed(hosts, named, version or f"--rev {rev}") if version or rev else None
+                target = rollback_target({host.name: (host.was, previous[host.name], versions[host.name])
+                                          for host in hosts.hosts}, asked)
             except PlugboxError:
                 for host in hosts.hosts:  # called off: each host lets go of its lock, nothing changed
+                    if host in failed:  # it has said why: all of it is shown before plug's own line
+                        host.session.close()
+                        continue
                     host.session.quiet = True
                     host.session.send({P.ABORT: True})
                 raise
@@ -868,16 +888,25 @@ def _agreed(hosts: _Hosts, named: dict[str, str | None], asked: str) -> str:
     return next(iter(where))
 
 
-def _previous_of_newest(hosts: list[Host], previous: dict[str, str | None]) -> str:
-    live = [host for host in hosts if host.was]
-    if not live:
-        raise PlugboxError("there is no live version to roll back from on any host",
-                           "name a version: `plug rollback VERSION`")
-    newest = max(live, key=lambda host: host.was)
-    target = previous[newest.name]
+def rollback_target(states: dict[str, tuple[str | None, str | None, set[str]]], version: str | None) -> str:
+    """The version every host of a rollback goes to, from each host's (live, its
+    previous, versions): VERSION, or the previous of the newest live one. Refused
+    (nothing is rolled back anywhere) unless every host has it."""
+    live = {name: state for name, state in states.items() if state[0]}
+    target = version
     if target is None:
-        raise PlugboxError(f"the live version {newest.was} on {newest.name} has no previous version",
-                           "see `plug status`")
+        if not live:
+            raise PlugboxError("there is no live version to roll back from on any host",
+                               "name a version: `plug rollback VERSION`")
+        newest = max(live, key=lambda name: live[name][0])
+        target = live[newest][1]
+        if target is None:
+            raise PlugboxError(f"the live version {live[newest][0]} on {newest} has no previous version",
+                               "see `plug status`")
+    missing = [name for name, (_, _, have) in states.items() if target not in have]
+    if missing:
+        raise PlugboxError(f"no version {target} on {', '.join(missing)}",
+                           "nothing was rolled back on any host; see `plug status`")
     return target
 
 

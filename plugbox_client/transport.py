@@ -109,8 +109,11 @@ def _run_reading(argv: list[str], out, *, cwd: Path | None, err, stdin: Path | N
     """run() with `out` a callable, given each line as it comes. (Not sh: its
     unbuffered mode calls back once per byte, which rsync's thousands of lines
     and its \\r-rewritten progress would make slow.) A callable `err` gets the
-    lines of stderr, each with its newline, read by a thread of their own."""
+    lines of stderr, each with its newline, read by a thread of their own. The
+    command runs in a process group of its own, which plug stops whole when it
+    is interrupted (a Ctrl-C on the terminal reaches plug alone)."""
     import re
+    import signal
 
     _command(argv[0])  # not found: one line
     with contextlib.ExitStack() as files:
@@ -119,7 +122,7 @@ def _run_reading(argv: list[str], out, *, cwd: Path | None, err, stdin: Path | N
             stdin=files.enter_context(open(stdin, "rb")) if stdin is not None else None,
             stderr=(subprocess.PIPE if callable(err) else
                     files.enter_context(open(err, "wb")) if err is not None else None),
-            preexec_fn=_die_with_parent)
+            preexec_fn=_die_with_parent, process_group=0)  # it, and what it starts (rsync's ssh)
         said = None
         if callable(err):
             said = threading.Thread(target=lambda: [err(line.decode("utf-8", "replace"))
@@ -137,9 +140,10 @@ def _run_reading(argv: list[str], out, *, cwd: Path | None, err, stdin: Path | N
             if said is not None:
                 said.join(5)
         except BaseException:
-            # Ctrl-C or plug's end: stop it and let it say its last word before plug does.
+            # Ctrl-C or plug's end: stop it, and what it started (its group of its own:
+            # rsync's ssh would hold the connection, and plug, until the host side ends).
             with contextlib.suppress(Exception):
-                process.terminate()
+                os.killpg(process.pid, signal.SIGTERM)
             with contextlib.suppress(BaseException):
                 process.wait(timeout=5)
             raise
@@ -147,7 +151,10 @@ def _run_reading(argv: list[str], out, *, cwd: Path | None, err, stdin: Path | N
             process.stdout.close()
             if said is not None:
                 said.join(1)
-                process.stderr.close()
+                # Still reading: a child of the command (rsync's ssh) holds stderr open. Closing
+                # it now would wait for that read (the reader's lock); it closes with plug.
+                if not said.is_alive():
+                    process.stderr.close()
     return Result(128 - code if code < 0 else code)
 
 

@@ -133,6 +133,7 @@ class Count:
     linked: int = 0        # regular files hard-linked from the live version
     copied: int = 0        # regular files copied locally (same data, other attributes)
     wire_bytes: int = 0    # bytes rsync sent, protocol included
+    changes: list[str] = field(default_factory=list)  # in a dry run: what differs, as itemized
     names: list[str] = field(default_factory=list)  # the files sent (the first SHOWN)
     dry_run: bool = False
     progress: Callable[["Count"], None] | None = None
@@ -160,6 +161,8 @@ class Count:
                     self.copied += 1
             if kind != "*":  # not a deletion: an entry of the version
                 self.entries += 1
+            if self.dry_run and _differs(kind, ftype, changes, item.group(5)):
+                self.changes.append(f"{kind}{ftype}{changes} {item.group(5)}")
             self._progress()
             return
         if self.progress is not None and self._progress_line(line):
@@ -214,6 +217,30 @@ class Count:
         return text
 
 
+def _differs(kind: str, ftype: str, changes: str, name: str) -> bool:
+    """Whether an itemized line of a dry run against live says the upload differs.
+
+    Not a deletion: what post_upload made in live is deleted there too (see
+    unchanged). Not the times of directories and links, which post_upload
+    touches; every other change of a file, a directory or a link is one.
+    """
+    if kind == "*" or name in (".", "./"):
+        return False
+    left = set(changes) - {".", " "}
+    if ftype in "dL" and kind == "." and left <= {"t", "T"}:
+        return False
+    return kind != "." or bool(left)
+
+
+def unchanged(count: Count, live_files: int | None) -> bool:
+    """Whether a dry run against the live version found the upload's files as live
+    has them: nothing to send or change, and as many files as live had when it
+    was uploaded (the plugbox.toml the host writes into every version counts
+    one), so that none was removed here since."""
+    files = count.sent + count.linked + count.copied
+    return not count.changes and live_files is not None and files + 1 == live_files
+
+
 def human(size: int) -> str:
     if size < 1000:
         return f"{size} bytes"
@@ -226,13 +253,15 @@ def human(size: int) -> str:
 
 
 def rsync(what: Contents, dest: str, *, config: Config, rsh: str | None, link_dest: str | None = None,
-          dry_run=False, progress: Callable[[Count], None] | None = None, prefix: str = "") -> Count:
+          dry_run=False, progress: Callable[[Count], None] | None = None, prefix: str = "",
+          said: list[str] | None = None) -> Count:
     """rsync `what` to `dest` (already host:path, or a local path), counting as it goes;
     `progress(count)`: told how far it has got, every 0.1 s at most.
 
     What rsync says on stderr is shown once it has ended, each line after `prefix`
     (its host's name, with several): never when plug was interrupted, whose one
     line says it all (rsync's own words then are its noise about the signal).
+    With `said`, its lines go there instead (an engine reports them its own way).
     """
     argv = A.rsync_upload(
         what.paths, dest, link_dest=link_dest, shared=config.shared,
@@ -240,11 +269,15 @@ def rsync(what: Contents, dest: str, *, config: Config, rsh: str | None, link_de
         progress=progress is not None,
     )
     count = Count(dry_run=dry_run, progress=progress)
-    said: list[str] = []
-    code = transport.run(argv, out=count.line, err=said.append).code
-    for line in "".join(said).splitlines():
-        transport.show(f"{prefix}{line}")
+    chunks: list[str] = []
+    code = transport.run(argv, out=count.line, err=chunks.append).code
+    lines = "".join(chunks).splitlines()
+    if said is not None:
+        said.extend(lines)
+    else:
+        for line in lines:
+            transport.show(f"{prefix}{line}")
     if code != 0:
-        raise PlugboxError(f"rsync exited with {code} (see its messages above)")
+        raise PlugboxError(f"rsync exited with {code}" + (" (see its messages above)" if said is None else ""))
     count.done()
     return count

@@ -59,6 +59,11 @@ BOOKKEEPING_FILES = (LOCK, LOG, OUTPUT, OUTPUT_OLD)
 TMP_LINK = ".link-"                # a link being written, renamed over its place
 NEW = ".new-"                      # .new-NAME: a version being made (staging)
 REMOVING = ".removing-"            # .removing-NAME: a version being removed
+# The relay of an engine's deploy (relay.py): a directory of mode 0700 holding its
+# socket (mode 0600) and the lock that makes it the only relay of this home.
+RELAY = ".relay"
+RELAY_SOCKET = "socket"
+RELAY_LOCK = "lock"
 # .plugbox/NAME/: what plugbox knows of the version NAME (record.py): its record,
 # manifest, post-upload list and environment. Mode 0700, files in it 0600 where
 # secret: never inside the version's tree, which a web server may serve.

@@ -14,6 +14,10 @@ def main() -> None:
         from plugbox_server import serve
 
         sys.exit(serve.main(sys.argv[2:]))
+    if sys.argv[1:2] == ["--relay"]:
+        from plugbox_server import relay
+
+        sys.exit(relay.main(sys.argv[2:]))
     from plugbox_server.cli import main as cli
 
     cli()

@@ -202,6 +202,24 @@ class Store:
         except OSError as error:
             raise os_error(f"could not create {self.deploy}", error)
 
+    def make_private_dir(self, name: str) -> Path:
+        """deploy/NAME as a directory of this login's alone (mode 0700), made if
+        missing; refused when it is a link, not a directory, or another's."""
+        self.make_deploy()
+        path = self.deploy / name
+        try:
+            path.mkdir(mode=0o700)
+        except FileExistsError:
+            pass
+        except OSError as error:
+            raise os_error(f"could not create {_shown(path, self.home)}", error)
+        st = os.lstat(path)
+        if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid():
+            raise PlugboxError(f"{_shown(path, self.home)} is not a directory of this login's own",
+                               "remove it; plugbox makes it again")
+        os.chmod(path, 0o700)
+        return path
+
     def make_version(self, name: str, previous: str | None, fill=None) -> None:
         """Create the version `name`, whole, with its previous link (and what `fill(dir)` writes)."""
         building = self.make_staging(name, previous)

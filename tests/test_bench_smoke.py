@@ -58,3 +58,23 @@ def test_quick_bench_prints_every_row_and_writes_markdown(tmp_path: Path) -> Non
     assert written[0] == "# Plugbox benchmark"
     assert any(line.startswith("|---") for line in written)
     assert f"written to {out}" in done.stdout
+
+
+def test_fleet_bench_measures_plug_and_the_playbook_on_two_counts(tmp_path: Path) -> None:
+    """bench/fleet.py on 1 and 2 rig hosts (root only: it makes users; CI is root)."""
+    import os
+
+    if os.geteuid() != 0 and not os.environ.get("CI"):
+        pytest.skip("bench/fleet.py makes users: run as root")
+    out = tmp_path / "fleet.md"
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "fleet.py"), "--hosts", "1,2", "--files", "20", "--out", str(out)],
+        capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    written = out.read_text().splitlines()
+    assert written[0].startswith("# A fleet")
+    for count in (1, 2):
+        row = next(line for line in written if line.startswith(f"| {count} |"))
+        assert len(re.findall(r"\d+\.\d s", row)) >= 2, row
+    assert any(line.startswith("- ansible-playbook: ") and "s per host" in line for line in written)

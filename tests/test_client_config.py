@@ -310,3 +310,15 @@ def test_a_service_without_host_serves_only_through_its_stages():
 ])
 def test_each_problem_of_hosts_and_stages_is_named(text, expected):
     assert expected in refused(text)
+
+
+def test_an_engine_needs_no_host_and_keeps_the_home_as_a_default():
+    """Ansible's inventory says where: [service] names no host, and may name a home."""
+    text = '[service]\nhome = "/srv/hello"\nshared = ["media"]\n[build]\nupload = ["app"]\n'
+    config = parse_config(text, WHERE, engine=True)
+    assert config.hosts == () and config.host == "inventory"
+    assert config.home == "/srv/hello" and config.shared == ("media",) and config.upload == ("app",)
+    assert "[service] host: missing" in refused(text)
+    assert parse_config('[build]\nupload = ["app"]\n', WHERE, engine=True).home is None
+    with pytest.raises(ConfigError, match=r"\[service\] home: 'srv' is not an absolute path"):
+        parse_config('[service]\nhome = "srv"\n[build]\nupload = ["app"]\n', WHERE, engine=True)
