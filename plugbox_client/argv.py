@@ -46,6 +46,9 @@ FIND_PLUGBOX = (
 # directory it started from: the one before is kept, older ones removed. A copy
 # already in HOME/.local is upgraded too, since plug runs that one first. A plugbox
 # installed as a zipapp by an older plug is found and run the same way until then.
+# The directory keeps the zipapp's __main__.py, so `python3 DIRECTORY` runs it as
+# `python3 ZIPAPP` did; the Ansible door runs it so, and imports from it
+# (ansible_collections/.../module_utils/plugbox.py reads the script's sys.path line).
 # Prints each script it wrote, one a line; one line on stderr when it cannot.
 _INSTALL_PY = r"""
 import compileall, hashlib, os, shutil, sys, zipfile
@@ -60,7 +63,7 @@ def install(local):
         staging = f"{target}.new-{os.getpid()}"
         shutil.rmtree(staging, ignore_errors=True)
         with zipfile.ZipFile(archive) as z:
-            z.extractall(staging, [n for n in z.namelist() if not n.endswith(".pyc") and n != "__main__.py"])
+            z.extractall(staging, [n for n in z.namelist() if not n.endswith(".pyc")])  # __main__.py: python3 DIR runs it
         if not compileall.compile_dir(staging, ddir=target, quiet=2):
             raise OSError(f"{sys.executable} could not compile it")
         os.rename(staging, target)
@@ -79,7 +82,7 @@ def install(local):
     with open(written, "w") as f:
         f.write((f"#!{exe} -IS" if usable else "#!/usr/bin/env python3") + "\n"
                 "# plugbox, installed by plug bootstrap: compiled in the directory below for this python3\n"
-                f"import sys\nsys.path.insert(0, {target!r})\n"
+                f"import sys\nsys.path.insert(0, {target!r})\n"  # read by ansible's module_utils/plugbox.py too
                 "from plugbox_server.main import main\nmain()\n")
     os.chmod(written, 0o755)
     os.replace(written, script)

@@ -693,11 +693,19 @@ def _histories(store: Store, chain: c.Chain) -> tuple[dict[str, dict], dict[str,
     return records, {name: r["history"] for name, r in records.items()}
 
 
-def status(home: Path, newest: int | None = None, with_live: bool = False) -> tuple[str | None, list[Row], int]:
+def status(home: Path) -> tuple[str | None, list[Row]]:
+    """The live version, and a Row for every version, newest first."""
+    live, rows, _ = newest_status(home)
+    return live, rows
+
+
+def newest_status(home: Path, newest: int | None = None,
+                  with_live: bool = False) -> tuple[str | None, list[Row], int]:
     """The live version; a Row for each of the `newest` newest versions (every one
     when None), newest first, and with `with_live` for the live version last when
-    it is older; and how many versions there are. The records of those rows alone are read, and the links of
-    those versions (and of live's previous chain down to the oldest of them)."""
+    it is older; and how many versions there are. The records of those rows alone
+    are read, and the links of those versions (and of live's previous chain down
+    to the oldest of them)."""
     store = Store(home)
     chain = store.read(records=False)
     live = chain.live_version()

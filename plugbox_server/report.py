@@ -26,7 +26,8 @@ def status(home: Path, as_json: bool, out: TextIO, brief: bool = False, every: b
     what plug's compact view of several hosts and its completion use: {"live",
     "versions" (the names shown), "row" (the live version's name, revision, who,
     when, message; with `brief`)}."""
-    live, rows, count = operations.status(home, None if every or as_json else operations.SHOWN, with_live=brief)
+    live, rows, count = operations.newest_status(home, None if every or as_json else operations.SHOWN,
+                                                 with_live=brief)
     now = time.time()
     known = {"live": live, "versions": [row.name for row in rows]}
     if brief:
