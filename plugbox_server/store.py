@@ -145,10 +145,16 @@ class Store:
         return final.parent
 
     def remove_tree(self, path: str, sync: bool = True) -> Path:
-        """Delete deploy/`path`; links inside are removed, never followed."""
+        """Delete deploy/`path`; links inside are removed, never followed, nor one on
+        the way to it (a deploy/.plugbox that is a link: its records are not plugbox's)."""
         import shutil
 
         target = self.deploy / path
+        parent = target.parent
+        while parent != self.deploy:
+            if parent.is_symlink():
+                return self.deploy
+            parent = parent.parent
         try:
             if target.is_symlink() or not target.is_dir():
                 target.unlink(missing_ok=True)
@@ -242,7 +248,7 @@ class Store:
         removed records last): it goes first, so that nothing of it is taken for
         the new version's."""
         building = self.staging_dir(name)
-        _remove_tree(self.deploy / L.RECORDS / name)
+        self._remove_record(name)
         try:
             building.mkdir()
         except OSError as error:
@@ -334,7 +340,7 @@ class Store:
         building = self.staging_dir(name)
         # The record first: a kill between the two leaves .new-NAME, which the next
         # command clears, never a record without its version (see chain.leftovers).
-        _remove_tree(self.deploy / L.RECORDS / name)
+        self._remove_record(name)
         for attempt in range(50):
             if not os.path.lexists(building):
                 break
@@ -346,6 +352,12 @@ class Store:
                         pass
                 time.sleep(0.1)
             _remove_tree(building)
+
+    def _remove_record(self, name: str) -> None:
+        """Delete deploy/.plugbox/NAME (record.py's), never through a link: when
+        deploy/.plugbox is one, nothing (record.py refuses to write there)."""
+        if not os.path.islink(self.deploy / L.RECORDS):
+            _remove_tree(self.deploy / L.RECORDS / name)
 
     def clear_leftovers(self, chain: c.Chain) -> list[str]:
         """Finish or clear what interrupted commands left (chain.Problem.leftover), under

@@ -480,3 +480,23 @@ def test_the_staging_directory_goes_even_while_a_writer_renames_files_in_it(tmp_
     finally:
         writer.kill()
         writer.wait(timeout=TIMEOUT)
+
+
+def test_finishing_a_remove_never_deletes_a_record_through_a_linked_plugbox_directory(tmp_path: Path) -> None:
+    """deploy/.plugbox made a link to somewhere else, and a remove left half done: the
+    next command finishes the remove and deletes nothing there (plugbox never
+    writes through a link)."""
+    host = Host(tmp_path / "home", tmp_path / "ctl")
+    first = host.deploy_version()
+    host.deploy_version()
+    host.deploy_version()
+    os.rename(host.deploy / first, host.deploy / f".removing-{first}")  # a remove cut short
+    elsewhere = tmp_path / "elsewhere"
+    os.rename(host.deploy / ".plugbox", elsewhere)
+    os.symlink(elsewhere, host.deploy / ".plugbox")
+
+    done = host.run("rollback-to")
+
+    assert f"cleared deploy/.removing-{first}" in done.stderr
+    assert not os.path.lexists(host.deploy / f".removing-{first}")
+    assert (elsewhere / first / "record.json").is_file()
