@@ -214,7 +214,10 @@ def detach(store, chain, doomed: "list[str] | set[str]") -> int:
     for name in chain.versions:
         if name in doomed or chain.previous(name) not in doomed:
             continue
-        own = directory(store, name)
+        try:
+            own = directory(store, name)
+        except PlugboxError:  # a deploy/.plugbox that is a link: not plugbox's to write
+            continue
         data = _read_json(own / MANIFEST)
         if not isinstance(data, dict) or data.get("base") not in doomed:
             continue
