@@ -25,6 +25,10 @@ from plugbox_server import __version__, output
 from plugbox_server import protocol as P
 from plugbox_server.errors import OK, REFUSED, USAGE, Aborted, PlugboxError, Reverted, exit_for, for_caller
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # annotations only: pathlib is imported once the hello is sent
+    from pathlib import Path
+
 
 def _send(message: dict) -> None:
     _say(P.encode(message))

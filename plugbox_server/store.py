@@ -25,7 +25,7 @@ from plugbox_server import chain as c
 from plugbox_server import inuse
 from plugbox_server import layout as L
 from plugbox_server.errors import Busy, PlugboxError
-from plugbox_server.names import is_version_name, utc_now, who, who_at
+from plugbox_server.names import utc_now, who, who_at
 from plugbox_server.output import say
 
 _counter = itertools.count()
