@@ -1,11 +1,11 @@
 """Plugbox's benchmark: `plug` against the fastest a user could do by hand, in one run.
 
-    python3 bench/run.py [--files N] [--size-mb M] [--runs K] [--quick] [--only FIGURES] [--out FILE]
+    python3 bench/run.py [--files N] [--size-mb M] [--runs K] [--quick] [--out FILE]
 
 Starts its own sshd on 127.0.0.1 (tests/sshd.py, as the tests do), generates a
 deterministic service tree (bench/tree.py), bootstraps plugbox onto that host with
-`plug bootstrap` (the zipapp in HOME/.local/bin, run by a python3 without packages,
-as on a real host), then measures:
+`plug bootstrap` (into HOME/.local, run by a python3 without packages, as on a
+real host), then measures:
 
 1. `plug deploy`, first / no change / one file changed, against a deploy by hand
    over one freshly opened multiplexed ssh connection: `rsync -a --delete
@@ -13,10 +13,11 @@ as on a real host), then measures:
    in one ssh command (opening and closing the master connection included);
 2. `plug rollback VERSION` against `ssh host 'ln -s OLD tmp && mv -T tmp current'`
    on a fresh connection;
-3. `plugbox upgrade-to` and `rollback-to`, no hooks, run on the host at 10, 1,000
-   and 10,000 versions;
+3. `plugbox upgrade-to`, `rollback-to` and `status`, no hooks, run on the host at
+   10, 1,000 and 10,000 versions;
 4. the disk (`du`, hard links counted once) of deploy/ after 20 versions that
-   each change one file, against one tree;
+   each change one file, against 20 versions of the same changes by hand
+   (rsync --link-dest: every version has its own directories, as plugbox's);
 5. a no-change redeploy of the tree and of one ten times its files, against the
    same by hand;
 6. `plug deploy` to three hosts (three sshd, each with its own home), one file
@@ -28,8 +29,6 @@ as on a real host), then measures:
    same by hand over a warm master (`ControlPersist`), and against a cold bare
    rollback.
 
-`--only startup,rollback,...` runs some figures (FIGURES below) and what they need.
-
 Every figure is the median of --runs runs, interleaved with its baseline (A B A B
 ...) so that noise hits both; before each timed deploy, `sync` (untimed) settles
 what the previous run wrote or deleted, so that no run pays for another's disk. `plug` runs twice per round: from a virtualenv that
@@ -38,8 +37,10 @@ installed for the python running the benchmark (whose site may run more .pth
 files). Ratios use the first.
 
 Prints the table and writes it as markdown to --out (default
-bench/results/results.md). May touch: a temporary directory of its own (removed
-at the end unless --keep), the --out file, and the processes it starts.
+bench/results/results.md); `--only host,disk` measures those figures alone
+(deploys, rollback, host, scale, disk, fleet, ssh-start, warm; the start-up of each piece comes
+with every run). May touch: a temporary directory of its own (removed at the
+end unless --keep), the --out file, and the processes it starts.
 """
 
 from __future__ import annotations
@@ -91,6 +92,21 @@ def run(argv: list[str], *, env=None, cwd=None, log: Path | None = None) -> floa
     if done.returncode != 0:
         said = log.read_text(errors="replace")[-2000:] if log else ""
         raise BenchError(f"{shlex.join(argv)}: exit {done.returncode}\n{said}")
+    return took
+
+
+def until_hello(argv: list[str], env: dict) -> float:
+    """Seconds from the start of `plugbox --serve` to its hello line on stdout."""
+    began = time.perf_counter()
+    process = subprocess.Popen(argv, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                               stderr=subprocess.DEVNULL)
+    line = process.stdout.readline()
+    took = time.perf_counter() - began
+    process.stdin.close()
+    process.stdout.read()
+    process.wait()
+    if not line.startswith(b'{"hello"'):
+        raise BenchError(f"{shlex.join(argv)}: no hello, but {line[:200]!r}")
     return took
 
 
@@ -258,12 +274,12 @@ class Bench:
             self.configs[name] = write_config(self.project / f"{name}.toml", home, "tree")
         self.configs["disk"] = write_config(self.project / "disk.toml", self.work / "host" / "disk", "tree")
         self.configs["scale"] = write_config(self.project / "scale.toml", self.work / "host" / "scale", "scale")
-        # Into each home, where self.zipapp looks (by default bootstrap installs once
+        # Into each home, where self.plugbox looks (by default bootstrap installs once
         # per ssh login, and every home here belongs to the same login).
         self.log("plug bootstrap --into-home, once per home")
         for name in self.configs:
             self.plug("bootstrap", "--into-home", config=name)
-        self.zipapp = self.work / "host" / "plug" / ".local" / "bin" / "plugbox"
+        self.plugbox = self.work / "host" / "plug" / ".local" / "bin" / "plugbox"
         self.bare = self.work / "host" / "bare"
         self.bare_live: dict[Path, list[str]] = {}
 
@@ -272,7 +288,7 @@ class Bench:
                    env=self.env, cwd=self.project, log=self.work / "plug.log")
 
     def host(self, home: Path, *args: str, capture=False):
-        argv = [str(self.zipapp), "--home", str(home), *args]
+        argv = [str(self.plugbox), "--home", str(home), *args]
         if capture:
             return subprocess.run(argv, env=self.host_env, capture_output=True, text=True, check=True).stdout
         return run(argv, env=self.host_env, log=self.work / "host.log")
@@ -307,6 +323,7 @@ class Bench:
         self.bare_live[base].append(name)
         return took
 
+
     def bare_switch(self, base: Path, name: str, warm: Path | None = None) -> float:
         """By hand: ln -s + mv -T in one ssh command, on a fresh connection or over `warm`."""
         temporary = shlex.quote(f"{base}/.tmp")
@@ -314,15 +331,6 @@ class Bench:
         return run([*ssh, HOST, f"ln -s versions/{name} {temporary} && mv -T {temporary} "
                                 + shlex.quote(f"{base}/current")])
 
-    def deployed(self) -> None:
-        """Two versions in every home and by hand, for a figure that runs without the deploys."""
-        if len(self.bare_live.get(self.bare, [])) >= 2:
-            return
-        self.bare_reset(self.bare)
-        for _ in range(2):
-            for client in self.clients:
-                self.plug("deploy", config=client, client=client)
-            self.bare_deploy(self.tree.root, self.bare)
 
     # -- the figures ---------------------------------------------------------
 
@@ -385,7 +393,6 @@ class Bench:
 
     def figure_rollback(self) -> None:
         self.log("rollback")
-        self.deployed()
 
         def plug_arm(client):
             deploy = self.work / "host" / client / "deploy"
@@ -406,15 +413,17 @@ class Bench:
             synthetic_home(homes[count], count)
             if self.host(homes[count], "check", capture=True).strip() != "ok":
                 raise BenchError(f"the synthetic home of {count} versions does not pass `plugbox check`")
-        samples = {(command, count): [] for command in ("upgrade-to", "rollback-to") for count in homes}
+        commands = ("upgrade-to", "rollback-to", "status")
+        samples = {(command, count): [] for command in commands for count in homes}
         for _ in range(self.args.runs):
             for count, home in homes.items():
                 name = self.host(home, "next-version", capture=True).strip()
                 samples["upgrade-to", count].append(self.host(home, "upgrade-to", name))
                 samples["rollback-to", count].append(self.host(home, "rollback-to"))
+                samples["status", count].append(self.host(home, "status"))
                 self.host(home, "remove", "-v", name)
         first, last = min(homes), max(homes)
-        for command in ("upgrade-to", "rollback-to"):
+        for command in commands:
             for count in homes:
                 row = Row(f"plugbox {command}, {count:,} versions", median_ms(samples[command, count]),
                           target="< 100 ms")
@@ -427,29 +436,36 @@ class Bench:
             self.rows.append(flat)
 
     def figure_disk(self) -> None:
+        """20 versions, each one file changed, deployed by plug and by hand (rsync
+        --link-dest, as bare_deploy does): directories cannot be hard links, so
+        each version has its own in both; what plugbox adds is its bookkeeping."""
         count = self.args.disk_versions
-        self.log(f"disk: {count} versions, each one file changed")
+        self.log(f"disk: {count} versions, each one file changed, by plug and by hand")
         home = self.work / "host" / "disk"
-        self.plug("deploy", config="disk")
-        first = next(p for p in (home / "deploy").iterdir() if not p.name.startswith(".") and p.name != "live")
-        one = du(first)
-        one_dirs = directory_bytes(first)
-        for _ in range(count - 1):
-            self.tree.change_one()
+        base = self.work / "host" / "bare-disk"
+        self.bare_reset(base)
+        for index in range(count):
+            if index:
+                self.tree.change_one()
             self.plug("deploy", config="disk")
-        total = du(home / "deploy")
-        dirs = directory_bytes(home / "deploy")
-        row = Row(f"disk: {count} versions against one tree", total, target="≤ 1.05×", unit="bytes")
-        row.bare = one
-        row.ratio = total / one
+            self.bare_deploy(self.tree.root, base)
+        first = next(p for p in sorted((home / "deploy").iterdir()) if p.name[0].isdigit())
+        one, one_dirs = du(first), directory_bytes(first)
+        total, dirs = du(home / "deploy"), directory_bytes(home / "deploy")
+        bare = du(base / "versions")
+        records = du(home / "deploy" / ".plugbox")
+        row = Row(f"disk: {count} versions against {count} by hand (rsync --link-dest)", total,
+                  target="≤ 1.05×", unit="bytes")
+        row.bare = bare
+        row.ratio = total / bare
         row.verdict = "met" if row.ratio <= 1.05 else "missed"
         self.rows.append(row)
-        files_only = (total - dirs) / (one - one_dirs)
         self.notes.append(
             f"Disk: one tree is {one / 1e6:.1f} MB on disk ({self.tree.directories} directories, "
-            f"{one_dirs / 1e3:.0f} kB of them); {count} versions take {total / 1e6:.1f} MB, of which "
-            f"{dirs / 1e6:.2f} MB are directories. Files alone: {files_only:.3f}× one tree's files. "
-            "Directories cannot be hard links: each version has its own.")
+            f"{one_dirs / 1e3:.0f} kB of them); {count} versions take {total / 1e6:.1f} MB with plug, of "
+            f"which {dirs / 1e6:.2f} MB are directories and {records / 1e6:.2f} MB plugbox's records "
+            f"(deploy/.plugbox/: record, manifest, environment of each version), and "
+            f"{bare / 1e6:.1f} MB by hand. Directories cannot be hard links: each version has its own.")
 
     def figure_scale(self) -> None:
         self.log(f"scale: no-change redeploy of {self.scale.files:,} files")
@@ -460,22 +476,17 @@ class Bench:
         arms = {"plug": lambda index: os.sync() or self.plug("deploy", config="scale"),
                 "bare": lambda index: os.sync() or self.bare_deploy(self.scale.root, base)}
         samples = interleave(self.args.runs, arms)
+        small = Row(f"deploy, no change, {self.tree.files:,} files", median_ms(self.no_change["plug"]),
+                    bare=median_ms(self.no_change["bare"]), target="≤ 1.20×")
         large = Row(f"deploy, no change, {self.scale.files:,} files", median_ms(samples["plug"]),
                     bare=median_ms(samples["bare"]), target="≤ 1.20×")
-        small = None
-        if hasattr(self, "no_change"):  # (not with --only scale)
-            small = Row(f"deploy, no change, {self.tree.files:,} files", median_ms(self.no_change["plug"]),
-                        bare=median_ms(self.no_change["bare"]), target="≤ 1.20×")
         for row in (small, large):
-            if row is None:
-                continue
             row.ratio = row.plug / row.bare
             row.verdict = "met" if row.ratio <= 1.2 else "missed"
             self.rows.append(row)
-        if small:
-            self.notes.append(
-                f"Scale: from {self.tree.files:,} to {self.scale.files:,} files a no-change deploy takes "
-                f"{large.plug / small.plug:.1f}× as long with plug and {large.bare / small.bare:.1f}× by hand.")
+        self.notes.append(
+            f"Scale: from {self.tree.files:,} to {self.scale.files:,} files a no-change deploy takes "
+            f"{large.plug / small.plug:.1f}× as long with plug and {large.bare / small.bare:.1f}× by hand.")
 
     def figure_fleet(self) -> None:
         """Three hosts against one: the same tree, the same clean plug, one file changed per round."""
@@ -554,11 +565,11 @@ class Bench:
             f"that wrapper's own start, measured alone the same way, is {median_ms(samples['wrapper']):.1f} ms "
             f"and is included.")
 
+
     def figure_warm(self) -> None:
         """Consecutive commands over a warm connection: plug with PLUG_KEEP_CONNECTION,
         by hand over a master left up by ControlPersist."""
         self.log("over a warm connection: rollback, deploy without change")
-        self.deployed()
         env = {**self.env, "PLUG_KEEP_CONNECTION": "300"}
         config = str(self.configs["plug"])
         plug = str(self.clients["plug"])
@@ -605,16 +616,20 @@ class Bench:
         half.verdict = "met" if half.ratio < 0.5 else "missed"
         self.rows.append(half)
 
+
     def startup(self) -> None:
         """What one start of each piece costs, for the notes."""
         self.log("start-up of each piece")
+        served = {**self.host_env, "PLUGBOX_HOME": str(self.work / "host" / "plug")}
         arms = {
             "plug --version": lambda i: run([str(self.clients["plug"]), "--version"]),
-            "plugbox --version (zipapp on the host)": lambda i: run([str(self.zipapp), "--version"], env=self.host_env),
-            "plugbox --serve: status (zipapp on the host, what plug runs)": lambda i: run(
-                ["sh", "-c", f"echo '{{\"command\": \"status\"}}' | {shlex.quote(str(self.zipapp))} "
-                       f"{shlex.join(protocol.ARGS)}"],
-                env={**self.host_env, "PLUGBOX_HOME": str(self.work / "host" / "plug")}),
+            "plugbox --version (as bootstrap installs it, typer's CLI)": lambda i: run(
+                [str(self.plugbox), "--version"], env=self.host_env),
+            "plugbox --serve: its hello (from its start)": lambda i: until_hello(
+                [str(self.plugbox), *protocol.ARGS], served),
+            "plugbox --serve: status (what plug runs, to its end)": lambda i: run(
+                ["sh", "-c", f"echo '{{\"command\": \"status\"}}' | {shlex.quote(str(self.plugbox))} "
+                       f"{shlex.join(protocol.ARGS)}"], env=served),
             "python3 -c pass (the host's)": lambda i: run([str(self.host_python / "python3"), "-c", "pass"]),
             "python3 -I -S -c pass (the host's)": lambda i: run([str(self.host_python / "python3"), "-I", "-S", "-c", "pass"]),
             "ssh HOST true (a fresh connection)": lambda i: run([*self.ssh, HOST, "true"]),
@@ -622,11 +637,41 @@ class Bench:
         if "installed" in self.clients:
             arms["plug --version, as installed here"] = lambda i: run([str(self.clients["installed"]), "--version"])
         self.startup_ms = {name: median_ms(s) for name, s in interleave(max(5, self.args.runs), arms).items()}
+        # What plugbox --serve imports for a status: -X importtime (python's own figures).
+        import startup as imports
+
+        traced = subprocess.run(
+            [str(self.host_python / "python3"), "-X", "importtime", "-I", "-S", str(self.plugbox), *protocol.ARGS],
+            input='{"command": "status"}\n', capture_output=True, text=True, env=served)
+        count, total, top = imports.importtime(traced.stderr)
+        self.notes.append(
+            f"Imports of `plugbox --serve` for a status (-X importtime): {count} modules, {total / 1000:.1f} ms "
+            "of their own import times; the heaviest: " +
+            ", ".join(f"{module} {us / 1000:.1f} ms" for us, module in top[:5]) + ". `python3 bench/startup.py "
+            "--importtime` shows them per command.")
+
+    FIGURES = ("deploys", "rollback", "host", "scale", "disk", "fleet", "ssh-start", "warm")
 
     def run(self) -> None:
         self.setup()
-        for name in self.args.only:
-            getattr(self, FIGURES[name])()
+        self.startup()
+        only = self.args.only or self.FIGURES
+        if "deploys" in only or "rollback" in only or "scale" in only or "warm" in only:
+            self.figure_deploys()  # the rollback's versions and the scale's baseline
+        if "rollback" in only:
+            self.figure_rollback()
+        if "host" in only:
+            self.figure_host_commands()
+        if "scale" in only:
+            self.figure_scale()
+        if "disk" in only:
+            self.figure_disk()
+        if "fleet" in only:
+            self.figure_fleet()
+        if "ssh-start" in only:
+            self.figure_ssh_start()
+        if "warm" in only:
+            self.figure_warm()
 
     # -- the report ------------------------------------------------------------
 
@@ -667,8 +712,10 @@ class Bench:
             "|" + "|".join("---" if i == 0 else "---:" for i in range(len(rows[0]))) + "|",
             *("| " + " | ".join(row) + " |" for row in rows[1:]),
             "",
-            *(["Start-up, median of each:", "", *(f"- {name}: {ms:.1f} ms" for name, ms in self.startup_ms.items()),
-               ""] if hasattr(self, "startup_ms") else []),
+            "Start-up, median of each:",
+            "",
+            *(f"- {name}: {ms:.1f} ms" for name, ms in self.startup_ms.items()),
+            "",
             *(f"{note}\n" for note in self.notes),
         ]
         return "\n".join(lines)
@@ -679,12 +726,6 @@ class Bench:
         return "\n".join("  ".join(cell.ljust(w) if i == 0 else cell.rjust(w)
                                    for i, (cell, w) in enumerate(zip(row, widths))).rstrip()
                          for row in rows)
-
-
-# What --only takes, in the order a whole run makes them.
-FIGURES = {"startup": "startup", "deploys": "figure_deploys", "rollback": "figure_rollback",
-           "host": "figure_host_commands", "scale": "figure_scale", "disk": "figure_disk",
-           "fleet": "figure_fleet", "ssh-start": "figure_ssh_start", "warm": "figure_warm"}
 
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
@@ -701,13 +742,11 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
                    help="a smoke run: a tiny tree, one run (overrides the sizes and --runs)")
     p.add_argument("--out", type=Path, default=HERE / "results" / "results.md", help="the markdown file to write")
     p.add_argument("--keep", action="store_true", help="keep the working directory")
-    p.add_argument("--only", type=lambda s: s.split(","), default=list(FIGURES), metavar="FIGURES",
-                   help=f"run only these figures, comma-separated: {','.join(FIGURES)} [all]")
+    p.add_argument("--only", type=lambda s: s.split(","), metavar="FIGURE,...",
+                   help="measure these figures alone: " + ", ".join(Bench.FIGURES))
     args = p.parse_args(argv)
-    unknown = [name for name in args.only if name not in FIGURES]
-    if unknown:
-        p.error(f"--only: no figure {', '.join(unknown)}; the figures are {', '.join(FIGURES)}")
-    args.only = [name for name in FIGURES if name in args.only]
+    if args.only and set(args.only) - set(Bench.FIGURES):
+        p.error(f"--only: the figures are {', '.join(Bench.FIGURES)}")
     if args.quick:
         args.files, args.size_mb, args.scale_files, args.scale_size_mb = 60, 0.5, 300, 1
         args.runs, args.disk_versions, args.versions = 1, 3, [10, 100]

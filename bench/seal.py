@@ -5,7 +5,8 @@
 Makes a home in a temporary directory, a first version (every file new: all
 hashed), then versions whose files are hard links of the previous one, as
 rsync --link-dest leaves them, with one file changed, and with none; prints the
-seconds seal() took for each, and verify() of the last (which hashes everything).
+seconds seal() took for each and the size of the manifest it wrote, and verify()
+of the last (which hashes everything).
 """
 
 import os
@@ -39,7 +40,9 @@ def main(files: int = 3000, megabytes: int = 40) -> None:
         def timed(what: str, name: str, previous: str | None) -> None:
             began = time.perf_counter()
             record.seal(store, name, previous=previous)
-            print(f"{what:<36} seal {time.perf_counter() - began:6.3f} s")
+            took = time.perf_counter() - began
+            size = (home / "deploy" / ".plugbox" / name / record.MANIFEST).stat().st_size
+            print(f"{what:<36} seal {took:6.3f} s   manifest {size:>9,} bytes")
 
         first = version(None, 0)
         timed(f"first version ({files} new files)", first, None)

@@ -1,5 +1,6 @@
-"""`plug bootstrap`'s zipapp: plugbox built as one file that a bare python3 runs
-(driver.bootstrap installs it on the hosts).
+"""`plug bootstrap`'s zipapp: plugbox built as one file that a bare python3 runs,
+which is how it travels to the hosts (driver.bootstrap sends it, and the host's
+python3 unpacks it into a directory and compiles it there: argv.INSTALL_PLUGBOX).
 
 The host has python3 (3.11 or newer) and rsync, and no pip packages, so the zipapp
 carries plugbox_server and every pure-Python module it imports, copied from where
@@ -7,9 +8,7 @@ they are installed here. Building writes only in a temporary directory; the zipa
 is checked here with an interpreter that sees no site-packages before it is sent.
 """
 
-import compileall
 import json
-import py_compile
 import shutil
 import sys
 import tempfile
@@ -47,12 +46,9 @@ def build(target: Path) -> Path:
         staging = Path(staging)
         for name in modules():
             _copy_module(name, staging)
-        # zipimport cannot cache bytecode inside an archive: without .pyc files in it,
-        # every run would compile typer and plugbox again (about 100 ms of a 180 ms
-        # `plugbox status`). Next to each source (where zipimport looks), unchecked: a
-        # host whose python has another magic number skips them and compiles the source.
-        compileall.compile_dir(staging, quiet=1, legacy=True,
-                               invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH)
+        # Sources only: the host compiles them once, for its own python3, when it
+        # installs them as a directory (zipimport could not cache bytecode: a zipapp
+        # run as it is would compile typer and plugbox at every run).
         zipapp.create_archive(staging, target, interpreter="/usr/bin/env python3", main=ENTRY, compressed=True)
     check = transport.run([sys.executable, "-I", "-S", str(target), "--version"], out=transport.CAPTURE)
     if check.code != 0:

@@ -244,26 +244,28 @@ def rollback(
 def status(
     as_json: Annotated[bool, typer.Option("--json", help="Print the state as JSON.")] = False,
     every: Annotated[bool, typer.Option(
-        "--all", "-a", help="With several hosts: every host's versions, not one line per host.")] = False,
+        "--all", "-a", help="Every version, not only the newest 20; with several hosts, every host's "
+        "versions, not one line per host.")] = False,
     host: HostOption = None,
     config: ConfigOption = None,
     stage: StageOption = None,
 ) -> int:
     """List the versions on the host.
 
-    Newest first, each with its state (live, previous, retired, failed,
-    pending), revision, who made it, when, and the deploy message; --json has
-    each version's links and whole record. With several hosts, one line per
-    host: its live version, revision, who, when and message, then a line that
-    says whether their live versions differ; --all lists every host's
-    versions (each line starting with the host's name), --host NAME one host's.
+    The newest 20, newest first (--all: every one), each with its state (live,
+    previous, retired, failed, pending), revision, who made it, when, and the
+    deploy message; --json has every version's links and whole record. With
+    several hosts, one line per host: its live version, revision, who, when
+    and message, then a line that says whether their live versions differ;
+    --all lists every host's versions (each line starting with the host's
+    name), --host NAME one host's.
     """
     from plugbox_client import driver
 
     loaded = driver.on_host(_load(config, stage), host)
     brief = loaded.several and not (every or as_json)
     return driver.status(loaded, P.request("status", loaded.home, json=as_json or None, brief=brief or None,
-                                           origin=driver.caller()))
+                                           all=every or None, origin=driver.caller()))
 
 
 @app.command()
@@ -385,9 +387,10 @@ def bootstrap(
 ) -> None:
     """Install or upgrade plugbox on the host, and create the layout.
 
-    The host needs only python3 (3.11 or newer) and rsync. plugbox goes, as one
-    self-contained zipapp, to ~/.local/bin/plugbox of the ssh login: once per
-    login, for every service it runs. plug finds it there even when that
+    The host needs only python3 (3.11 or newer) and rsync. plugbox travels as
+    one self-contained zipapp; the host's python3 unpacks it into
+    ~/.local/lib/plugbox/ of the ssh login and compiles it once, and
+    ~/.local/bin/plugbox runs it: once per login, for every service it runs. plug finds it there even when that
     directory is not on the PATH of an ssh session. Also creates HOME/deploy/,
     HOME/shared/ and HOME/config/. Says where it installed plugbox.
     """

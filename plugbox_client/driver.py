@@ -187,7 +187,9 @@ class _Hosts:
                 host.session.end_input()
         for host in self.hosts:
             if host.session is not None:
-                host.session.close()
+                host.session.close(1 if self.interrupted else 5)
+
+    interrupted = False  # plug is leaving: a session's end of input is all a host needs of it
 
     def names(self, hosts: list[Host]) -> str:
         return ", ".join(host.name for host in hosts)
@@ -548,6 +550,7 @@ def deploy(config: Config, message: str | None = None, wait_lock: float = 0,
                 f"files: {count.files()}; {upload.human(count.wire_bytes)} sent over the wire",
                 steps.line()]
     except KeyboardInterrupt:
+        hosts.interrupted = True
         for host in hosts.hosts:
             host.session.quiet = True
         raise _interrupted(hosts, name) from None

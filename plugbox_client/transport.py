@@ -78,7 +78,10 @@ def run(argv: list[str], *, cwd: Path | None = None, out=None, err=None,
     return (rsync's progress rewrites its line with \\r); a Path receives it.
     `err`: None passes stderr to the terminal, a callable gets it line by line
     (each with its newline, read by a thread of their own), a Path receives it.
-    `stdin`: the terminal's, or the file given.
+    `stdin`: the terminal's, or the file given. With a callable `out` (rsync), the
+    command runs in a process group of its own, which plug stops whole when it is
+    interrupted (a Ctrl-C on the terminal reaches plug alone); otherwise (a build
+    step) a Ctrl-C reaches it as it reaches plug.
 
     (subprocess, not sh: sh costs ~38 ms to import, which a deploy would pay
     for its first git look-up, before the host has its request.)
@@ -87,6 +90,7 @@ def run(argv: list[str], *, cwd: Path | None = None, out=None, err=None,
     import subprocess
 
     _found(argv[0])  # not found: one line
+    own_group = callable(out)  # it, and what it starts (rsync's ssh)
     with contextlib.ExitStack() as files:
         def opened(path: Path | None, mode: str):
             return files.enter_context(open(path, mode)) if path is not None else None
@@ -95,7 +99,7 @@ def run(argv: list[str], *, cwd: Path | None = None, out=None, err=None,
             argv, cwd=cwd, env={**os.environ, **env} if env else None, stdin=opened(stdin, "rb"),
             stdout=subprocess.PIPE if out is CAPTURE or callable(out) else opened(out, "wb"),
             stderr=subprocess.PIPE if callable(err) else opened(err, "wb"),
-            preexec_fn=_die_with_parent)
+            preexec_fn=_die_with_parent, process_group=0 if own_group else None)
         said = None
         if callable(err):
             said = threading.Thread(target=lambda: [err(line.decode("utf-8", "replace"))
@@ -117,9 +121,13 @@ def run(argv: list[str], *, cwd: Path | None = None, out=None, err=None,
             if said is not None:
                 said.join(5)
         except BaseException:
-            # Ctrl-C or plug's end: stop it and let it say its last word before plug does.
+            # Ctrl-C or plug's end: stop it, and what it started (its group of its own:
+            # rsync's ssh would hold the connection, and plug, until the host side ends).
             with contextlib.suppress(Exception):
-                process.terminate()
+                if own_group:
+                    os.killpg(process.pid, signal.SIGTERM)
+                else:
+                    process.terminate()
             with contextlib.suppress(BaseException):
                 process.wait(timeout=5)
             raise
@@ -128,7 +136,10 @@ def run(argv: list[str], *, cwd: Path | None = None, out=None, err=None,
                 process.stdout.close()
             if said is not None:
                 said.join(1)
-                process.stderr.close()
+                # Still reading: a child of the command (rsync's ssh) holds stderr open. Closing
+                # it now would wait for that read (the reader's lock); it closes with plug.
+                if not said.is_alive():
+                    process.stderr.close()
     return Result(128 - code if code < 0 else code, b"".join(captured).decode("utf-8", "replace"))
 
 

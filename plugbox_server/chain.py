@@ -1,9 +1,13 @@
 """The chain of versions: what the links say, what is wrong, what to change.
 
-Pure, no I/O: `store.read()` turns deploy/ into a `Chain`; the functions here
+Pure, no I/O: `store.read()` turns deploy/ into a `Chain` (whose versions'
+links it reads when they are asked for: see `Versions`); the functions here
 decide; `store.apply()` carries out the resulting `Op`s in order.
 
-The invariants (INVARIANTS in plugbox(1)), checked by `problems()`:
+The invariants (INVARIANTS in plugbox(1)), checked by `problems()` (`check`,
+and the gate of remove and prune), and near live and the versions a command
+names by `problems_near()` (the gate of every other command that changes
+state, which costs the same at 10 versions as at 10,000):
 
 1. deploy/live, when present, is a relative link to a version directly in
    deploy/; HOME/live points at deploy/live.
@@ -28,9 +32,12 @@ The order of writes, which keeps them true across a kill at any instant:
 - live is switched by that same rename, followed by an fsync of deploy/: the
   single commit point of upgrade-to and rollback-to.
 - remove first renames the version to deploy/.removing-NAME (its commit
-  point), then re-points the links that named it past it, then deletes it.
-  `check --repair` finishes whatever it finds half done: re-pointing is
-  idempotent, and the directory goes only after every link is re-pointed.
+  point), then re-points the links that named it past it, then deletes its
+  record (deploy/.plugbox/NAME), then its directory. The next command that
+  changes state, or `check --repair`, finishes whatever it finds half done:
+  re-pointing is idempotent, and the directory goes only after every link is
+  re-pointed and the record is gone (so a record never outlives its version's
+  directory, and only a hand leaves one: `check` finds it).
   Several versions (prune) are removed in one pass: all renamed, one fsync;
   all links re-pointed past them, one fsync per directory; all deleted.
 """
@@ -38,33 +45,113 @@ The order of writes, which keeps them true across a kill at any instant:
 from __future__ import annotations
 
 import posixpath
-from dataclasses import dataclass, field
 
 from plugbox_server.errors import PlugboxError
 from plugbox_server.layout import HOME_LIVE_FROM_DEPLOY, HOME_LIVE_TARGET, LIVE, NEW, RECORDS, REMOVING, TMP_LINK
-from plugbox_server.names import is_version_name, steps_back, validate_revision, validate_version_spec
+from plugbox_server.names import (is_version_name, steps_back, validate_revision, validate_version_spec,
+                                  version_names)
+from plugbox_server.plain import Plain
 
-@dataclass(frozen=True)
-class Links:
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
+
+
+class Links(Plain):
     """The raw text of a version's links; None where there is no link."""
 
-    previous: str | None = None
-    next: str | None = None
+    FIELDS = ("previous", "next")
+    DEFAULTS = {"previous": None, "next": None}
 
 
-@dataclass
-class Chain:
+class Versions:
+    """The versions in deploy/, by name, each one's Links read when first asked for.
+
+    store.read() lists deploy/ once (one scandir: cheap at any size); what grows
+    with the number of versions is reading every version's previous and next
+    links, so a command that looks at a few versions (a rollback: live and its
+    previous) reads the links of those alone. A name is a version when it is a
+    directory of deploy/ (from the listing) with a version's name (checked when
+    asked: all names only when all versions are). Reads the disk through `read`
+    alone, given by store.py; a plain dict of Links serves as well (the tests').
+    """
+
+    __slots__ = ("_directories", "_names", "_links", "_read")
+
+    def __init__(self, directories: "list[str] | set[str]", read: "Callable[[str], Links]"):
+        self._directories = set(directories)  # deploy/'s directories, but the dot-entries
+        self._names: list[str] | None = None  # those that are versions, once all are asked for
+        self._links: dict[str, Links] = {}
+        self._read = read
+
+    def _all(self) -> list[str]:
+        if self._names is None:
+            self._names = version_names(self._directories)
+        return self._names
+
+    def __contains__(self, name) -> bool:
+        return name in self._directories and is_version_name(name)
+
+    def __iter__(self) -> "Iterator[str]":
+        return iter(self._all())
+
+    def __len__(self) -> int:
+        return len(self._all())
+
+    def __getitem__(self, name: str) -> Links:
+        links = self._links.get(name)
+        if links is None:
+            if name not in self:
+                raise KeyError(name)
+            links = self._links[name] = self._read(name)
+        return links
+
+    def __setitem__(self, name: str, links: Links) -> None:
+        if name not in self._directories:
+            self._directories.add(name)
+            if self._names is not None:
+                self._names.append(name)
+        self._links[name] = links
+
+    def keys(self) -> list[str]:
+        return list(self._all())
+
+    def items(self) -> list[tuple[str, Links]]:
+        return [(name, self[name]) for name in self._all()]
+
+    def values(self) -> list[Links]:
+        return [self[name] for name in self._all()]
+
+    def get(self, name: str, default=None):
+        return self[name] if name in self else default
+
+
+def newest(names, count: int) -> list[str]:
+    """The `count` newest of `names` (versions, or any names), newest first: names sort
+    in creation order."""
+    if len(names) > 8 * count + 100:  # a few of many: a heap, not a sort of them all
+        import heapq
+
+        return heapq.nlargest(count, names)
+    return sorted(names, reverse=True)[:count]
+
+
+class Chain(Plain):
     """deploy/ as read from disk: versions, their links, and what is left over."""
 
-    versions: dict[str, Links] = field(default_factory=dict)
-    live: str | None = None              # raw text of deploy/live
-    live_is_link: bool = True            # False when deploy/live is a file or directory
-    home_live: str | None = None         # raw text of HOME/live
-    home_live_is_link: bool = True
-    removing: dict[str, Links] = field(default_factory=dict)  # .removing-NAME dirs
-    leftovers: list[str] = field(default_factory=list)        # .link-* and .new-* entries
-    records: set[str] = field(default_factory=set)             # the names in deploy/.plugbox/
-    odd_files: list[str] = field(default_factory=list)        # .lock, .log, ... not regular files
+    FIELDS = ("versions", "live", "live_is_link", "home_live", "home_live_is_link",
+                 "removing", "leftovers", "records", "odd_files")
+    DEFAULTS = {
+        "versions": dict,          # name -> Links: a dict, or Versions as store.read() makes it
+        "live": None,              # raw text of deploy/live
+        "live_is_link": True,      # False when deploy/live is a file or directory
+        "home_live": None,         # raw text of HOME/live
+        "home_live_is_link": True,
+        "removing": dict,          # .removing-NAME dirs: name -> Links
+        "leftovers": list,         # .link-* and .new-* entries
+        "records": set,            # the names in deploy/.plugbox/; None: not read
+        "odd_files": list,         # .lock, .log, ... not regular files
+    }
 
     # --- reading the links ------------------------------------------------
 
@@ -76,7 +163,7 @@ class Chain:
         return name if name in self.versions else None
 
     def live_version(self) -> str | None:
-        if self.live_is_link and self.live in self.versions:
+        if self.live_is_link and self.live is not None and self.live in self.versions:
             return self.live
         return None
 
@@ -86,34 +173,66 @@ class Chain:
     def next(self, name: str) -> str | None:
         return self.target(self.versions[name].next)
 
-    def previous_chain(self) -> list[str]:
-        """Versions reached by following previous from live (live excluded), stopping at a cycle."""
-        seen: list[str] = []
+    def walk_previous(self) -> "Iterator[str]":
+        """Versions reached by following previous from live (live excluded), one link
+        read at a time, stopping at a cycle."""
         current = self.live_version()
         visited = {current}
         while current is not None:
             current = self.previous(current)
             if current is None or current in visited:
-                break
+                return
             visited.add(current)
-            seen.append(current)
-        return seen
+            yield current
 
-    def states(self, histories: "dict[str, list[dict]] | None" = None) -> dict[str, str]:
-        """Each version's state: live, previous, retired, failed or pending.
+    def previous_chain(self) -> list[str]:
+        """Versions reached by following previous from live (live excluded), stopping at a cycle."""
+        return list(self.walk_previous())
+
+    def newest_versions(self, count: int) -> list[str]:
+        """The `count` newest versions, newest first."""
+        return newest(self.versions, count)
+
+    def newest_name(self) -> str | None:
+        """The newest name deploy/ holds, of a version or of one being removed: a new
+        version's name must sort after it."""
+        return max([*newest(self.versions, 1), *self.removing], default=None)
+
+    def states(self, histories: "dict[str, list[dict]] | None" = None,
+               names: "list[str] | None" = None) -> dict[str, str]:
+        """Each version's state (of `names` only, when given): live, previous, retired,
+        failed or pending.
 
         live and previous (in live's previous chain) come from the links; the
         others from the version's history (see history_state) when `histories`
         has it. Without one, the links tell only this much: a version no next
         link points at was never switched to (pending); one that some next
         points at was upgraded to once (retired).
+
+        For `names` alone, the links of those are read, and live's previous chain
+        only down to the oldest of them: a version's previous was live when it was
+        made, so previous links lead to older names (a chain that goes against
+        that, made by hand, is followed for as long as it does). Whether a next
+        link points at a version is then asked of its previous, whose next it is
+        when invariant 3 holds.
         """
         histories = histories or {}
         live = self.live_version()
-        chain = set(self.previous_chain())
-        targets = {self.next(n) for n in self.versions}
+        if names is None:
+            names = list(self.versions)
+            chain = set(self.previous_chain())
+            targets = {self.next(n) for n in self.versions}
+        else:
+            oldest = min(names, default="")
+            chain = set()
+            for name in self.walk_previous():
+                chain.add(name)
+                if name < oldest and (self.previous(name) or "") < name:
+                    break
+            targets = {name for name in names
+                       if (before := self.previous(name)) is not None and self.next(before) == name}
         states = {}
-        for name in self.versions:
+        for name in names:
             if name == live:
                 states[name] = "live"
             elif name in chain:
@@ -192,7 +311,11 @@ def _back_from_live(chain: Chain, spec: str, back: int) -> str:
         raise PlugboxError(f"{spec}: there is no live version", STATUS_HINT)
     if back == 0:
         return live
-    behind = chain.previous_chain()
+    behind = []
+    for name in chain.walk_previous():  # N steps back, not the whole chain
+        behind.append(name)
+        if len(behind) == back:
+            return name
     if back > len(behind):
         held = f"only {len(behind)} version{'' if len(behind) == 1 else 's'}" if behind else "no version"
         raise PlugboxError(f"{spec}: the live version {live} has {held} behind it", STATUS_HINT)
@@ -219,38 +342,35 @@ def _listed(names: list[str], most: int = 5) -> str:
 # --- operations on disk, carried out by store.apply() -------------------------
 
 
-@dataclass(frozen=True)
-class SetLink:
+class SetLink(Plain):
     """Make the link `path` (relative to deploy/) point at `target`, atomically."""
 
-    path: str
-    target: str
+    FIELDS = ("path", "target")
 
 
-@dataclass(frozen=True)
-class Unlink:
-    path: str
+class Unlink(Plain):
+    FIELDS = ("path",)
 
 
-@dataclass(frozen=True)
-class RemoveTree:
+class RemoveTree(Plain):
     """Delete the entry `path` in deploy/ without following links out of it."""
 
-    path: str
+    FIELDS = ("path",)
 
 
 Op = SetLink | Unlink | RemoveTree
 
 
-@dataclass(frozen=True)
-class Problem:
-    message: str
-    repair: tuple[Op, ...] = ()    # empty: cannot be repaired without a person's choice
-    # What an interrupted command of plugbox's own left half done (a staging
-    # directory, a temporary link, a remove, a record without its version): the
-    # next command that holds the lock finishes or clears it, and never refuses
-    # for it (an emergency rollback is never blocked by an aborted deploy).
-    leftover: bool = False
+class Problem(Plain):
+    FIELDS = ("message", "repair", "leftover")
+    DEFAULTS = {
+        "repair": (),       # the Ops that repair it; empty: it needs a person's choice
+        # What an interrupted command of plugbox's own left half done (a staging
+        # directory, a temporary link, a remove, a record without its version): the
+        # next command that holds the lock finishes or clears it, and never refuses
+        # for it (an emergency rollback is never blocked by an aborted deploy).
+        "leftover": False,
+    }
 
 
 def link_to(name: str) -> str:
@@ -290,8 +410,12 @@ def plan_finish_removes(chain: Chain, only: str | None = None) -> list[Op]:
             new = _past(getattr(chain.removing[raw[3:]], kind), kind, chain)
             path = f"{other}/{kind}"
             ops.append(SetLink(path, link_to(new)) if new and new != other else Unlink(path))
-    return ops + [RemoveTree(REMOVING + name) for name in sorted(doomed)] + \
-        [RemoveTree(f"{RECORDS}/{name}") for name in sorted(doomed) if name in chain.records]
+    # The records go before the directories: a remove cut short between the two then
+    # leaves a .removing-NAME, which the next command sees in deploy/ and finishes,
+    # never a record alone in deploy/.plugbox/, which only `check` looks for.
+    return ops + [RemoveTree(f"{RECORDS}/{name}") for name in sorted(doomed)
+                  if chain.records is None or name in chain.records] + \
+        [RemoveTree(REMOVING + name) for name in sorted(doomed)]
 
 
 def plan_remove(chain: Chain, names: list[str]) -> tuple[Chain, list[Op]]:
@@ -302,7 +426,8 @@ def plan_remove(chain: Chain, names: list[str]) -> tuple[Chain, list[Op]]:
         live=chain.live, live_is_link=chain.live_is_link,
         home_live=chain.home_live, home_live_is_link=chain.home_live_is_link,
         removing={**chain.removing, **{n: chain.versions[n] for n in names}},
-        leftovers=list(chain.leftovers), odd_files=list(chain.odd_files), records=set(chain.records),
+        leftovers=list(chain.leftovers), odd_files=list(chain.odd_files),
+        records=None if chain.records is None else set(chain.records),
     )
     return after, plan_finish_removes(after)
 
@@ -327,63 +452,111 @@ def plan_prune(chain: Chain, keep: int, in_use: "set[str] | frozenset[str]" = fr
 
 
 def problems(chain: Chain) -> list[Problem]:
-    """Every broken invariant and leftover, each with the ops that repair it."""
-    found: list[Problem] = []
+    """Every broken invariant and leftover, each with the ops that repair it: what
+    `check` reports. Reads every version's links, and needs deploy/.plugbox/ listed
+    (chain.records)."""
+    removing = {link_to(n) for n in chain.removing}
+    return [*_interrupted_removes(chain), *_odd_files(chain), *_leftover_entries(chain),
+            *_orphan_records(chain), *_live_problems(chain),
+            *(p for name in sorted(chain.versions) for p in _link_problems(chain, name, removing)),
+            *(p for name in sorted(chain.versions) for p in _next_problems(chain, name, removing)),
+            *_cycle_problems(chain)]
 
+
+def leftovers(chain: Chain) -> list[Problem]:
+    """What interrupted commands of plugbox's own left (Problem.leftover), as far as
+    `chain` was read: the dot-entries of deploy/, and records of no version when
+    deploy/.plugbox/ was listed. Reads no version's links but for finishing a remove."""
+    return [*_interrupted_removes(chain), *_leftover_entries(chain), *_orphan_records(chain)]
+
+
+def problems_near(chain: Chain, names: "list[str] | tuple[str, ...]" = ()) -> list[Problem]:
+    """What a command that changes state must find sound, once leftovers are cleared:
+    the bookkeeping files, live's links (deploy/live, HOME/live), and the links of
+    live, of its previous and of `names` (the versions the command works on), each
+    pointing at a version (2) and answered by it (3). Every other version's links
+    are `check`'s to look at: a broken link in an old version blocks no rollback.
+    Reads the links of those versions alone."""
+    live = chain.live_version()
+    near = {name for name in (live, chain.previous(live) if live else None, *names)
+            if name is not None and name in chain.versions}
+    removing = {link_to(n) for n in chain.removing}
+    return [*_odd_files(chain), *_live_problems(chain),
+            *(p for name in sorted(near) for p in _link_problems(chain, name, removing)),
+            *(p for name in sorted(near) for p in _next_problems(chain, name, removing))]
+
+
+def _interrupted_removes(chain: Chain) -> list[Problem]:
     if len(chain.removing) == 1:
         (name,) = chain.removing
-        found.append(Problem(f"deploy/{REMOVING}{name}: an interrupted remove of {name}",
-                             tuple(plan_finish_removes(chain)), leftover=True))
-    elif chain.removing:
+        return [Problem(f"deploy/{REMOVING}{name}: an interrupted remove of {name}",
+                        tuple(plan_finish_removes(chain)), leftover=True)]
+    if chain.removing:
         # One problem for them all: an interrupted prune may leave thousands, and
         # finishing them together is one walk over the versions, not one per name.
         names = sorted(chain.removing)
-        found.append(Problem(
-            f"deploy/{REMOVING}*: an interrupted remove of {len(names)} versions, "
-            f"{names[0]} to {names[-1]}", tuple(plan_finish_removes(chain)), leftover=True))
-    for entry in chain.odd_files:
-        found.append(Problem(f"deploy/{entry} is not a regular file; move it out of deploy/ "
-                             "(plugbox never writes through a link)"))
+        return [Problem(f"deploy/{REMOVING}*: an interrupted remove of {len(names)} versions, "
+                        f"{names[0]} to {names[-1]}", tuple(plan_finish_removes(chain)), leftover=True)]
+    return []
+
+
+def _odd_files(chain: Chain) -> list[Problem]:
+    return [Problem(f"deploy/{entry} is not a regular file; move it out of deploy/ "
+                    "(plugbox never writes through a link)") for entry in chain.odd_files]
+
+
+def _leftover_entries(chain: Chain) -> list[Problem]:
+    found = []
     for entry in sorted(chain.leftovers):
         kind = "temporary link" if entry.startswith(TMP_LINK) else "unfinished new version"
         found.append(Problem(f"deploy/{entry}: a leftover {kind}", (RemoveTree(entry),), leftover=True))
+    return found
+
+
+def _orphan_records(chain: Chain) -> list[Problem]:
+    if not chain.records:  # none, or deploy/.plugbox/ not listed
+        return []
     making = {entry[len(NEW):] for entry in chain.leftovers if entry.startswith(NEW)}
-    for name in sorted(chain.records - set(chain.versions) - set(chain.removing) - making):
-        found.append(Problem(f"deploy/{RECORDS}/{name}: the record of no version",
-                             (RemoveTree(f"{RECORDS}/{name}"),), leftover=True))
+    return [Problem(f"deploy/{RECORDS}/{name}: the record of no version",
+                    (RemoveTree(f"{RECORDS}/{name}"),), leftover=True)
+            for name in sorted(chain.records - set(chain.removing) - making)
+            if name not in chain.versions]
 
-    found += _live_problems(chain)
 
-    removing = {link_to(n) for n in chain.removing}
-    for name, links in sorted(chain.versions.items()):
-        for kind in ("previous", "next"):
-            raw = getattr(links, kind)
-            if raw is None or chain.target(raw) or raw in removing:
-                continue
-            path = f"{name}/{kind}"
-            fixed = _normalise(raw, chain, inside_version=True)
-            if fixed:
-                found.append(Problem(f"deploy/{path} -> {raw}: not a relative link",
-                                     (SetLink(path, link_to(fixed)),)))
-            else:
-                found.append(Problem(f"deploy/{path} -> {raw}: no such version", (Unlink(path),)))
+def _link_problems(chain: Chain, name: str, removing: set[str]) -> list[Problem]:
+    """Invariant 2 for `name`: each of its links points at a version (or one being removed)."""
+    found = []
+    links = chain.versions[name]
+    for kind in ("previous", "next"):
+        raw = getattr(links, kind)
+        if raw is None or chain.target(raw) or raw in removing:
+            continue
+        path = f"{name}/{kind}"
+        fixed = _normalise(raw, chain, inside_version=True)
+        if fixed:
+            found.append(Problem(f"deploy/{path} -> {raw}: not a relative link",
+                                 (SetLink(path, link_to(fixed)),)))
+        else:
+            found.append(Problem(f"deploy/{path} -> {raw}: no such version", (Unlink(path),)))
+    return found
 
-    for name in sorted(chain.versions):
-        after = chain.next(name)
-        if after and chain.previous(after) != name and \
-                chain.versions[after].previous not in removing:
-            found.append(Problem(
-                f"deploy/{name}/next -> {after}, but {after}/previous is not {name}",
-                (Unlink(f"{name}/next"),),
-            ))
 
+def _next_problems(chain: Chain, name: str, removing: set[str]) -> list[Problem]:
+    """Invariant 3 for `name`: the version its next names has it as previous."""
+    after = chain.next(name)
+    if after and chain.previous(after) != name and chain.versions[after].previous not in removing:
+        return [Problem(f"deploy/{name}/next -> {after}, but {after}/previous is not {name}",
+                        (Unlink(f"{name}/next"),))]
+    return []
+
+
+def _cycle_problems(chain: Chain) -> list[Problem]:
+    """Invariant 4: following previous from live ends."""
     cycle = _cycle(chain)
     if cycle:
-        found.append(Problem(
-            f"following previous from live cycles at deploy/{cycle}/previous",
-            (Unlink(f"{cycle}/previous"),),
-        ))
-    return found
+        return [Problem(f"following previous from live cycles at deploy/{cycle}/previous",
+                        (Unlink(f"{cycle}/previous"),))]
+    return []
 
 
 def _live_problems(chain: Chain) -> list[Problem]:

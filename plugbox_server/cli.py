@@ -190,16 +190,18 @@ def remove(
 @reports_errors
 def status(
     ctx: typer.Context,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the state as JSON.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print every version as JSON.")] = False,
+    every: Annotated[bool, typer.Option("--all", "-a", help="List every version, not only the newest 20.")] = False,
 ) -> None:
-    """List every version, newest first: state, revision, who, when, message.
+    """List the newest 20 versions, newest first: state, revision, who, when, message.
 
     States: live; previous (in live's previous chain); retired (was live once,
     no longer in that chain); failed (a hook failed and plugbox switched back);
-    pending (made, never live). With --json, each version's links and whole
+    pending (made, never live). A last line says how many older versions
+    --all lists. With --json, every version, each with its links and whole
     record. Changes nothing.
     """
-    report.status(_home(ctx), as_json, sys.stdout)
+    report.status(_home(ctx), as_json, sys.stdout, every=every)
 
 
 @app.command("prune")

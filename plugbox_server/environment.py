@@ -17,19 +17,18 @@ hosts) or TOML (`[env]` of plugbox.toml, which travels with the project).
 
 from __future__ import annotations
 
-import re
-
 from plugbox_server.errors import USAGE, PlugboxError
+from plugbox_server.plain import Plain
 
 SET = "set"
 TOML = "toml"
-_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*", re.ASCII)
 RESERVED_PREFIX = "PLUGBOX_"   # plugbox's own variables, which every hook gets
 
 
 def check_name(name) -> str | None:
     """Why `name` cannot be a variable's name, or None."""
-    if not isinstance(name, str) or not _NAME.fullmatch(name):
+    # [A-Za-z_][A-Za-z0-9_]*: for an ASCII string, exactly what isidentifier() takes.
+    if not isinstance(name, str) or not (name.isascii() and name.isidentifier()):
         return f"{str(name)!a} is not a name: a name is letters, digits and _, not starting with a digit"
     if name.startswith(RESERVED_PREFIX):
         return f"{name} starts with {RESERVED_PREFIX}, which plugbox's own variables do"
@@ -71,30 +70,20 @@ def parse(text: bytes) -> dict[str, str]:
 
 def digest(value: str) -> str:
     """A short digest of a value, to compare two without showing either."""
-    import hashlib  # here: plug's start-up imports this module, and needs no digest
+    import hashlib  # only `env` shows digests
 
     return hashlib.sha256(value.encode("utf-8", "surrogateescape")).hexdigest()[:8]
 
 
-class Environment:
+class Environment(Plain):
     """A version's environment: values, each name's source, and the version that last
-    changed each value (what record.py keeps of it: names, sources, versions).
-    (A plain class, for the reason layout.Settings is one.)"""
+    changed each value (what record.py keeps of it: names, sources, versions)."""
 
-    __slots__ = ("values", "sources", "since")
+    FIELDS = ("values", "sources", "since")
+    DEFAULTS = {"values": dict, "sources": dict, "since": dict}
 
-    def __init__(self, values: dict[str, str] | None = None, sources: dict[str, str] | None = None,
-                 since: dict[str, str] | None = None):
-        self.values = {} if values is None else values
-        self.sources = {} if sources is None else sources
-        self.since = {} if since is None else since
-
-    def __eq__(self, other) -> bool:
-        return type(other) is Environment and (self.values, self.sources, self.since) == (
-            other.values, other.sources, other.since)
-
-    def __repr__(self) -> str:  # never a value: a repr may reach a log or a traceback
-        return f"Environment(names={sorted(self.values)!r}, sources={self.sources!r}, since={self.since!r})"
+    def __repr__(self) -> str:
+        return f"Environment(sources={self.sources!r}, since={self.since!r})"  # never a value
 
     def known(self) -> dict[str, dict]:
         """What the record keeps: {NAME: {"source", "since"}}, no value."""

@@ -73,6 +73,7 @@ def exit_for(error: BaseException, interrupted: str = "interrupted") -> tuple[in
 # PLUGBOX_CLIENT=plug: its user, on another machine, types plug, not plugbox.
 _PLUG_COMMANDS = {
     "plugbox status": "plug status",
+    "plugbox status --all": "plug status --all",
     "plugbox check": "plug check",
     "plugbox check --repair": "plug check --repair",
     "plugbox rollback-to VERSION": "plug rollback VERSION",

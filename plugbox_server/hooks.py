@@ -9,22 +9,23 @@ from a pipe and passed on to the caller and to the kept record as it comes.
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import os
 import posixpath
-import selectors
-import signal
 import stat
-import subprocess
 import time
-import tomllib
-from collections.abc import Callable
 from pathlib import Path
 
 from plugbox_server.errors import COMMAND_NOT_FOUND, COMMAND_NOT_RUN, HookFailed, PlugboxError
 from plugbox_server.layout import CONFIG, DEFAULT_TIMEOUTS, Checker, Settings, settings
 from plugbox_server.output import relay, say
+
+# subprocess, selectors, signal and tomllib are imported where a hook runs or a
+# plugbox.toml is read: a command that does neither (a status, a rollback of a
+# version without hooks) pays for none of them.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 # Seconds between the TERM sent to a hook past its time and the KILL.
 GRACE = 5
@@ -46,6 +47,8 @@ def load(version_dir: Path, shown: str) -> Settings:
 
 def parse(text: bytes, shown: str) -> Settings:
     """Check a plugbox.toml's text as load() does."""
+    import tomllib
+
     try:
         data = tomllib.loads(text.decode("utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
@@ -175,11 +178,8 @@ def _refuse_links(base_fd: int, parts: list[str], shown: str, path_text: str,
                            f"make shared/{path_text} a directory")
 
 
-Keep = Callable[[bytes], None]
-
-
 def run(hook: str, lines: list[str], *, version: str, cwd: Path, env: dict[str, str],
-        timeout: float | None = None, keep: Keep | None = None) -> None:
+        timeout: float | None = None, keep: "Callable[[bytes], None] | None" = None) -> None:
     """Run the hook's lines in order; the first that fails stops it and raises HookFailed.
 
     `timeout` (seconds, default DEFAULT_TIMEOUTS) bounds all the lines together;
@@ -212,8 +212,12 @@ def run(hook: str, lines: list[str], *, version: str, cwd: Path, env: dict[str, 
 
 
 def _run_line(line: str, cwd: Path, env: dict[str, str], deadline: float,
-              keep: Keep) -> tuple[int, bool]:
+              keep: "Callable[[bytes], None]") -> tuple[int, bool]:
     """Run one line in a new session; pass its output on; (exit status, timed out)."""
+    import selectors
+    import signal
+    import subprocess
+
     read_fd, write_fd = os.pipe()
     try:
         # A session of its own: past its time the whole group is killed, and no
@@ -288,6 +292,8 @@ def _run_line(line: str, cwd: Path, env: dict[str, str], deadline: float,
 
 def _end_group(pid: int, kill_at: float) -> None:
     """After a TERM: the rest of the hook's group has until `kill_at`, then KILL."""
+    import signal
+
     while time.monotonic() < kill_at:
         if not _group_alive(pid):
             return
@@ -354,7 +360,10 @@ def run_attached(argv: list[str], cwd: Path, env: dict[str, str]) -> int:
     can be ended; on a terminal it stays in plugbox's, where the terminal's own
     signals (a Ctrl-C) reach it.
     """
+    import contextlib
     import select
+    import signal
+    import subprocess
 
     terminal = os.isatty(0) and os.isatty(1)
     try:

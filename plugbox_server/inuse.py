@@ -14,15 +14,14 @@ service running as another user is not seen.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+
+from plugbox_server.plain import Plain
 
 PROC = "/proc"
 
 
-@dataclass(frozen=True)
-class User:
-    pid: int
-    command: str
+class User(Plain):
+    FIELDS = ("pid", "command")
 
     def __str__(self) -> str:
         return f"pid {self.pid} ({self.command})"

@@ -13,6 +13,7 @@ import posixpath
 
 from plugbox_server.environment import check_name, check_value
 from plugbox_server.errors import REFUSED, USAGE, PlugboxError
+from plugbox_server.plain import Plain
 
 # --- the home ---------------------------------------------------------------------
 
@@ -110,30 +111,18 @@ STAGE_KEYS = ("host", "hosts", "jump", "home")
 _WILDCARD = frozenset("*?[\\")
 
 
-class Settings:
-    """What plugbox.toml says of a version itself, as both sides read it.
+class Settings(Plain):
+    """What plugbox.toml says of a version itself, as both sides read it."""
 
-    (A plain class: plug reads plugbox.toml with this module before it starts
-    ssh, and a dataclass would bring dataclasses and inspect into that start.)
-    """
-
-    __slots__ = ("hooks", "timeouts", "shared", "env", "release_host", "when_changed")
-
-    def __init__(self, hooks: dict[str, tuple[str, ...]] | None = None, timeouts: dict[str, float] | None = None,
-                 shared: tuple[str, ...] = (), env: dict[str, str] | None = None, release_host: str | None = None,
-                 when_changed: tuple[str, ...] = ()):
-        self.hooks = hooks or {}
-        self.timeouts = timeouts or {}
-        self.shared = shared
-        self.env = env or {}                 # [env]: plain settings, never secrets
-        self.release_host = release_host     # [release] host: where it runs
-        self.when_changed = when_changed     # [release] when_changed: paths
-
-    def __eq__(self, other) -> bool:
-        return type(other) is Settings and all(getattr(self, k) == getattr(other, k) for k in self.__slots__)
-
-    def __repr__(self) -> str:
-        return "Settings(" + ", ".join(f"{k}={getattr(self, k)!r}" for k in self.__slots__) + ")"
+    FIELDS = ("hooks", "timeouts", "shared", "env", "release_host", "when_changed")
+    DEFAULTS = {
+        "hooks": dict,            # hook -> its command lines
+        "timeouts": dict,         # hook -> seconds
+        "shared": (),             # [service] shared: paths
+        "env": dict,              # [env]: plain settings, never secrets
+        "release_host": None,     # [release] host: where it runs
+        "when_changed": (),       # [release] when_changed: paths
+    }
 
     def has(self, hook: str) -> bool:
         return bool(self.hooks.get(hook))

@@ -14,37 +14,66 @@ string order stays creation order.
 """
 
 import os
-import re
 import time
 
 from plugbox_server.errors import USAGE, PlugboxError
 
-# ASCII: \d alone would also accept the digits of other scripts.
-PATTERN = re.compile(r"\d{8}T\d{6}Z(\.\d{3})?", re.ASCII)
+# The patterns below are compiled on first use (re's own cache), not at import:
+# most runs of plugbox and plug need none of them. ASCII: \d alone would also
+# accept the digits of other scripts.
 # The colon form of earlier plugbox versions: refused, with a word on what changed.
-_OLD = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{3})?", re.ASCII)
+_OLD = r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{3})?"
 _SECOND = "%Y%m%dT%H%M%SZ"
 FORMAT = "YYYYMMDDTHHMMSSZ, such as 20261121T090000Z"
 
 # What a person may name a version by, besides its name (chain.resolve says which
 # version each form names): a prefix of a name, shorter than a whole one (a whole
 # name means that version alone, never its .001 sibling); live, previous, live~N.
-_PREFIX = re.compile(r"\d{1,8}|\d{8}T\d{0,6}|\d{8}T\d{6}Z(\.\d{0,2})?", re.ASCII)
-_RELATIVE = re.compile(r"live|previous|live~(\d{1,6})", re.ASCII)
+_PREFIX = r"\d{1,8}|\d{8}T\d{0,6}|\d{8}T\d{6}Z(\.\d{0,2})?"
+_RELATIVE = r"live|previous|live~(\d{1,6})"
 SPEC_FORMAT = (FORMAT + ", or a unique prefix of one (20261121T09), "
                "live, previous or live~N (N versions back from live)")
 # A git revision as `--rev` takes it: at least 4 hex digits, as git abbreviates.
-_REVISION = re.compile(r"[0-9a-fA-F]{4,64}", re.ASCII)
+_REVISION = r"[0-9a-fA-F]{4,64}"
+
+
+def _fullmatch(pattern: str, text: str):
+    import re
+
+    return re.fullmatch(pattern, text, re.ASCII)
 
 
 def is_version_name(name: str) -> bool:
-    return PATTERN.fullmatch(name) is not None
+    """Whether `name` is YYYYMMDDTHHMMSSZ, or that and .NNN: checked by hand, not by a
+    regular expression, because the form is fixed-width (every character has its
+    place) and this runs for every entry of deploy/ (and plug's start-up needs no re).
+    isascii() before isdigit(): isdigit() alone also takes other scripts' digits, and "²"."""
+    size = len(name)
+    return ((size == 16 or (size == 20 and name[16] == "." and name[17:].isdigit()))
+            and name[8] == "T" and name[15] == "Z" and name.isascii()
+            and name[:8].isdigit() and name[9:15].isdigit())
+
+
+# version_names() finds many at once: one pass of this expression (in C) over them all
+# costs half of is_version_name for each (a deploy/ of 10,000: 1.4 ms against 2.8).
+# The same form, which tests/test_names.py checks against is_version_name.
+_NAMES = r"^\d{8}T\d{6}Z(?:\.\d{3})?$"
+
+
+def version_names(candidates: "list[str] | set[str]") -> list[str]:
+    """The names among `candidates` that is_version_name takes."""
+    joined = "\n".join(candidates)
+    if joined.count("\n") != len(candidates) - 1:  # a name with a newline in it: one at a time
+        return [name for name in candidates if is_version_name(name)]
+    import re
+
+    return re.findall(_NAMES, joined, re.ASCII | re.MULTILINE)
 
 
 def validate_version(name: str) -> str:
     """Return `name` unchanged if it is a version name, else refuse; never clean it up."""
     if not is_version_name(name):
-        old = " (the old form with colons)" if _OLD.fullmatch(name) else ""
+        old = " (the old form with colons)" if _fullmatch(_OLD, name) else ""
         # ascii(): one line, control characters escaped once ('a\nb', not 'a\\nb').
         raise PlugboxError(
             f"{name!a} is not a version name{old}: a name is {FORMAT}",
@@ -55,13 +84,13 @@ def validate_version(name: str) -> str:
 
 def is_version_spec(text: str) -> bool:
     """Whether `text` is a way to name a version: a name, a prefix, or a relative name."""
-    return bool(is_version_name(text) or _PREFIX.fullmatch(text) or _RELATIVE.fullmatch(text))
+    return bool(is_version_name(text) or _fullmatch(_PREFIX, text) or _fullmatch(_RELATIVE, text))
 
 
 def validate_version_spec(text: str) -> str:
     """Return `text` unchanged if it can name a version (see is_version_spec), else refuse."""
     if not is_version_spec(text):
-        old = " (the old form with colons)" if _OLD.fullmatch(text) else ""
+        old = " (the old form with colons)" if _fullmatch(_OLD, text) else ""
         raise PlugboxError(f"{text!a} is not a version name{old}: a name is {SPEC_FORMAT}",
                            "see `plugbox status` for the versions", code=USAGE)
     return text
@@ -70,15 +99,21 @@ def validate_version_spec(text: str) -> str:
 def steps_back(spec: str) -> int | None:
     """How many versions back from live a relative name goes (live 0, previous 1,
     live~N N); None for a name or a prefix."""
-    relative = _RELATIVE.fullmatch(spec)
+    if spec == "live":
+        return 0
+    if spec == "previous":
+        return 1
+    if not spec.startswith("live~"):
+        return None
+    relative = _fullmatch(_RELATIVE, spec)
     if relative is None:
         return None
-    return 1 if spec == "previous" else int(relative.group(1) or 0)
+    return int(relative.group(1))
 
 
 def validate_revision(text: str) -> str:
     """A git revision, or the start of one, as `--rev` takes it; refuse anything else."""
-    if not _REVISION.fullmatch(text):
+    if not _fullmatch(_REVISION, text):
         raise PlugboxError(f"--rev {text!a}: a revision is 4 to 64 hexadecimal digits, such as 3f9c2a1",
                            "see `plugbox status` for the revisions", code=USAGE)
     return text.lower()
@@ -138,7 +173,7 @@ def who_at() -> str:
 
 # --- --since: a moment as people write it ---------------------------------------------
 
-_AGO = re.compile(r"(\d{1,9})([smhdw])", re.ASCII)
+_AGO = r"(\d{1,9})([smhdw])"
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 _MOMENTS = ("%Y-%m-%d", "%Y-%m-%dT%H:%M", "%Y-%m-%dT%H:%M:%S")
 
@@ -147,7 +182,7 @@ def since(text: str, now: float | None = None) -> str:
     """The UTC moment `text` means, as utc_now() writes moments: a time ago (30m,
     2h, 3d, 1w) before `now` (default: the clock), or a UTC date or date and time
     (2026-12-02, 2026-12-02T03:00, 2026-12-02 03:00:00Z). Bad usage otherwise."""
-    ago = _AGO.fullmatch(text)
+    ago = _fullmatch(_AGO, text)
     if ago:
         moment = (time.time() if now is None else now) - int(ago.group(1)) * _UNITS[ago.group(2)]
         return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(max(moment, 0)))

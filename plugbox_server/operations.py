@@ -7,17 +7,22 @@ in the order chain.py sets out, and logs what it did.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from plugbox_server import chain as c
 from plugbox_server import environment, hooks, inuse, layout, record
 from plugbox_server.errors import REVERT_FAILED, USAGE, Aborted, HookFailed, PlugboxError, Reverted, for_caller
-from plugbox_server.names import new_version_name, validate_version
+from plugbox_server.names import new_version_name, utc_now, validate_version
 from plugbox_server.output import keep_going_when_the_caller_goes, say
+from plugbox_server.plain import Plain
 from plugbox_server.store import Store
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # annotations only: collections.abc costs a start of plugbox its import
+    from collections.abc import Callable
+
+    Gate = Callable[[Callable[[], dict]], None]  # before_stop: see upgrade_to
 
 REPAIR_HINT = "run `plugbox check --repair`"
 
@@ -26,36 +31,44 @@ def warn(message: str) -> None:
     say(message, err=True)
 
 
-@dataclass
-class _Logged:
+class _Logged(Plain):
     """What a command tells the log: the live version before and after."""
 
-    before: str | None = None
-    after: str | None = None
-    command: str | None = None   # what the log calls the command, once known
-    switched: bool = False       # live was switched (and maybe back) at least once
-    note: str = ""               # said after the outcome: "release ran"
+    FIELDS = ("before", "after", "command", "switched", "note")
+    DEFAULTS = {
+        "before": None,
+        "after": None,
+        "command": None,      # what the log calls the command, once known
+        "switched": False,    # live was switched (and maybe back) at least once
+        "note": "",           # said after the outcome: "release ran"
+    }
 
 
 @contextmanager
-def _changing(store: Store, command: str, wait: float = 0):
-    """Lock deploy/, check the chain is sound, and log the outcome whatever it is."""
+def _changing(store: Store, command: str, wait: float = 0, whole: bool = False):
+    """Lock deploy/, clear what interrupted commands left, check what the command
+    stands on, and log the outcome whatever it is.
+
+    The gate costs the same at 10 versions as at 10,000: the leftovers are the
+    dot-entries of the one listing of deploy/, and the invariants are checked for
+    live's links (chain.problems_near); a command checks the versions it then
+    names with _sound(). With `whole` (remove, prune: they re-point links
+    anywhere in the chain), every invariant, as `check` verifies them, and the
+    records of no version are cleared too."""
     keep_going_when_the_caller_goes()
     with store.lock(command, wait):
         logged = _Logged()
         outcome = "failed"
         try:
-            chain = store.read()
+            chain = store.read(records=whole)
             cleared = store.clear_leftovers(chain)
             if cleared:
                 for message in cleared:
                     warn(f"cleared {message}")
                 store.append_log("clear", None, chain.live_version(), f"cleared {len(cleared)} leftover"
                                  + ("s" if len(cleared) > 1 else "") + " of interrupted commands")
-                chain = store.read()
-            broken = c.problems(chain)
-            if broken:
-                raise PlugboxError(f"deploy/ needs repair: {broken[0].message}", REPAIR_HINT)
+                chain = store.read(records=whole)
+            _sound(chain, whole=whole)
             logged.before = logged.after = chain.live_version()
             yield chain, logged
             outcome = "ok" + (f" ({logged.note})" if logged.note else "")
@@ -69,6 +82,14 @@ def _changing(store: Store, command: str, wait: float = 0):
             raise
         finally:
             store.append_log(logged.command or command, logged.before, logged.after, outcome)
+
+
+def _sound(chain: c.Chain, names: "list[str] | tuple[str, ...]" = (), whole: bool = False) -> None:
+    """Refuse, changing nothing, when what the command stands on is broken: every
+    invariant with `whole`, else live's links and those of `names` (see _changing)."""
+    broken = c.problems(chain) if whole else c.problems_near(chain, names)
+    if broken:
+        raise PlugboxError(f"deploy/ needs repair: {broken[0].message}", REPAIR_HINT)
 
 
 def _resolved(store: Store, chain: c.Chain, spec: str | None, rev: str | None = None) -> str:
@@ -125,7 +146,7 @@ def next_version(home: Path, *, origin: dict | None = None) -> tuple[str, str | 
     store = Store(home)
     store.make_deploy()
     with _changing(store, "next-version") as (chain, logged):
-        name = new_version_name(list(chain.versions) + list(chain.removing))
+        name = new_version_name([newest] if (newest := chain.newest_name()) else [])
         live = chain.live_version()
         store.make_version(name, live, fill=lambda directory: record.create(store, name, origin))
         logged.after = name
@@ -149,6 +170,7 @@ def upgrade_to(home: Path, version: str | None, *, rev: str | None = None,
     with _changing(store, f"upgrade-to {version or '--rev ' + str(rev)}") as (chain, logged):
         version = _resolved(store, chain, version, rev)
         logged.command = command = f"upgrade-to {version}"
+        _sound(chain, [version])
         live = chain.live_version()
         if version == live:
             raise PlugboxError(f"{version} is already live", "see `plugbox status`")
@@ -159,9 +181,6 @@ def upgrade_to(home: Path, version: str | None, *, rev: str | None = None,
                 f"{version} was made {against}, but the live version is {live or 'none'}",
                 "deploy again to make a version against the live one")
         _upgrade(_Service(store, chain, command), logged, live, version, before_stop, after_check)
-
-
-Gate = Callable[[Callable[[], dict]], None]
 
 
 def _upgrade(service: _Service, logged: _Logged, live: str | None, version: str,
@@ -182,14 +201,17 @@ def _upgrade_steps(service: _Service, logged: _Logged, live: str | None, version
     config = service.config(version)
     if live:
         service.config(live)
-    # The upload is complete: what is in the version now is what was uploaded.
-    # (A deploy's version is sealed here too; by hand, this re-creates a record
-    # that an rsync --delete of the user's own removed.)
-    if not (record.load(store, version) or {}).get("sealed"):
-        record.seal(store, version, previous=live)
+    # The upload is complete: what is in the version now is what was uploaded. (A
+    # deploy's version was sealed in staging; this is a version made by hand, or
+    # one whose record an rsync --delete of the user's own removed.)
+    env = None
     if not record.has_environment(store, version):  # made by hand: live's `env set` values and its [env]
         before = record.read_environment(store, live) if live else environment.Environment()
-        record.write_environment(store, version, environment.for_deploy(before, config.env, version))
+        env = environment.for_deploy(before, config.env, version)
+    if not (record.load(store, version) or {}).get("sealed"):
+        record.seal(store, version, previous=live, env=env)
+    elif env is not None:
+        record.write_environment(store, version, env)
     shown = f"deploy/{version}"
     hooks.link_shared(store.home, store.version_dir(version), config, shown)
     try:
@@ -198,7 +220,9 @@ def _upgrade_steps(service: _Service, logged: _Logged, live: str | None, version
         record.event(store, version, "failed", command=service.command, hook="post_upload")
         raise HookFailed(f"{error.message}; nothing changed, "
                          f"the live version is still {live or 'none'}") from None
-    record.after_post_upload(store, version)
+    if config.has("post_upload") or config.shared:  # else nothing changed the tree since its seal
+        record.after_post_upload(store, version)
+
     def run_release() -> dict:
         return _release(service, logged, live, version) if release else \
             {"ran": False, "why": "an environment change has no release step"}
@@ -208,7 +232,10 @@ def _upgrade_steps(service: _Service, logged: _Logged, live: str | None, version
         run_release()
 
     if live:
-        store.set_link(f"{live}/{layout.NEXT}", c.link_to(version))
+        # No fsync of its directory: a crash that loses this rename leaves live's next
+        # where it was (a version deployed over it before, whose previous is live
+        # too, or none), so invariant 3 holds either way; the switch's fsync follows.
+        store.set_link(f"{live}/{layout.NEXT}", c.link_to(version), sync=False)
     # Refresh reloads a running service; on a first deploy nothing runs yet.
     refresh = live is not None and config.has("refresh")
     if live and not refresh:
@@ -257,7 +284,7 @@ def deploy(home: Path, upload: Callable[[str, Path, str | None], None] | None, *
     store = Store(home)
     store.make_deploy()
     with _changing(store, "env" if change else "deploy", wait) as (chain, logged):
-        existing = list(chain.versions) + list(chain.removing)
+        newest = chain.newest_name()
         live = chain.live_version()
         if change is None and not force and _has_artifact(store, live, origin):
             logged.command = f"deploy {origin.get('artifact') or 'artifact'}: live already"
@@ -270,23 +297,25 @@ def deploy(home: Path, upload: Callable[[str, Path, str | None], None] | None, *
             # Its files are live's: so is where they came from (not the caller's checkout).
             origin = {**origin, **_source_of(store, live)}
         if name_for is None:
-            name = new_version_name(existing)
+            name = new_version_name([newest] if newest else [])
         else:
-            name = _proposed(name_for(max(existing, default=None), live), existing)
+            name = _proposed(name_for(newest, live), chain, newest)
         # Refused before anything is made: a name from two sources, an unset of none.
         made = (environment.for_change(before, *change, name) if change is not None else
                 environment.for_deploy(before, project_env, name))
         what = f"deploy {name}" if change is None else f"env {name} " + _changed(change)
         logged.command = what + (f" -m {message}" if message else "")
+        created = utc_now()
         staging = store.make_staging(name, live, config if change is None else None)
         try:
-            record.create(store, name, origin)
             if change is None:
                 upload(name, staging, live)
             else:
                 store.link_uploaded(live, staging, record.manifest(store, live))
-            record.write_environment(store, name, made, change=change and {
-                "set": sorted(change[0]), "unset": sorted(change[1])})
+            # Sealed here, in staging, with the record and the environment written at
+            # once: the upload is complete, and the version appears with all of it.
+            record.make(store, name, staging, previous=live, origin=origin, env=made, created=created,
+                        change=change and {"set": sorted(change[0]), "unset": sorted(change[1])})
             store.commit_staging(name)
         except BaseException:
             store.remove_staging(name)
@@ -298,7 +327,7 @@ def deploy(home: Path, upload: Callable[[str, Path, str | None], None] | None, *
                      before_stop, after_check, release=change is None)
         except PlugboxError:
             if not logged.switched:
-                store.remove_versions(store.read(), [name])
+                _remove_versions(store, store.read(), [name])
                 say(f"removed {name}, which never went live")
             raise
         return name, live
@@ -338,12 +367,12 @@ def _source_of(store: Store, version: str) -> dict:
     return {key: made.get(key) for key in ("revision", "branch", "dirty", "artifact", "artifact_sha256")}
 
 
-def _proposed(name: str, existing: list[str]) -> str:
+def _proposed(name: str, chain: c.Chain, newest: str | None) -> str:
     """The caller's name for a new version, if this host can take it."""
     validate_version(name)
-    if name in existing:
+    if name in chain.versions or name in chain.removing:
         raise PlugboxError(f"a version {name} exists already", "deploy again for a new name")
-    newest = max(existing, default="")
+    newest = newest or ""
     if name < newest:
         raise PlugboxError(f"the new version {name} does not sort after the newest version {newest}",
                            "is a clock skewed? check the clocks, or deploy again")
@@ -387,6 +416,7 @@ def rollback_to(home: Path, version: str | None = None, refresh: bool = False,
         version = _resolved(store, chain, version)
         if version == live:
             raise PlugboxError(f"{version} is already live", "see `plugbox status`")
+        _sound(chain, [version])
         service = _Service(store, chain, f"rollback-to {version}{flag}")
         try:
             # Read VERSION's plugbox.toml now: a malformed one must refuse before the stop.
@@ -546,14 +576,14 @@ def _bring_up(service: _Service, name: str, refresh: bool, stopped_version: str 
     service.run("start", name)
 
 
-@dataclass
-class Plan:
+class Plan(Plain):
     """What a remove or prune deletes, and what it keeps and why: what --dry-run
     shows, and what a person confirms."""
 
-    remove: list[str]                 # oldest first
-    states: dict[str, str]            # the state of each of them
-    keep: list[tuple[str, str]] = field(default_factory=list)  # (version, why), newest first
+    FIELDS = ("remove", "states", "keep")
+    DEFAULTS = {"keep": list}
+    # remove: oldest first; states: the state of each of them;
+    # keep: (version, why), newest first
 
 
 def remove(home: Path, versions: list[str], *, rev: str | None = None, dry_run: bool = False,
@@ -567,15 +597,22 @@ def remove(home: Path, versions: list[str], *, rev: str | None = None, dry_run: 
     if dry_run:
         return _remove_plan(store, store.read(), versions, rev)
     asked = " ".join(versions) + (f" --rev {rev}" if rev is not None else "")
-    with _changing(store, f"remove {asked.strip()}") as (chain, logged):
+    with _changing(store, f"remove {asked.strip()}", whole=True) as (chain, logged):
         plan = _remove_plan(store, chain, versions, rev)
         logged.command = "remove " + " ".join(plan.remove)
         if confirm:
             confirm(plan)
-        store.remove_versions(chain, plan.remove)
+        _remove_versions(store, chain, plan.remove)
         for name in plan.remove:
             say(f"removed {name}")
         return plan
+
+
+def _remove_versions(store: Store, chain: c.Chain, names: list[str]) -> None:
+    """Remove `names` (store.remove_versions), once no other version's manifest is kept
+    as what differs from one of theirs (record.detach)."""
+    record.detach(store, chain, names)
+    store.remove_versions(chain, names)
 
 
 def _remove_plan(store: Store, chain: c.Chain, versions: list[str], rev: str | None) -> Plan:
@@ -589,8 +626,7 @@ def _remove_plan(store: Store, chain: c.Chain, versions: list[str], rev: str | N
     for name, processes in sorted(inuse.users(str(store.deploy), names).items()):
         raise PlugboxError(f"{name} is in use by {_listed(processes)}", "stop it first; nothing was removed")
     histories = {name: r["history"] for name in names if (r := record.load(store, name)) is not None}
-    states = chain.states(histories)
-    return Plan(names, {name: states[name] for name in names})
+    return Plan(names, chain.states(histories, names))
 
 
 def _listed(processes: list[inuse.User]) -> str:
@@ -610,7 +646,7 @@ def prune(home: Path, keep: int = 5, *, dry_run: bool = False,
         return Plan([], {})
     if dry_run:
         return _prune_plan(store, store.read(), keep)
-    with _changing(store, f"prune --keep {keep}") as (chain, logged):
+    with _changing(store, f"prune --keep {keep}", whole=True) as (chain, logged):
         plan = _prune_plan(store, chain, keep)
         if plan.remove and confirm:
             confirm(plan)
@@ -619,7 +655,7 @@ def prune(home: Path, keep: int = 5, *, dry_run: bool = False,
                 say(f"kept {name}: {why}")
         # One pass over deploy/, read once above: what takes time is the deleting.
         if plan.remove:
-            store.remove_versions(chain, plan.remove)
+            _remove_versions(store, chain, plan.remove)
         for name in plan.remove:
             say(f"removed {name}")
         return plan
@@ -642,13 +678,13 @@ def _prune_plan(store: Store, chain: c.Chain, keep: int) -> Plan:
     return Plan(doomed, {name: states[name] for name in doomed}, kept)
 
 
-@dataclass
-class Row:
-    name: str
-    state: str
-    previous: str | None
-    next: str | None
-    record: dict | None = None
+# How many versions `status` shows, newest first, unless asked for all of them.
+SHOWN = 20
+
+
+class Row(Plain):
+    FIELDS = ("name", "state", "previous", "next", "record")
+    DEFAULTS = {"record": None}
 
 
 def _histories(store: Store, chain: c.Chain) -> tuple[dict[str, dict], dict[str, list]]:
@@ -658,13 +694,30 @@ def _histories(store: Store, chain: c.Chain) -> tuple[dict[str, dict], dict[str,
 
 
 def status(home: Path) -> tuple[str | None, list[Row]]:
+    """The live version, and a Row for every version, newest first."""
+    live, rows, _ = newest_status(home)
+    return live, rows
+
+
+def newest_status(home: Path, newest: int | None = None,
+                  with_live: bool = False) -> tuple[str | None, list[Row], int]:
+    """The live version; a Row for each of the `newest` newest versions (every one
+    when None), newest first, and with `with_live` for the live version last when
+    it is older; and how many versions there are. The records of those rows alone
+    are read, and the links of those versions (and of live's previous chain down
+    to the oldest of them)."""
     store = Store(home)
-    chain = store.read()
-    records, histories = _histories(store, chain)
-    states = chain.states(histories)
+    chain = store.read(records=False)
+    live = chain.live_version()
+    names = c.newest(chain.versions, len(chain.versions) if newest is None else newest)
+    if with_live and live is not None and live not in names:
+        names.append(live)
+    records = {name: r for name in names if (r := record.load(store, name)) is not None}
+    histories = {name: r["history"] for name, r in records.items()}
+    states = chain.states(histories, None if len(names) == len(chain.versions) else names)
     rows = [Row(name, states[name], chain.previous(name), chain.next(name), records.get(name))
-            for name in sorted(chain.versions, reverse=True)]
-    return chain.live_version(), rows
+            for name in names]
+    return live, rows, len(chain.versions)
 
 
 def verify(home: Path, version: str | None = None, rev: str | None = None) -> tuple[str, dict]:

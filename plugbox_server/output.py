@@ -12,7 +12,6 @@ Where messages go is one setting: stdout by default, stderr once
 Errors (`say(..., err=True)`) always go to stderr.
 """
 
-import signal
 import sys
 
 _caller_gone = False
@@ -64,6 +63,8 @@ def relay(chunk: bytes) -> None:
 
 
 def keep_going_when_the_caller_goes() -> None:
+    import signal  # only commands that change state need it
+
     # A handler, not SIG_IGN: exec resets handlers, so the processes that hooks
     # start still get the default SIGHUP.
     signal.signal(signal.SIGHUP, _gone)

@@ -38,12 +38,12 @@ when it has something to remove, and goes ahead on {"commit": true} only.
 Every request that changes state carries "origin" with at least the user and
 the machine plug runs on: the lock names them to whoever it turns away.
 
-Standard library only, and cheap to import: both start-ups load it.
+Standard library only, and cheap to import: both start-ups load it. json (and the
+re it brings) is imported when the first message is encoded or decoded, and
+`hello_line` needs none of it: plugbox --serve says hello before importing anything.
 """
 
 from __future__ import annotations
-
-import json
 
 from plugbox_server import environment
 from plugbox_server.errors import USAGE, PlugboxError
@@ -78,11 +78,15 @@ class ProtocolError(PlugboxError):
 
 
 def encode(message: dict) -> bytes:
+    import json
+
     return (json.dumps(message) + "\n").encode()
 
 
 def decode(line: bytes | str, sender: str = "the other side") -> dict:
     """One message; ProtocolError when the line is not one."""
+    import json
+
     try:
         message = json.loads(line)
     except ValueError:
@@ -94,6 +98,16 @@ def decode(line: bytes | str, sender: str = "the other side") -> dict:
 
 def hello(version: str, python: str, rsync: bool) -> dict:
     return {HELLO: {"plugbox": version, "protocol": NUMBER, "python": python, "rsync": rsync}}
+
+
+def hello_line(version: str, python: str, rsync: bool) -> bytes:
+    """encode(hello(...)), written without json: the versions are plain words (a value
+    that is not goes through json, as any message does)."""
+    if not all(text.isascii() and text.isprintable() and '"' not in text and "\\" not in text
+               for text in (version, python)):
+        return encode(hello(version, python, rsync))
+    return (f'{{"{HELLO}": {{"plugbox": "{version}", "protocol": {NUMBER}, "python": "{python}", '
+            f'"rsync": {"true" if rsync else "false"}}}}}\n').encode()
 
 
 def exit_message(code: int, error: str | None = None, out: str = "", **fields) -> dict:
@@ -197,6 +211,7 @@ REQUEST_FIELDS = {
     "command": _text, "home": _text,
     "json": _flag, "output": _flag, "repair": _flag, "refresh": _flag,
     "gated": _flag, "hold": _flag, "force": _flag, "dry_run": _flag, "confirm": _flag, "brief": _flag,
+    "all": _flag,
     "version": _text, "versions": _texts, "rev": _text, "keep": _keep, "wait_lock": _seconds,
     "count": _count, "since": _text, "config": _text, "origin": _object,
     # an environment change (a "deploy" with these instead of an upload), and `env`'s own

@@ -6,30 +6,36 @@ mode (serve.py) sends the same text to plug. Standard library only.
 
 from __future__ import annotations
 
-import calendar
-import json
-import re
 import time
 from pathlib import Path
-from typing import TextIO
 
 from plugbox_server import operations, record
 from plugbox_server.environment import digest
 from plugbox_server.errors import USAGE, PlugboxError, for_caller
 from plugbox_server.names import since as moment
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import TextIO
 
-def status(home: Path, as_json: bool, out: TextIO, brief: bool = False) -> dict:
-    """Print the versions (with `brief`, nothing); return what plug's compact view of
-    several hosts and its completion use: {"live", "versions" (names), "row" (the
-    live version's name, revision, who, when, message; with `brief`)}."""
-    live, rows = operations.status(home)
+
+def status(home: Path, as_json: bool, out: TextIO, brief: bool = False, every: bool = False) -> dict:
+    """Print the versions, newest first: the newest operations.SHOWN of them and how
+    many more `--all` shows, or with `every` all of them (with `brief`, nothing);
+    `as_json` prints every version, whole records included, for scripts. Return
+    what plug's compact view of several hosts and its completion use: {"live",
+    "versions" (the names shown), "row" (the live version's name, revision, who,
+    when, message; with `brief`)}."""
+    live, rows, count = operations.newest_status(home, None if every or as_json else operations.SHOWN,
+                                                 with_live=brief)
     now = time.time()
     known = {"live": live, "versions": [row.name for row in rows]}
     if brief:
         described = [_described(row.record, now) for row in rows if row.name == live]
         return {**known, "row": [live, *described[0]] if described else None}
     if as_json:
+        import json
+
         print(json.dumps({"home": str(home.absolute()), "live": live,
                           "versions": [vars(row) for row in rows]}, indent=2), file=out)
         return known
@@ -42,6 +48,10 @@ def status(home: Path, as_json: bool, out: TextIO, brief: bool = False) -> dict:
     for cells in table:
         print(("  ".join(cell.ljust(w) for cell, w in zip(cells, widths)) + "  " + cells[-1]).rstrip(),
               file=out)
+    older = count - len(rows)
+    if older:
+        print(for_caller(f"... and {_versions(older).replace('version', 'older version')}: "
+                         "`plugbox status --all` shows every version"), file=out)
     return known
 
 
@@ -69,14 +79,36 @@ def artifact_shown(record: dict) -> str:
 
 
 def _ago(created: str | None, now: float) -> str:
-    try:
-        seconds = now - calendar.timegm(time.strptime(created, "%Y-%m-%dT%H:%M:%SZ"))
-    except (TypeError, ValueError):
+    seconds = _seconds(created)
+    if seconds is None:
         return "-"
+    seconds = now - seconds
     for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
         if seconds >= size:
             return f"{int(seconds // size)}{unit} ago"
     return "just now"
+
+
+def _seconds(moment: str | None) -> int | None:
+    """The seconds since the epoch of a moment as names.utc_now() writes it
+    (YYYY-MM-DDTHH:MM:SSZ), read by hand: the form is fixed-width, and
+    time.strptime (with calendar) would cost each status several milliseconds
+    of imports. None when it is not one."""
+    if not isinstance(moment, str) or len(moment) != 20 or not moment.isascii() or \
+            moment[4::3] != "--T::Z" or not (moment[0:4] + moment[5::3] + moment[6::3]).isdigit():
+        return None
+    year, month, day = int(moment[0:4]), int(moment[5:7]), int(moment[8:10])
+    hour, minute, second = int(moment[11:13]), int(moment[14:16]), int(moment[17:19])
+    if not (1 <= month <= 12 and 1 <= day <= 31 and hour < 24 and minute < 60 and second < 62):
+        return None
+    # Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's days_from_civil).
+    year -= month <= 2
+    era = year // 400
+    of_era = year - era * 400
+    of_year = (153 * (month + (-3 if month > 2 else 9)) + 2) // 5 + day - 1
+    of_era_days = of_era * 365 + of_era // 4 - of_era // 100 + of_year
+    days = era * 146097 + of_era_days - 719468
+    return days * 86400 + hour * 3600 + minute * 60 + second
 
 
 def verify(home: Path, version: str | None, out: TextIO, rev: str | None = None) -> None:
@@ -204,17 +236,19 @@ def _since(since: str | None) -> str:
 
 
 # The heading store.OutputRecord writes before each command's kept output.
-_HEADING = re.compile(rb"=== (\S+) .*")
+_HEADING = rb"=== (\S+) .*"
 
 
 def _output_parts(kept: bytes) -> list[tuple[str, str]]:
     """The kept hook output, one part per command: (its time, its text). A part the
     rotation of the file continued under a second heading stays one part."""
+    import re  # `log --output` only
+
     parts: list[tuple[str, str]] = []
     for piece in re.split(rb"(?m)^(?==== )", kept):
         if not piece:
             continue
-        heading = _HEADING.match(piece)
+        heading = re.match(_HEADING, piece)
         text = piece.decode(errors="replace")
         if parts and (heading is None or piece.split(b"\n", 1)[0].endswith(b", continued")):
             parts[-1] = (parts[-1][0], parts[-1][1] + text)

@@ -8,25 +8,35 @@ the same errors.exit_for. The exchange is protocol.py's.
 Standard library only: this path never imports typer. Whatever happens, the
 exchange ends with an exit message and this process with its code, never with a
 traceback.
+
+It starts lean: the hello goes out before anything but this module (and the
+protocol's constants) is imported; then each command imports what it needs, when
+it runs (operations and report bring the chain and the store, hooks bring
+subprocess only when a hook runs, record brings hashlib only to hash): a status
+never loads what a deploy needs. bench/startup.py measures it.
 """
 
 from __future__ import annotations
 
-import io
 import os
-import queue
 import sys
-import threading
-from pathlib import Path
 
-from plugbox_server import __version__, layout, names, operations, output, record, report
+from plugbox_server import __version__, output
 from plugbox_server import protocol as P
 from plugbox_server.errors import OK, REFUSED, USAGE, Aborted, PlugboxError, Reverted, exit_for, for_caller
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # annotations only: pathlib is imported once the hello is sent
+    from pathlib import Path
+
 
 def _send(message: dict) -> None:
+    _say(P.encode(message))
+
+
+def _say(line: bytes) -> None:
     try:
-        sys.stdout.buffer.write(P.encode(message))
+        sys.stdout.buffer.write(line)
         sys.stdout.flush()
     except (OSError, ValueError):  # the caller has gone; the command goes on regardless
         output.the_caller_went_away()
@@ -47,6 +57,9 @@ class _Inbox:
     caller has gone (plugbox then says nothing more), whichever step is running."""
 
     def __init__(self):
+        import queue
+        import threading
+
         self.messages: queue.Queue = queue.Queue()
         threading.Thread(target=self._read, daemon=True).start()
 
@@ -77,6 +90,19 @@ class _Inbox:
 
 
 # --- the commands, each: (home, request, out) -> extra fields of the exit message ----
+# Each imports what it needs when it runs (see the module's docstring).
+
+def _operations():
+    from plugbox_server import operations
+
+    return operations
+
+
+def _report():
+    from plugbox_server import report
+
+    return report
+
 
 def _gone_or(answer: dict | None, otherwise: str) -> str:
     return "the caller went away" if answer is None else otherwise
@@ -86,6 +112,7 @@ _host = {"rsync": False}  # what main() found on this host
 
 
 def _deploy(home: Path, request: dict, out) -> dict:
+    operations = _operations()
     inbox: list[_Inbox] = []     # made at the end of the upload (or when there is none)
     name_of: list[str] = []      # the new version's name, once known
     change = (request["env_set"], request["env_unset"]) if request["env_set"] or request["env_unset"] else None
@@ -150,6 +177,7 @@ def _deploy(home: Path, request: dict, out) -> dict:
 
 
 def _rollback(home: Path, request: dict, out) -> dict:
+    operations = _operations()
     choose = None  # a rollback of several hosts: the caller chooses for all of them
     if request["gated"]:
         def choose(live: str | None, previous: str | None, versions: list[str],
@@ -172,8 +200,8 @@ def _rollback(home: Path, request: dict, out) -> dict:
 def _confirm(request: dict):
     """With "confirm" in the request: the plan of a remove or prune, sent to the caller
     under the lock; it goes ahead on {"commit": true}, anything else calls it off."""
-    def confirm(plan: operations.Plan) -> None:
-        _send({P.PLAN: {"remove": plan.remove, "lines": report.plan_lines(plan, kept=True)}})
+    def confirm(plan) -> None:
+        _send({P.PLAN: {"remove": plan.remove, "lines": _report().plan_lines(plan, kept=True)}})
         answer = _receive()
         if answer != {P.COMMIT: True}:
             raise Aborted("called off: " + _gone_or(answer, "not confirmed"), "nothing removed")
@@ -186,13 +214,13 @@ def _confirm(request: dict):
 
 
 def _remove(home: Path, request: dict, out) -> dict:
-    report.remove(home, request["versions"], out, rev=request["rev"], dry_run=request["dry_run"],
+    _report().remove(home, request["versions"], out, rev=request["rev"], dry_run=request["dry_run"],
                   confirm=_confirm(request))
     return {}
 
 
 def _prune(home: Path, request: dict, out) -> dict:
-    report.prune(home, request["keep"], out, dry_run=request["dry_run"], confirm=_confirm(request))
+    _report().prune(home, request["keep"], out, dry_run=request["dry_run"], confirm=_confirm(request))
     return {}
 
 
@@ -200,24 +228,37 @@ COMMANDS = {
     "deploy": _deploy,
     "rollback": _rollback,
     "remove": _remove,
-    "status": lambda home, request, out: report.status(home, request["json"], out, request["brief"]),
-    "verify": lambda home, request, out: report.verify(home, request["version"], out, request["rev"]),
-    "log": lambda home, request, out: report.log(home, out, request["output"], request["count"],
-                                                 request["since"]),
+    "status": lambda home, request, out: _report().status(home, request["json"], out, request["brief"],
+                                                          request["all"]),
+    "verify": lambda home, request, out: _report().verify(home, request["version"], out, request["rev"]),
+    "log": lambda home, request, out: _report().log(home, out, request["output"], request["count"],
+                                                    request["since"]),
     "prune": _prune,
-    "check": lambda home, request, out: report.check(home, request["repair"], out),
-    "env": lambda home, request, out: report.env(home, request["action"], request["names"],
-                                                 request["versions"], out),
+    "check": lambda home, request, out: _report().check(home, request["repair"], out),
+    "env": lambda home, request, out: _report().env(home, request["action"], request["names"],
+                                                    request["versions"], out),
     "hello": lambda home, request, out: {"home": str(home.absolute())},
 }
 assert set(COMMANDS) == set(P.COMMANDS)
 
 
-def main(argv: list[str]) -> int:
-    import shutil
+def _which(program: str) -> bool:
+    """Whether `program` is on PATH, as shutil.which finds it (without importing shutil)."""
+    for directory in os.environ.get("PATH", os.defpath).split(os.pathsep):
+        path = os.path.join(directory or ".", program)
+        if os.access(path, os.X_OK) and not os.path.isdir(path):
+            return True
+    return False
 
-    _host["rsync"] = shutil.which("rsync") is not None
-    _send(P.hello(__version__, sys.version.split()[0], _host["rsync"]))
+
+def main(argv: list[str]) -> int:
+    _host["rsync"] = _which("rsync")
+    _say(P.hello_line(__version__, sys.version.split()[0], _host["rsync"]))
+    import io
+    from pathlib import Path
+
+    from plugbox_server import layout, names, record
+
     if argv != [str(P.NUMBER)]:
         asked = argv[0] if argv else "none"
         message = (f"plug speaks protocol {asked}, this plugbox {__version__} speaks {P.NUMBER}; "

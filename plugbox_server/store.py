@@ -11,13 +11,10 @@ for the order of writes). Its names come from layout.py.
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import fcntl
 import itertools
 import os
-import shutil
-import signal
 import stat
 import time
 from contextlib import contextmanager
@@ -28,7 +25,7 @@ from plugbox_server import chain as c
 from plugbox_server import inuse
 from plugbox_server import layout as L
 from plugbox_server.errors import Busy, PlugboxError
-from plugbox_server.names import is_version_name, utc_now, who, who_at
+from plugbox_server.names import utc_now, who, who_at
 from plugbox_server.output import say
 
 _counter = itertools.count()
@@ -57,28 +54,36 @@ class Store:
     def exists(self) -> bool:
         return self.deploy.is_dir()
 
-    def read(self) -> c.Chain:
-        chain = c.Chain()
+    def read(self, records: bool = True) -> c.Chain:
+        """deploy/ as a Chain: one scandir of deploy/, whatever its size; each version's
+        links are read when first asked for (chain.Versions). With `records`, the
+        names in deploy/.plugbox/ too (chain.records): what `check` compares with
+        the versions; a command that only needs its leftovers cleared leaves it."""
+        chain = c.Chain(records=set() if records else None)
         chain.home_live, chain.home_live_is_link = _readlink(self.home / L.HOME_LIVE)
         if not self.exists():
             return chain
-        # Plain strings, not Path objects: this loop is the only cost that grows
-        # with the number of versions.
-        with os.scandir(self.deploy) as entries:
+        deploy = str(self.deploy)
+        directories = []
+        # Plain strings, not Path objects, and a version's name checked only when it
+        # is asked for: this loop is the only cost that grows with the number of versions.
+        with os.scandir(deploy) as entries:
             for entry in entries:
                 name = entry.name
-                if name == L.LIVE:
-                    chain.live, chain.live_is_link = _readlink(entry.path)
+                if name[0] != ".":
+                    if name == L.LIVE:
+                        chain.live, chain.live_is_link = _readlink(entry.path)
+                    elif entry.is_dir(follow_symlinks=False):
+                        directories.append(name)
                 elif name.startswith(L.REMOVING):
                     chain.removing[name[len(L.REMOVING):]] = _links(entry.path)
                 elif name.startswith((L.TMP_LINK, L.NEW)):
                     chain.leftovers.append(name)
                 elif name in L.BOOKKEEPING_FILES and not entry.is_file(follow_symlinks=False):
                     chain.odd_files.append(name)
-                elif name == L.RECORDS and entry.is_dir(follow_symlinks=False):
+                elif name == L.RECORDS and records and entry.is_dir(follow_symlinks=False):
                     chain.records = set(os.listdir(entry.path))
-                elif is_version_name(name) and entry.is_dir(follow_symlinks=False):
-                    chain.versions[name] = _links(entry.path)
+        chain.versions = c.Versions(directories, lambda name: _links(f"{deploy}/{name}"))
         return chain
 
     def read_live(self) -> str | None:
@@ -140,8 +145,16 @@ class Store:
         return final.parent
 
     def remove_tree(self, path: str, sync: bool = True) -> Path:
-        """Delete deploy/`path`; links inside are removed, never followed."""
+        """Delete deploy/`path`; links inside are removed, never followed, nor one on
+        the way to it (a deploy/.plugbox that is a link: its records are not plugbox's)."""
+        import shutil
+
         target = self.deploy / path
+        parent = target.parent
+        while parent != self.deploy:
+            if parent.is_symlink():
+                return self.deploy
+            parent = parent.parent
         try:
             if target.is_symlink() or not target.is_dir():
                 target.unlink(missing_ok=True)
@@ -228,8 +241,14 @@ class Store:
         return self.deploy / f"{L.NEW}{name}"
 
     def make_staging(self, name: str, previous: str | None, config: bytes | None = None) -> Path:
-        """deploy/.new-NAME with its previous link (and plugbox.toml): not yet a version."""
+        """deploy/.new-NAME with its previous link (and plugbox.toml): not yet a version.
+
+        A record already there for the new name (deploy/.plugbox/NAME) is no
+        version's, since the name is new (left by hand, or by an older plugbox that
+        removed records last): it goes first, so that nothing of it is taken for
+        the new version's."""
         building = self.staging_dir(name)
+        self._remove_record(name)
         try:
             building.mkdir()
         except OSError as error:
@@ -316,25 +335,35 @@ class Store:
         as it goes) is stopped, and the deletion goes on past entries that vanish
         under it, until the directory is gone. A failure here (the disk refusing)
         is left to the next command, which clears leftovers before anything else."""
+        import signal
+
         building = self.staging_dir(name)
+        # The record first: a kill between the two leaves .new-NAME, which the next
+        # command clears, never a record without its version (see chain.leftovers).
+        self._remove_record(name)
         for attempt in range(50):
             if not os.path.lexists(building):
                 break
             if attempt:
                 for process in inuse.users(str(self.deploy), [building.name]).get(building.name, []):
-                    with contextlib.suppress(OSError):
+                    try:
                         os.kill(process.pid, signal.SIGKILL)
+                    except OSError:
+                        pass
                 time.sleep(0.1)
             _remove_tree(building)
-        _remove_tree(self.deploy / L.RECORDS / name)
+
+    def _remove_record(self, name: str) -> None:
+        """Delete deploy/.plugbox/NAME (record.py's), never through a link: when
+        deploy/.plugbox is one, nothing (record.py refuses to write there)."""
+        if not os.path.islink(self.deploy / L.RECORDS):
+            _remove_tree(self.deploy / L.RECORDS / name)
 
     def clear_leftovers(self, chain: c.Chain) -> list[str]:
         """Finish or clear what interrupted commands left (chain.Problem.leftover), under
         the lock; return what was done, one line each."""
         done = []
-        for problem in c.problems(chain):
-            if not problem.leftover:
-                continue
+        for problem in c.leftovers(chain):
             for op in problem.repair:
                 if isinstance(op, c.RemoveTree) and op.path.startswith(L.NEW):
                     self.remove_staging(op.path[len(L.NEW):])
@@ -563,6 +592,8 @@ def _not_regular(path: Path, home: Path, mode: int | None) -> PlugboxError:
 def _remove_tree(path: Path) -> None:
     """rmtree that goes on past entries that vanish while it walks (another
     process renaming or deleting them); never follows a link out of `path`."""
+    import shutil
+
     def vanished(function, failed, info) -> None:
         if not isinstance(info[1], FileNotFoundError):
             raise info[1]

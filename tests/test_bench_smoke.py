@@ -26,13 +26,14 @@ ROWS = [
     "deploy, no change",
     "deploy, one file changed",
     "rollback",
-    *(f"plugbox {command}, {count} versions" for command in ("upgrade-to", "rollback-to")
+    *(f"plugbox {command}, {count} versions" for command in ("upgrade-to", "rollback-to", "status")
       for count in ("10", "100")),
     "plugbox upgrade-to, 100 against 10 versions",
     "plugbox rollback-to, 100 against 10 versions",
+    "plugbox status, 100 against 10 versions",
     "deploy, no change, 60 files",
     "deploy, no change, 300 files",
-    "disk: 3 versions against one tree",
+    "disk: 3 versions against 3 by hand (rsync --link-dest)",
     "deploy to three hosts against one (plug, one file changed)",
     "plug's start to its ssh's (plug status)",
     "rollback, warm connection",

@@ -13,11 +13,14 @@ from plugbox_server.chain import (
     RemoveTree,
     SetLink,
     Unlink,
+    Versions,
     history_state,
     plan_finish_removes,
     plan_prune,
     plan_remove,
     problems,
+    problems_near,
+    resolve,
 )
 
 A, B, C, D, E, F = (f"2026112{day}T090000Z" for day in range(1, 7))
@@ -515,3 +518,58 @@ def test_an_interrupted_remove_of_many_is_one_problem():
     assert problem.message == (f"deploy/.removing-*: an interrupted remove of 3 versions, "
                                f"{B} to {D}")
     assert list(problem.repair) == plan_finish_removes(broken)
+
+
+# --- reading links on demand ---------------------------------------------------------
+
+
+def lazy(versions: dict[str, Links], live: str) -> tuple[Chain, list[str]]:
+    """A chain whose versions' links are read through Versions, as store.read() makes it,
+    and the names whose links were read, in order."""
+    read: list[str] = []
+
+    def reading(name: str) -> Links:
+        read.append(name)
+        return versions[name]
+
+    return chain(Versions(list(versions) + ["not-a-version"], reading), live=live), read
+
+
+LONG = {name: links(before, after) for before, name, after in zip(
+    [None, A, B, C, D], [A, B, C, D, E], [B, C, D, E, None])}
+
+
+def test_a_rollback_reads_the_links_of_live_and_its_previous_alone():
+    lazy_chain, read = lazy(LONG, live=E)
+    assert lazy_chain.previous(lazy_chain.live_version()) == D
+    assert problems_near(lazy_chain) == []
+    assert sorted(set(read)) == [D, E]
+    assert resolve(lazy_chain, "live~2") == C  # two steps back: E's and D's previous
+    assert sorted(set(read)) == [D, E]
+
+
+def test_the_names_of_versions_are_what_is_listed_with_a_versions_name():
+    lazy_chain, read = lazy(LONG, live=E)
+    assert sorted(lazy_chain.versions) == [A, B, C, D, E]
+    assert "not-a-version" not in lazy_chain.versions and Z not in lazy_chain.versions
+    assert lazy_chain.newest_name() == E
+    assert read == []
+
+
+def test_the_states_of_the_newest_read_no_further_than_the_oldest_of_them():
+    lazy_chain, read = lazy(LONG, live=D)
+    assert lazy_chain.states(names=[E, D, C]) == {E: "retired", D: "live", C: "previous"}
+    assert A not in read
+    assert lazy_chain.states(names=[E, D, C]) == {n: s for n, s in chain(LONG, live=D).states().items()
+                                                  if n in (E, D, C)}
+
+
+def test_the_gate_near_live_sees_a_broken_link_there_and_not_in_an_old_version():
+    broken_old = {**LONG, A: Links(None, f"../{Z}")}
+    assert problems_near(chain(broken_old, live=E)) == []
+    assert problems_near(chain(broken_old, live=E), [A]) == \
+        [Problem(f"deploy/{A}/next -> ../{Z}: no such version", (Unlink(f"{A}/next"),))]
+    assert problems(chain(broken_old, live=E)) == problems_near(chain(broken_old, live=E), [A])
+    broken_previous = {**LONG, D: Links(f"../{C}", f"../{Z}")}
+    assert [p.message for p in problems_near(chain(broken_previous, live=E))] == \
+        [f"deploy/{D}/next -> ../{Z}: no such version"]

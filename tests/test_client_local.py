@@ -415,6 +415,21 @@ def test_status_log_check_pass_plugbox_output_through(project, home):
     assert ok(plug(project, "check", "--repair")).returncode == 0
 
 
+def test_status_shows_the_newest_20_and_all_shows_every_version(project, home):
+    from plugbox_server import operations
+
+    names = [deployed(project, home)]
+    for _ in range(21):  # made on the host, quicker than 21 uploads
+        name, _ = operations.next_version(home)
+        operations.upgrade_to(home, name)
+        names.append(name)
+    lines = ok(plug(project, "status")).stdout.splitlines()
+    assert [line.split()[0] for line in lines[:-1]] == names[::-1][:20]
+    assert lines[-1] == "... and 2 older versions: `plug status --all` shows every version"
+    every = ok(plug(project, "status", "--all")).stdout.splitlines()
+    assert [line.split()[0] for line in every] == names[::-1]
+
+
 def test_rollback_and_roll_forward(project, home):
     first = deployed(project, home)
     second = deployed(project, home)

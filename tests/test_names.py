@@ -261,3 +261,13 @@ def test_string_order_is_creation_order_across_a_same_second_burst():
     assert names == ["20261121T120000Z", "20261121T120000Z.001", "20261121T120000Z.002",
                      "20261121T120001Z"]
     assert sorted(names) == names
+
+
+@given(st.lists(st.one_of(
+    st.text(alphabet="0123456789TZ.", min_size=14, max_size=21),
+    st.from_regex(r"\d{8}T\d{6}Z(\.\d{3})?", fullmatch=True),
+    st.text(max_size=22)), max_size=30))
+def test_version_names_of_many_is_is_version_name_of_each(candidates):
+    from plugbox_server.names import version_names
+
+    assert sorted(version_names(candidates)) == sorted(n for n in candidates if is_version_name(n))

@@ -185,6 +185,66 @@ def test_status_lists_every_version_newest_first(home, monkeypatch):
     assert {line.index("alice") for line in lines} == {w + 2 + len("previous") + 2 + 1 + 2}
 
 
+def test_status_shows_the_newest_20_and_says_how_many_more_all_lists(home):
+    names = [deploy(home) for _ in range(22)]
+    ok(home, "rollback-to", names[-3])
+    pending = new_version(home)
+    names.append(pending)  # 23 versions, newest last
+
+    lines = ok(home, "status").splitlines()
+    every = ok(home, "status", "--all").splitlines()
+
+    assert [line.split()[0] for line in lines[:-1]] == names[::-1][:20]
+    assert lines[-1] == "... and 3 older versions: `plugbox status --all` shows every version"
+    assert [line.split()[0] for line in every] == names[::-1]
+    # The newest 20 are told as the whole list tells them: the states of those alone,
+    # read from their links and records and from live's previous chain, agree.
+    assert lines[:-1] == every[:20]
+    assert [line.split()[1] for line in every[:4]] == ["pending", "retired", "retired", "live"]
+    assert {line.split()[1] for line in every[4:]} == {"previous"}
+    assert len(json.loads(ok(home, "status", "--json"))["versions"]) == 23  # --json: every version
+
+
+def test_status_of_at_most_20_versions_lists_them_all(home):
+    names = [deploy(home) for _ in range(20)]
+    lines = ok(home, "status").splitlines()
+    assert [line.split()[0] for line in lines] == names[::-1]
+    assert ok(home, "status", "-a").splitlines() == lines
+
+
+def test_the_compact_status_of_several_hosts_has_the_live_row_even_when_it_is_old(home):
+    import io
+
+    from plugbox_server import report
+
+    names = [deploy(home) for _ in range(22)]
+    ok(home, "rollback-to", names[0])  # older than the newest 20
+    known = report.status(home, False, io.StringIO(), brief=True)
+    assert known["live"] == names[0] and known["row"][0] == names[0]
+    assert known["versions"][:20] == names[::-1][:20]  # for completion: what a status shows
+
+
+def test_a_broken_link_in_an_old_version_blocks_no_rollback_but_check_reports_it(home):
+    names = [deploy(home) for _ in range(5)]
+    oldest = home / "deploy" / names[0]
+    os.unlink(oldest / "next")
+    os.symlink(f"../{Z}", oldest / "next")
+    problem = f"deploy/{names[0]}/next -> ../{Z}: no such version"
+
+    # What a rollback, an upgrade and a deploy stand on is sound: live's links, its
+    # previous's, the version they name. The old version's link is check's to report.
+    assert ok(home, "rollback-to") == f"plugbox: live is now {names[-2]}\n"
+    assert ok(home, "upgrade-to", names[-1]) == f"plugbox: live is now {names[-1]}\n"
+    deploy(home)
+    ran = plugbox(home, "check")
+    assert (ran.exit_code, ran.stdout) == (1, f"problem: {problem}\n")
+    # Naming it, or a command that re-points links anywhere (remove, prune), is refused.
+    assert refused(home, "rollback-to", names[0]) == \
+        f"plugbox: deploy/ needs repair: {problem}; run `plugbox check --repair`\n"
+    assert refused(home, "prune", "--keep", "2") == \
+        f"plugbox: deploy/ needs repair: {problem}; run `plugbox check --repair`\n"
+
+
 def test_status_shows_revision_who_and_message_of_a_deploy(home):
     origin = {"user": "bob", "machine": "laptop", "revision": "0123456789abcdef" * 2 + "01234567",
               "branch": "main", "dirty": True, "message": "fix the\nlogin form"}

@@ -443,11 +443,17 @@ def test_leftovers_of_interrupted_commands_never_block_a_rollback(tmp_path: Path
     said = done.stderr
     assert "cleared deploy/.new-20991231T000000Z: a leftover unfinished new version" in said
     assert "cleared deploy/.link-4242-7: a leftover temporary link" in said
-    assert "cleared deploy/.plugbox/20200101T000000Z: the record of no version" in said
     assert sorted(e for e in os.listdir(host.deploy) if e.startswith(".")) == [".lock", ".log", ".plugbox"]
+    assert "cleared 2 leftovers of interrupted commands" in host.ok("log").stdout
+    # A record of no version is not in deploy/'s own listing, which is all a rollback
+    # reads: it blocks nothing, and check finds it (plugbox's own commands remove a
+    # version's record before its directory, so only a hand leaves one).
+    checked = host.run("check")
+    assert checked.returncode == 1
+    assert "deploy/.plugbox/20200101T000000Z: the record of no version" in checked.stdout
+    assert "repaired: deploy/.plugbox/20200101T000000Z" in host.ok("check", "--repair").stdout
     assert sorted(os.listdir(host.deploy / ".plugbox")) == sorted([first, second])
     assert host.ok("check").stdout == "ok\n"
-    assert "cleared 3 leftovers of interrupted commands" in host.ok("log").stdout
 
 
 def test_the_staging_directory_goes_even_while_a_writer_renames_files_in_it(tmp_path: Path) -> None:
@@ -474,3 +480,23 @@ def test_the_staging_directory_goes_even_while_a_writer_renames_files_in_it(tmp_
     finally:
         writer.kill()
         writer.wait(timeout=TIMEOUT)
+
+
+def test_finishing_a_remove_never_deletes_a_record_through_a_linked_plugbox_directory(tmp_path: Path) -> None:
+    """deploy/.plugbox made a link to somewhere else, and a remove left half done: the
+    next command finishes the remove and deletes nothing there (plugbox never
+    writes through a link)."""
+    host = Host(tmp_path / "home", tmp_path / "ctl")
+    first = host.deploy_version()
+    host.deploy_version()
+    host.deploy_version()
+    os.rename(host.deploy / first, host.deploy / f".removing-{first}")  # a remove cut short
+    elsewhere = tmp_path / "elsewhere"
+    os.rename(host.deploy / ".plugbox", elsewhere)
+    os.symlink(elsewhere, host.deploy / ".plugbox")
+
+    done = host.run("rollback-to")
+
+    assert f"cleared deploy/.removing-{first}" in done.stderr
+    assert not os.path.lexists(host.deploy / f".removing-{first}")
+    assert (elsewhere / first / "record.json").is_file()

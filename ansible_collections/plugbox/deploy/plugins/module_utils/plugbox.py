@@ -1,16 +1,19 @@
 # Copyright: Plugbox developers
 # MIT License (see LICENSE of the Plugbox repository)
-"""Find the plugbox zipapp on the host and import plugbox's own code from it.
+"""Find plugbox on the host and import plugbox's own code from it.
 
-`plug bootstrap` installs plugbox as one zipapp (a zip of the plugbox_server
-package and the pure-Python modules it needs) at HOME/.local/bin/plugbox or the
-login's ~/.local/bin/plugbox. Put on sys.path, that zip is importable like any
+`plug bootstrap` installs plugbox in HOME/.local or the login's ~/.local: the
+plugbox_server package and the pure-Python modules it needs, in a directory of
+.local/lib/plugbox/ that .local/bin/plugbox, a Python script, puts on sys.path
+(plugbox_client.argv._INSTALL_PY writes it); an older plug installed them as one
+zipapp at .local/bin/plugbox. Put on sys.path, either is importable like any
 package, so a module on the host calls plugbox's functions directly: one
 implementation of the host side, never a second.
 """
 
 from __future__ import annotations
 
+import ast
 import os
 import sys
 import zipfile
@@ -37,14 +40,31 @@ def candidates(home):
 
 
 def find_zipapp(home, given=None):
-    """The path of the plugbox zipapp to use; raises PlugboxMissing."""
+    """What to import plugbox from: the directory .local/bin/plugbox names, or the
+    zipapp it is (an older plug's); raises PlugboxMissing."""
     paths = [given] if given else candidates(home)
     for path in paths:
         if os.path.exists(path):
-            if not zipfile.is_zipfile(path):
-                raise PlugboxMissing("%s is not a plugbox zipapp (not a zip file); %s" % (path, NOT_INSTALLED_HINT))
-            return path
+            if zipfile.is_zipfile(path):
+                return path
+            installed = _installed(path)
+            if installed is None:
+                raise PlugboxMissing("%s is not plugbox as plug bootstrap installs it; %s" % (path, NOT_INSTALLED_HINT))
+            return installed
     raise PlugboxMissing("plugbox is not installed on this host: no %s; %s" % (" nor ".join(paths), NOT_INSTALLED_HINT))
+
+
+def _installed(script):
+    """The directory the script `plug bootstrap` wrote puts on sys.path, if it is one
+    (its line `sys.path.insert(0, 'DIRECTORY')`) and it exists."""
+    try:
+        with open(script, "rb") as f:
+            head = f.read(4096).decode("utf-8")
+        line = next(line for line in head.splitlines() if line.startswith("sys.path.insert(0, "))
+        directory = ast.literal_eval(line[len("sys.path.insert(0, "):-1])
+    except (OSError, UnicodeDecodeError, StopIteration, ValueError, SyntaxError):
+        return None
+    return directory if isinstance(directory, str) and os.path.isdir(directory) else None
 
 
 def load(path):
