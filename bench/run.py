@@ -138,13 +138,14 @@ def clean_client(path: Path) -> Path:
     """`plug` in a virtualenv that sees plugbox and its dependencies and nothing else."""
     import plugbox_client
     import plugbox_server
+    import sh
     import typer
 
     # Bytecode, as `pip install` compiles it: a run that compiles plug's modules
     # from source each time (PYTHONDONTWRITEBYTECODE set) would time the compiler.
     for package in (plugbox_client, plugbox_server):
         compileall.compile_dir(Path(package.__file__).parent, quiet=1)
-    bin_dir = venv(path, [Path(m.__file__).resolve().parents[1] for m in (plugbox_client, typer)])
+    bin_dir = venv(path, [Path(m.__file__).resolve().parents[1] for m in (plugbox_client, typer, sh)])
     plug = bin_dir / "plug"
     plug.write_text(f"#!{bin_dir / 'python'}\nfrom plugbox_client.main import main\nmain()\n")
     plug.chmod(0o755)

@@ -1,4 +1,4 @@
-"""Runs things: the only module of plug that starts processes.
+"""Runs things: the only module of plug that starts processes (and the only user of `sh`).
 
 Every plug command that works on the host talks to one `plugbox --serve` process
 there, a `Session`: over ssh, the session is also the master connection
@@ -77,46 +77,76 @@ def run(argv: list[str], *, cwd: Path | None = None, out=None, err=None,
     callable gets it line by line, a line ending at a newline or a carriage
     return (rsync's progress rewrites its line with \\r); a Path receives it.
     `err`: None passes stderr to the terminal, a callable gets it line by line
-    (each with its newline, read by a thread of their own), a Path receives it.
-    `stdin`: the terminal's, or the file given. With a callable `out` (rsync), the
-    command runs in a process group of its own, which plug stops whole when it is
-    interrupted (a Ctrl-C on the terminal reaches plug alone); otherwise (a build
-    step) a Ctrl-C reaches it as it reaches plug.
+    (each with its newline), a Path receives it. `stdin`: the terminal's, or the
+    file given.
 
-    (subprocess, not sh: sh costs ~38 ms to import, which a deploy would pay
-    for its first git look-up, before the host has its request.)
+    sh runs it, but for a callable `out` (rsync's upload): see _run_reading.
     """
+    _found(argv[0])  # not found: one line
+    if callable(out):
+        return _run_reading(argv, out, cwd=cwd, err=err, stdin=stdin, env=env)
+    import sh  # only the commands that run something pay for it (~38 ms)
+
+    with contextlib.ExitStack() as files:
+        kwargs = dict(
+            _ok_code=range(256), _return_cmd=True, _decode_errors="replace",
+            _cwd=str(cwd) if cwd else None,
+            _env={**os.environ, **env} if env else None,
+            _in=files.enter_context(open(stdin, "rb")) if stdin is not None else 0,
+            _err=err if callable(err) else files.enter_context(open(err, "wb")) if err is not None else 2,
+        )
+        if out is CAPTURE:  # sh reads it: through a pipe, not the pty it would make by default
+            kwargs["_tty_out"] = False
+        else:
+            kwargs["_out"] = files.enter_context(open(out, "wb")) if out is not None else 1
+        running = sh.Command(argv[0])(*argv[1:], _bg=True, _bg_exc=False,
+                                      _preexec_fn=_die_with_parent, **kwargs)
+        try:
+            done = running.wait()
+        except sh.ErrorReturnCode as e:  # only a signal gets here, given _ok_code
+            return Result(128 - e.exit_code if e.exit_code < 0 else e.exit_code)
+        except BaseException:
+            # Ctrl-C or plug's end: stop it and let it say its last word before plug does.
+            with contextlib.suppress(Exception):
+                running.process.terminate()
+            with contextlib.suppress(BaseException):
+                running.wait(timeout=5)
+            raise
+    return Result(done.exit_code, done.stdout.decode("utf-8", "replace") if out is CAPTURE else "")
+
+
+def _run_reading(argv: list[str], out, *, cwd: Path | None, err, stdin: Path | None,
+                 env: dict[str, str] | None) -> Result:
+    """run() with `out` a callable, given each line as it comes: rsync's upload.
+    (subprocess, not sh: sh's unbuffered mode calls back once per byte, which
+    rsync's thousands of lines and its \\r-rewritten progress would make slow, and
+    an interrupted upload must stop rsync's own ssh with it.) It runs in a process
+    group of its own, which plug stops whole when it is interrupted (a Ctrl-C on
+    the terminal reaches plug alone). A callable `err` gets the lines of stderr,
+    read by a thread of their own."""
     import re
     import subprocess
 
-    _found(argv[0])  # not found: one line
-    own_group = callable(out)  # it, and what it starts (rsync's ssh)
     with contextlib.ExitStack() as files:
-        def opened(path: Path | None, mode: str):
-            return files.enter_context(open(path, mode)) if path is not None else None
-
         process = subprocess.Popen(
-            argv, cwd=cwd, env={**os.environ, **env} if env else None, stdin=opened(stdin, "rb"),
-            stdout=subprocess.PIPE if out is CAPTURE or callable(out) else opened(out, "wb"),
-            stderr=subprocess.PIPE if callable(err) else opened(err, "wb"),
-            preexec_fn=_die_with_parent, process_group=0 if own_group else None)
+            argv, cwd=cwd, env={**os.environ, **env} if env else None, stdout=subprocess.PIPE,
+            stdin=files.enter_context(open(stdin, "rb")) if stdin is not None else None,
+            stderr=(subprocess.PIPE if callable(err) else
+                    files.enter_context(open(err, "wb")) if err is not None else None),
+            preexec_fn=_die_with_parent, process_group=0)
         said = None
         if callable(err):
             said = threading.Thread(target=lambda: [err(line.decode("utf-8", "replace"))
                                                     for line in process.stderr], daemon=True)
             said.start()
-        captured: list[bytes] = []
         try:
-            if out is CAPTURE:
-                captured.append(process.stdout.read())
-            elif callable(out):
-                pending = b""
-                while chunk := os.read(process.stdout.fileno(), 65536):
-                    *lines, pending = re.split(rb"[\r\n]", pending + chunk)
-                    for line in lines:
-                        out(line.decode("utf-8", "replace"))
-                if pending:
-                    out(pending.decode("utf-8", "replace"))
+            pending = b""
+            while chunk := os.read(process.stdout.fileno(), 65536):
+                *lines, pending = re.split(rb"[\r\n]", pending + chunk)
+                for line in lines:
+                    out(line.decode("utf-8", "replace"))
+            if pending:
+                out(pending.decode("utf-8", "replace"))
             code = process.wait()
             if said is not None:
                 said.join(5)
@@ -124,23 +154,19 @@ def run(argv: list[str], *, cwd: Path | None = None, out=None, err=None,
             # Ctrl-C or plug's end: stop it, and what it started (its group of its own:
             # rsync's ssh would hold the connection, and plug, until the host side ends).
             with contextlib.suppress(Exception):
-                if own_group:
-                    os.killpg(process.pid, signal.SIGTERM)
-                else:
-                    process.terminate()
+                os.killpg(process.pid, signal.SIGTERM)
             with contextlib.suppress(BaseException):
                 process.wait(timeout=5)
             raise
         finally:
-            if process.stdout is not None:
-                process.stdout.close()
+            process.stdout.close()
             if said is not None:
                 said.join(1)
                 # Still reading: a child of the command (rsync's ssh) holds stderr open. Closing
                 # it now would wait for that read (the reader's lock); it closes with plug.
                 if not said.is_alive():
                     process.stderr.close()
-    return Result(128 - code if code < 0 else code, b"".join(captured).decode("utf-8", "replace"))
+    return Result(128 - code if code < 0 else code)
 
 
 def _found(name: str) -> None:
