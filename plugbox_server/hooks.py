@@ -1,8 +1,8 @@
 """A version's plugbox.toml as the host reads it, the running of its hooks, and of
 the command of `plugbox exec`.
 
-Reads `[hooks]`, `[timeouts]` and `[service] shared` of a version's own
-plugbox.toml; makes the shared links without ever following a link; runs hook
+Reads a version's own plugbox.toml through layout.settings (the rules both sides
+share: hooks, timeouts, shared paths, [env], [release]); makes the shared links without ever following a link; runs hook
 lines with /bin/sh -c, each in a process group of its own, their output read
 from a pipe and passed on to the caller and to the kept record as it comes.
 """
