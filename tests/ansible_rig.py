@@ -35,7 +35,7 @@ import sys
 import time
 from pathlib import Path
 
-from sshd import Sshd, SshdError, config_quote, make_key
+from sshd import Sshd, SshdError, make_key
 
 PREFIX = "pbx-a"
 MARKER = "plugbox ansible rig"
@@ -122,33 +122,18 @@ class RigSshd(Sshd):
         super().__init__(directory, public_key, env={"PATH": SESSION_PATH})
         self.users = users
 
-    def write_config(self) -> None:
-        lines = [
-            "ListenAddress 127.0.0.1",
-            f"Port {self.port}",
-            f"HostKey {config_quote(str(self.host_key))}",
-            f"PidFile {config_quote(str(self.pid_file))}",
-            "AuthorizedKeysFile .ssh/authorized_keys",
-            f"AllowUsers {' '.join(self.users)}",
-            "PubkeyAuthentication yes",
-            "PasswordAuthentication no",
-            "KbdInteractiveAuthentication no",
-            "UsePAM no",
-            "StrictModes yes",
-            "PermitRootLogin no",
-            "PermitUserEnvironment no",
+    def settings(self) -> dict[str, str]:
+        return {
+            **super().settings(),
+            "AuthorizedKeysFile": ".ssh/authorized_keys",
+            "AllowUsers": " ".join(self.users),
+            "StrictModes": "yes",
+            "PermitRootLogin": "no",
             # Ansible opens one connection per host at once (forks): the default
             # MaxStartups (10:30:100) would drop some of 20 or 50 at random.
-            "MaxStartups 200",
-            "MaxSessions 50",
-            "AllowTcpForwarding yes",
-            "PrintMotd no",
-            "PrintLastLog no",
-            "LogLevel VERBOSE",
-            "Subsystem sftp internal-sftp",
-            f"SetEnv {config_quote('PATH=' + SESSION_PATH)}",
-        ]
-        self.config.write_text("\n".join(lines) + "\n")
+            "MaxStartups": "200",
+            "MaxSessions": "50",
+        }
 
     def logins_of(self, user: str) -> int:
         return self.log_text().count(f"Accepted publickey for {user} ")

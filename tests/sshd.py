@@ -144,37 +144,41 @@ class Sshd:
                 break
         raise SshdError(f"sshd did not start on 127.0.0.1:{self.port}: {failure}")
 
-    def write_config(self) -> None:
-        lines = [
-            "ListenAddress 127.0.0.1",
-            f"Port {self.port}",
-            f"HostKey {config_quote(str(self.host_key))}",
-            f"PidFile {config_quote(str(self.pid_file))}",
-            f"AuthorizedKeysFile {config_quote(str(self.authorized_keys))}",
-            f"AllowUsers {self.user}",
-            "PubkeyAuthentication yes",
-            "PasswordAuthentication no",
-            "KbdInteractiveAuthentication no",
-            "UsePAM no",
+    def settings(self) -> dict[str, str]:
+        """sshd_config's keywords and their values, in order (sshd takes the first
+        value of a keyword, so a subclass replaces one in this dict)."""
+        settings = {
+            "ListenAddress": "127.0.0.1",
+            "Port": str(self.port),
+            "HostKey": config_quote(str(self.host_key)),
+            "PidFile": config_quote(str(self.pid_file)),
+            "AuthorizedKeysFile": config_quote(str(self.authorized_keys)),
+            "AllowUsers": self.user,
+            "PubkeyAuthentication": "yes",
+            "PasswordAuthentication": "no",
+            "KbdInteractiveAuthentication": "no",
+            "UsePAM": "no",
             # Our files live in tmp directories that sshd's owner checks would refuse.
-            "StrictModes no",
-            "PermitRootLogin prohibit-password",
-            "PermitUserEnvironment no",
-            "AllowTcpForwarding yes",
-            "PrintMotd no",
-            "PrintLastLog no",
-            "LogLevel VERBOSE",
-            "Subsystem sftp internal-sftp",
-        ]
+            "StrictModes": "no",
+            "PermitRootLogin": "prohibit-password",
+            "PermitUserEnvironment": "no",
+            "AllowTcpForwarding": "yes",
+            "PrintMotd": "no",
+            "PrintLastLog": "no",
+            "LogLevel": "VERBOSE",
+            "Subsystem": "sftp internal-sftp",
+        }
         if os.geteuid() != 0:
             # Only root may give a session a terminal: sshd must chown the pty to the
             # tty group, and as anybody else that kills the session. Refused instead,
             # `ssh -t` goes on without one (the tests of `plug ssh` allow for that).
-            lines.append("PermitTTY no")
+            settings["PermitTTY"] = "no"
         if self.env:
-            pairs = " ".join(config_quote(f"{k}={v}") for k, v in self.env.items())
-            lines.append(f"SetEnv {pairs}")
-        self.config.write_text("\n".join(lines) + "\n")
+            settings["SetEnv"] = " ".join(config_quote(f"{k}={v}") for k, v in self.env.items())
+        return settings
+
+    def write_config(self) -> None:
+        self.config.write_text("".join(f"{key} {value}\n" for key, value in self.settings().items()))
 
     def launch(self, sshd: str) -> str:
         """Start sshd and wait until it listens; return "" or why it failed."""
