@@ -17,6 +17,7 @@ from plugbox_client import config as cfg
 from plugbox_server import __version__
 from plugbox_server import protocol as P
 from plugbox_server.errors import USAGE, PlugboxError, exit_for
+from plugbox_server.names import VERSION_FORMS
 
 app = typer.Typer(
     name="plug",
@@ -37,7 +38,6 @@ ConfigOption = Annotated[Optional[Path], typer.Option(
 StageOption = Annotated[Optional[str], typer.Option(
     "-s", "--stage", metavar="NAME", autocompletion=completion.stages,
     help="Use the [stages.NAME] table of plugbox.toml: its host or hosts, jump and home.")]
-VERSION_FORMS = "a name, a unique prefix of one (20261202T03), live, previous or live~N"
 RevOption = Annotated[Optional[str], typer.Option(
     "--rev", metavar="REV", show_default=False,
     help="Instead of VERSION: the version deployed from this git revision (its first digits will do).")]

@@ -17,6 +17,7 @@ import typer
 from plugbox_server import __version__, hooks, layout, operations, report
 from plugbox_server.errors import (COMMAND_NOT_FOUND, COMMAND_NOT_RUN, USAGE, Aborted, PlugboxError, exit_for,
                                    for_caller)
+from plugbox_server.names import VERSION_FORMS  # see VERSIONS in plugbox(1)
 from plugbox_server.output import ask, say
 
 app = typer.Typer(
@@ -50,8 +51,6 @@ def reports_errors(command):
     return wrapper
 
 
-# What names a version on the command line: see VERSIONS in plugbox(1).
-VERSION_FORMS = "a name, a unique prefix of one (20261202T03), live, previous or live~N"
 RevOption = Annotated[Optional[str], typer.Option(
     "--rev", metavar="REV", show_default=False,
     help="Instead of a VERSION: the version deployed from this git revision (its first digits will do).")]

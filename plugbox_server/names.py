@@ -33,6 +33,8 @@ _PREFIX = r"\d{1,8}|\d{8}T\d{0,6}|\d{8}T\d{6}Z(\.\d{0,2})?"
 _RELATIVE = r"live|previous|live~(\d{1,6})"
 SPEC_FORMAT = (FORMAT + ", or a unique prefix of one (20261121T09), "
                "live, previous or live~N (N versions back from live)")
+# The same forms, as both CLIs' --help names them.
+VERSION_FORMS = "a name, a unique prefix of one (20261202T03), live, previous or live~N"
 # A git revision as `--rev` takes it: at least 4 hex digits, as git abbreviates.
 _REVISION = r"[0-9a-fA-F]{4,64}"
 
